@@ -1,0 +1,129 @@
+// Package onnxq is robot-agent's built-in ONNX weight quantizer (the
+// "onnx-quantize" pipeline runner). It rewrites the float32 weights of
+// MatMul, Gemm and Conv nodes as int8 (symmetric, per channel or per tensor)
+// or float16, adding dequantizing nodes that reproduce the original tensor
+// names so the rest of the graph is untouched.
+//
+// The protobuf is handled at the wire level (protowire) instead of with
+// generated ONNX types, which keeps the agent binary small and lets every
+// field the quantizer does not change pass through byte for byte.
+package onnxq
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"google.golang.org/protobuf/encoding/protowire"
+)
+
+// Sentinel errors. Every error caused by the input model wraps
+// ErrInvalidModel; the message says what is wrong with it.
+var (
+	ErrInvalidModel = errors.New("invalid model")
+	// ErrTooLarge is returned (together with ErrInvalidModel) for models
+	// above Options.MaxBytes.
+	ErrTooLarge = errors.New("model too large")
+	// ErrBadOptions reports an unknown Mode or negative limits.
+	ErrBadOptions = errors.New("bad options")
+)
+
+// Mode selects the weight encoding.
+type Mode string
+
+const (
+	ModeInt8 Mode = "int8"
+	ModeFP16 Mode = "fp16"
+)
+
+// DefaultMinElements is used when Options.MinElements is zero: tiny tensors
+// (biases, small kernels) save little and cost accuracy.
+const DefaultMinElements = 1024
+
+// DefaultMaxBytes is used when Options.MaxBytes is zero. The whole model is
+// held in memory, so this bounds the agent's memory use.
+const DefaultMaxBytes int64 = 2 << 30
+
+// Options configures a quantization run.
+type Options struct {
+	Mode        Mode  // zero = int8
+	PerChannel  bool  // int8 only; callers normally pass true
+	MinElements int   // weights with fewer elements are left as float; zero means 1024
+	MaxBytes    int64 // models above this size are refused; zero means 2 GiB
+}
+
+func (o Options) normalized() (Options, error) {
+	if o.Mode == "" {
+		o.Mode = ModeInt8
+	}
+	if o.Mode != ModeInt8 && o.Mode != ModeFP16 {
+		return o, fmt.Errorf("%w: unknown mode %q (want int8 or fp16)", ErrBadOptions, o.Mode)
+	}
+	if o.MinElements < 0 || o.MaxBytes < 0 {
+		return o, fmt.Errorf("%w: MinElements and MaxBytes must not be negative", ErrBadOptions)
+	}
+	if o.MinElements == 0 {
+		o.MinElements = DefaultMinElements
+	}
+	if o.MaxBytes == 0 {
+		o.MaxBytes = DefaultMaxBytes
+	}
+	return o, nil
+}
+
+// Progress stages.
+const (
+	StageRead     = "read"
+	StageQuantize = "quantize"
+	StageWrite    = "write"
+)
+
+// Progress is reported once after reading, once per weight tensor considered
+// for quantization, and once after writing; Total = tensors + 2.
+type Progress struct {
+	Done, Total    int
+	Stage, Message string
+}
+
+// Result summarizes a run.
+type Result struct {
+	SizeBefore, SizeAfter int64
+	CompressionRatio      float64 // SizeBefore / SizeAfter
+	TensorsQuantized      int
+	TensorsSkipped        int // weights of MatMul/Gemm/Conv left as they were
+	MaxAbsError           float64
+	MeanSNRdB             float64 // mean over quantized tensors; capped at MaxSNRdB each
+}
+
+// MaxSNRdB caps the SNR of a tensor reproduced exactly.
+const MaxSNRdB = 200
+
+// Metrics returns the figures keyed for the pipeline's metrics report.
+func (r *Result) Metrics() map[string]float64 {
+	return map[string]float64{
+		"size_before":       float64(r.SizeBefore),
+		"size_after":        float64(r.SizeAfter),
+		"compression_ratio": r.CompressionRatio,
+		"tensors_quantized": float64(r.TensorsQuantized),
+		"tensors_skipped":   float64(r.TensorsSkipped),
+		"max_abs_error":     r.MaxAbsError,
+		"mean_snr_db":       r.MeanSNRdB,
+	}
+}
+
+func invalidf(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrInvalidModel}, args...)...)
+}
+
+// checkCtx is a helper so cancellation errors carry the operation.
+func checkCtx(ctx context.Context, op string) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("onnxq: %s: %w", op, err)
+	}
+	return nil
+}
+
+const (
+	protowireBytes  = protowire.BytesType
+	protowireVarint = protowire.VarintType
+)
