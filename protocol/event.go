@@ -1,0 +1,187 @@
+package protocol
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"strings"
+)
+
+// Version is the protocol major version carried in every envelope's v.
+const Version = 1
+
+// MaxPayload is the largest payload the contract allows (spec §2).
+const MaxPayload = 256 << 10
+
+// Event is one envelope with its typed data (spec §2).
+type Event struct {
+	V       int    `json:"v"`
+	Type    string `json:"type"`
+	ID      string `json:"id"`
+	TS      Time   `json:"ts"`
+	Robot   string `json:"robot"`
+	Session string `json:"session,omitempty"`
+	Seq     int64  `json:"seq"`
+	Data    Data   `json:"data"`
+}
+
+// NewEvent returns an event from robot with v, id and ts filled in. Seq is
+// left 0 for the sender (the agent's spool) to assign.
+func NewEvent(robot string, data Data) *Event {
+	return &Event{V: Version, Type: data.EventType(), ID: NewID(), TS: Now(), Robot: robot, Data: data}
+}
+
+// NewSessionEvent is NewEvent for the session.* types.
+func NewSessionEvent(robot, session string, data Data) *Event {
+	ev := NewEvent(robot, data)
+	ev.Session = session
+	return ev
+}
+
+// IsSessionType reports whether typ is one of the session.* types.
+func IsSessionType(typ string) bool { return strings.HasPrefix(typ, "session.") }
+
+// Encode validates ev and returns its JSON payload.
+func Encode(ev *Event) ([]byte, error) {
+	if err := ev.Validate(); err != nil {
+		return nil, err
+	}
+	b, err := json.Marshal(ev)
+	if err != nil {
+		return nil, fmt.Errorf("encode %s: %w", ev.Type, err)
+	}
+	if len(b) > MaxPayload {
+		return nil, fmt.Errorf("encode %s: %w: %d bytes, limit %d", ev.Type, ErrTooLarge, len(b), MaxPayload)
+	}
+	return b, nil
+}
+
+// Validate checks ev against every rule of the contract. It round-trips the
+// event through JSON so that Go values are judged exactly as a receiver
+// would judge the bytes.
+func (ev *Event) Validate() error {
+	if ev.Data == nil {
+		return &ValidationError{Type: ev.Type, Fields: []FieldError{{Path: "data", Msg: "is required"}}}
+	}
+	if ev.Type != ev.Data.EventType() {
+		return &ValidationError{Type: ev.Type, Fields: []FieldError{{Path: "type", Msg: fmt.Sprintf("is %q but data is %s", ev.Type, ev.Data.EventType())}}}
+	}
+	b, err := json.Marshal(ev)
+	if err != nil {
+		return fmt.Errorf("validate %s: %w", ev.Type, err)
+	}
+	_, err = Decode(b)
+	return err
+}
+
+// Decode parses and validates one payload. Every error wraps one of the
+// sentinel errors and names the field and the rule.
+func Decode(payload []byte) (*Event, error) {
+	if len(payload) > MaxPayload {
+		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(payload), MaxPayload)
+	}
+	tree, err := parseObject(payload)
+	if err != nil {
+		return nil, err
+	}
+	typ, ok := tree["type"].(string)
+	if !ok {
+		if _, present := tree["type"]; !present {
+			return nil, &ValidationError{Fields: []FieldError{{Path: "type", Msg: "is required"}}}
+		}
+		return nil, &ValidationError{Fields: []FieldError{{Path: "type", Msg: "must be a string, got " + jsonKind(tree["type"])}}}
+	}
+	info, ok := catalogByType[typ]
+	if !ok {
+		return nil, fmt.Errorf("%w %q (known: %s)", ErrUnknownType, clip(typ), strings.Join(Types(), ", "))
+	}
+	var v validator
+	v.check("", info.envelope, tree)
+	if err := v.err(typ); err != nil {
+		return nil, err
+	}
+	ev := &Event{}
+	data := reflect.New(info.goType)
+	raw := struct {
+		*Event
+		Data json.RawMessage `json:"data"`
+	}{Event: ev}
+	if err := json.Unmarshal(payload, &raw); err != nil {
+		return nil, &ValidationError{Type: typ, Fields: []FieldError{{Path: "", Msg: err.Error()}}}
+	}
+	if err := json.Unmarshal(raw.Data, data.Interface()); err != nil {
+		return nil, &ValidationError{Type: typ, Fields: []FieldError{{Path: "data", Msg: err.Error()}}}
+	}
+	ev.Data = data.Elem().Interface().(Data)
+	if c, ok := ev.Data.(crossChecker); ok {
+		c.crossCheck(&v, ev)
+		if err := v.err(typ); err != nil {
+			return nil, err
+		}
+	}
+	return ev, nil
+}
+
+// parseObject decodes a payload into a generic tree, keeping numbers exact.
+func parseObject(payload []byte) (map[string]any, error) {
+	dec := json.NewDecoder(bytes.NewReader(payload))
+	dec.UseNumber()
+	var tree any
+	if err := dec.Decode(&tree); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrNotJSON, err)
+	}
+	if dec.More() {
+		return nil, fmt.Errorf("%w: data after the first JSON value", ErrNotJSON)
+	}
+	obj, ok := tree.(map[string]any)
+	if !ok {
+		return nil, fmt.Errorf("%w: got %s", ErrNotJSON, jsonKind(tree))
+	}
+	return obj, nil
+}
+
+// crossChecker is implemented by data types with rules that span fields,
+// which struct tags cannot say.
+type crossChecker interface {
+	crossCheck(v *validator, ev *Event)
+}
+
+func (d RobotStatus) crossCheck(v *validator, _ *Event) {
+	if d.State == "offline" && d.Reason == "" {
+		v.addf("data.reason", "is required when state is offline")
+	}
+	if d.State == "online" && d.Reason != "" {
+		v.addf("data.reason", "must be absent when state is online, got %q", d.Reason)
+	}
+}
+
+func (d RobotMetrics) crossCheck(v *validator, _ *Event) {
+	if d.Memory.Used > d.Memory.Total {
+		v.addf("data.memory.used", "must not exceed memory.total (%d), got %d", d.Memory.Total, d.Memory.Used)
+	}
+}
+
+func (d CommandReply) crossCheck(v *validator, _ *Event) {
+	if !d.OK && d.Error == nil {
+		v.addf("data.error", "is required when ok is false")
+	}
+	if d.OK && d.Error != nil {
+		v.addf("data.error", "must be absent when ok is true")
+	}
+}
+
+func (d SessionState) crossCheck(v *validator, _ *Event) {
+	if d.Status == StatusFailed && d.Error == nil {
+		v.addf("data.error", "is required when status is failed")
+	}
+	if d.Status == StatusCompleted && d.Result == nil {
+		v.addf("data.result", "is required when status is completed")
+	}
+}
+
+func (d Command) crossCheck(v *validator, ev *Event) {
+	if ev.Seq != 0 {
+		v.addf("seq", "must be 0 for commands, got %d", ev.Seq)
+	}
+}

@@ -1,0 +1,174 @@
+package protocol
+
+import (
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+)
+
+// node is one compiled rule set: what a JSON value must look like. It is
+// built once per Go type from struct tags, and serves both the validator
+// (validate.go) and the JSON Schema generator (schema.go).
+type node struct {
+	kind       string // object, array, string, number, integer, boolean, any
+	nullable   bool
+	props      []prop // object: properties in declaration order
+	forbidden  []string
+	items      *node // array items
+	additional *node // object with free keys (Go map)
+	enum       []string
+	constant   any
+	pattern    string // name of a pattern in patterns
+	format     string // "date-time"
+	min, max   *float64
+	doc        string
+}
+
+type prop struct {
+	name     string
+	required bool
+	node     *node
+}
+
+// patterns are the named string patterns rules may use.
+var patterns = map[string]*regexp.Regexp{
+	"id":     idRe,
+	"sha256": regexp.MustCompile(`^[0-9a-f]{64}$`),
+}
+
+var (
+	nodeMu    sync.Mutex
+	nodeCache = map[reflect.Type]*node{}
+)
+
+var (
+	timeType = reflect.TypeFor[Time]()
+	anyType  = reflect.TypeFor[any]()
+	rawType  = reflect.TypeFor[json.RawMessage]()
+)
+
+// nodeFor returns the compiled rules of Go type t.
+func nodeFor(t reflect.Type) *node {
+	nodeMu.Lock()
+	defer nodeMu.Unlock()
+	return buildNode(t)
+}
+
+func buildNode(t reflect.Type) *node {
+	if n, ok := nodeCache[t]; ok {
+		return n
+	}
+	var n *node
+	switch {
+	case t == timeType:
+		n = &node{kind: "string", format: "date-time"}
+	case t == anyType || t == rawType:
+		n = &node{kind: "any"}
+	case t.Kind() == reflect.Pointer:
+		inner := *buildNode(t.Elem())
+		inner.nullable = true
+		n = &inner
+	case t.Kind() == reflect.Struct:
+		n = &node{kind: "object"}
+		nodeCache[t] = n // before the fields, for recursive types
+		addFields(n, t)
+		return n
+	case t.Kind() == reflect.Slice:
+		n = &node{kind: "array", items: buildNode(t.Elem())}
+	case t.Kind() == reflect.Map:
+		n = &node{kind: "object", additional: buildNode(t.Elem())}
+	case t.Kind() == reflect.String:
+		n = &node{kind: "string"}
+	case t.Kind() == reflect.Bool:
+		n = &node{kind: "boolean"}
+	case t.Kind() >= reflect.Int && t.Kind() <= reflect.Uint64:
+		n = &node{kind: "integer"}
+	case t.Kind() == reflect.Float32 || t.Kind() == reflect.Float64:
+		n = &node{kind: "number"}
+	case t.Kind() == reflect.Interface:
+		n = &node{kind: "any"}
+	default:
+		panic(fmt.Sprintf("protocol: no rules for Go type %s", t))
+	}
+	nodeCache[t] = n
+	return n
+}
+
+func addFields(n *node, t reflect.Type) {
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if !f.IsExported() {
+			continue
+		}
+		if f.Anonymous && f.Type.Kind() == reflect.Struct {
+			// Embedded struct: its fields are promoted, as encoding/json does.
+			emb := buildNode(f.Type)
+			n.props = append(n.props, emb.props...)
+			continue
+		}
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if name == "-" {
+			continue
+		}
+		if name == "" {
+			name = f.Name
+		}
+		base := buildNode(f.Type)
+		fn := *base // a copy: field rules must not leak into the shared type node
+		p := prop{name: name, node: &fn}
+		if doc := f.Tag.Get("doc"); doc != "" {
+			fn.doc = doc
+		}
+		target := &fn // where value rules go: the field, or its elements
+		if fn.kind == "array" || (fn.kind == "object" && fn.additional != nil) {
+			var elem node
+			if fn.items != nil {
+				elem = *fn.items
+				target = &elem
+				fn.items = target
+			} else {
+				elem = *fn.additional
+				target = &elem
+				fn.additional = target
+			}
+		}
+		for _, r := range strings.Split(f.Tag.Get("v"), ",") {
+			key, val, _ := strings.Cut(r, "=")
+			switch key {
+			case "":
+			case "required":
+				p.required = true
+			case "nullable":
+				fn.nullable = true
+			case "min":
+				target.min = mustFloat(t, f, val)
+			case "max":
+				target.max = mustFloat(t, f, val)
+			case "enum":
+				target.enum = strings.Split(val, "|")
+			case "pattern":
+				if patterns[val] == nil {
+					panic(fmt.Sprintf("protocol: %s.%s: unknown pattern %q", t, f.Name, val))
+				}
+				target.pattern = val
+			case "format":
+				target.format = val
+			default:
+				panic(fmt.Sprintf("protocol: %s.%s: unknown rule %q", t, f.Name, key))
+			}
+		}
+		n.props = append(n.props, p)
+	}
+}
+
+func mustFloat(t reflect.Type, f reflect.StructField, s string) *float64 {
+	v, err := strconv.ParseFloat(s, 64)
+	if err != nil {
+		panic(fmt.Sprintf("protocol: %s.%s: bad number %q", t, f.Name, s))
+	}
+	return &v
+}

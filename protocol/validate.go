@@ -1,0 +1,208 @@
+package protocol
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// FieldError is one broken rule, at a JSON path such as data.cpu.per_core[3].
+type FieldError struct {
+	Path string
+	Msg  string
+}
+
+func (e FieldError) Error() string { return e.Path + ": " + e.Msg }
+
+// ValidationError lists every broken rule of one event. It wraps ErrInvalid.
+type ValidationError struct {
+	Type   string // the event type, when known
+	Fields []FieldError
+}
+
+// maxReported bounds the list, so one hostile payload cannot make a huge error.
+const maxReported = 20
+
+func (e *ValidationError) Error() string {
+	var b strings.Builder
+	for i, f := range e.Fields {
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		b.WriteString(f.Error())
+	}
+	return b.String()
+}
+
+func (e *ValidationError) Unwrap() error { return ErrInvalid }
+
+type validator struct {
+	errs []FieldError
+}
+
+func (v *validator) addf(path, format string, args ...any) {
+	if len(v.errs) < maxReported {
+		v.errs = append(v.errs, FieldError{Path: path, Msg: fmt.Sprintf(format, args...)})
+	}
+}
+
+func (v *validator) err(typ string) error {
+	if len(v.errs) == 0 {
+		return nil
+	}
+	return &ValidationError{Type: typ, Fields: v.errs}
+}
+
+func join(path, name string) string {
+	if path == "" {
+		return name
+	}
+	return path + "." + name
+}
+
+// check validates a value decoded with json.Decoder.UseNumber against n.
+func (v *validator) check(path string, n *node, val any) {
+	if val == nil {
+		if !n.nullable && n.kind != "any" {
+			v.addf(path, "must be %s, got null", describe(n))
+		}
+		return
+	}
+	switch n.kind {
+	case "any":
+	case "object":
+		obj, ok := val.(map[string]any)
+		if !ok {
+			v.addf(path, "must be an object, got %s", jsonKind(val))
+			return
+		}
+		for _, p := range n.props {
+			pv, present := obj[p.name]
+			if !present {
+				if p.required {
+					v.addf(join(path, p.name), "is required")
+				}
+				continue
+			}
+			v.check(join(path, p.name), p.node, pv)
+		}
+		for _, name := range n.forbidden {
+			if _, present := obj[name]; present {
+				v.addf(join(path, name), "must be absent")
+			}
+		}
+		if n.additional != nil {
+			keys := make([]string, 0, len(obj))
+			for k := range obj {
+				keys = append(keys, k)
+			}
+			slices.Sort(keys) // deterministic error order
+			for _, k := range keys {
+				v.check(join(path, k), n.additional, obj[k])
+			}
+		}
+	case "array":
+		arr, ok := val.([]any)
+		if !ok {
+			v.addf(path, "must be an array, got %s", jsonKind(val))
+			return
+		}
+		for i, e := range arr {
+			v.check(path+"["+strconv.Itoa(i)+"]", n.items, e)
+		}
+	case "string":
+		s, ok := val.(string)
+		if !ok {
+			v.addf(path, "must be a string, got %s", jsonKind(val))
+			return
+		}
+		if n.constant != nil && s != n.constant {
+			v.addf(path, "must be %q, got %q", n.constant, clip(s))
+		}
+		if len(n.enum) > 0 && !slices.Contains(n.enum, s) {
+			v.addf(path, "must be one of %s, got %q", strings.Join(n.enum, ", "), clip(s))
+		}
+		if n.pattern != "" && !patterns[n.pattern].MatchString(s) {
+			v.addf(path, "must match %s, got %q", patterns[n.pattern], clip(s))
+		}
+		if n.format == "date-time" {
+			if err := parseTime(s); err != nil {
+				v.addf(path, "must be an RFC 3339 time, got %q", clip(s))
+			}
+		}
+	case "number", "integer":
+		num, ok := val.(json.Number)
+		if !ok {
+			v.addf(path, "must be a %s, got %s", n.kind, jsonKind(val))
+			return
+		}
+		f, err := num.Float64()
+		if err != nil || math.IsInf(f, 0) {
+			v.addf(path, "must be a finite number, got %s", clip(num.String()))
+			return
+		}
+		if n.kind == "integer" {
+			if _, err := strconv.ParseInt(num.String(), 10, 64); err != nil {
+				v.addf(path, "must be an integer, got %s", clip(num.String()))
+				return
+			}
+		}
+		if n.constant != nil && f != float64(n.constant.(int)) {
+			v.addf(path, "must be %v, got %s", n.constant, num)
+		}
+		switch {
+		case n.min != nil && n.max != nil && (f < *n.min || f > *n.max):
+			v.addf(path, "must be between %v and %v, got %s", *n.min, *n.max, num)
+		case n.min != nil && f < *n.min:
+			v.addf(path, "must be at least %v, got %s", *n.min, num)
+		case n.max != nil && f > *n.max:
+			v.addf(path, "must be at most %v, got %s", *n.max, num)
+		}
+	case "boolean":
+		if _, ok := val.(bool); !ok {
+			v.addf(path, "must be a boolean, got %s", jsonKind(val))
+		}
+	}
+}
+
+func describe(n *node) string {
+	switch n.kind {
+	case "object":
+		return "an object"
+	case "array":
+		return "an array"
+	case "integer":
+		return "an integer"
+	}
+	return "a " + n.kind
+}
+
+func jsonKind(v any) string {
+	switch v := v.(type) {
+	case nil:
+		return "null"
+	case bool:
+		return "a boolean"
+	case json.Number:
+		return "a number"
+	case string:
+		return "a string"
+	case []any:
+		return "an array"
+	case map[string]any:
+		return "an object"
+	default:
+		return fmt.Sprintf("%T", v)
+	}
+}
+
+// clip shortens foreign text quoted in errors.
+func clip(s string) string {
+	if len(s) > 80 {
+		return s[:77] + "..."
+	}
+	return s
+}
