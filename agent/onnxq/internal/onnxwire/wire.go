@@ -119,11 +119,11 @@ func Split(b []byte) ([]Field, error) {
 	for off := 0; off < len(b); {
 		num, typ, n := protowire.ConsumeTag(b[off:])
 		if n < 0 {
-			return nil, fmt.Errorf("%w: bad tag at offset %d: %v", ErrMalformed, off, protowire.ParseError(n))
+			return nil, fmt.Errorf("%w: bad tag at offset %d: %w", ErrMalformed, off, protowire.ParseError(n))
 		}
 		m := protowire.ConsumeFieldValue(num, typ, b[off+n:])
 		if m < 0 {
-			return nil, fmt.Errorf("%w: field %d at offset %d: %v", ErrMalformed, num, off, protowire.ParseError(m))
+			return nil, fmt.Errorf("%w: field %d at offset %d: %w", ErrMalformed, num, off, protowire.ParseError(m))
 		}
 		f := Field{Num: num, Type: typ, Raw: b[off : off+n+m]}
 		val := b[off+n : off+n+m]
@@ -154,7 +154,7 @@ func Int64s(dst []int64, f Field) ([]int64, error) {
 		for b := f.Bytes; len(b) > 0; {
 			v, n := protowire.ConsumeVarint(b)
 			if n < 0 {
-				return nil, fmt.Errorf("%w: packed varint: %v", ErrMalformed, protowire.ParseError(n))
+				return nil, fmt.Errorf("%w: packed varint: %w", ErrMalformed, protowire.ParseError(n))
 			}
 			dst = append(dst, int64(v))
 			b = b[n:]

@@ -312,3 +312,12 @@ func WriteAll(dir string, seed uint64) (map[string]string, error) {
 	}
 	return paths, nil
 }
+
+// AddInitializer appends an already encoded TensorProto to the initializers,
+// for tests that need fields the builder does not produce.
+func (b *Builder) AddInitializer(encoded []byte) {
+	b.inits = append(b.inits, encoded)
+}
+
+// Rand exposes the builder's seeded generator.
+func (b *Builder) Rand() *rand.Rand { return b.rng }

@@ -1,0 +1,582 @@
+package onnxq
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	w "github.com/robotfleet/fleetlink/agent/onnxq/internal/onnxwire"
+	"github.com/robotfleet/fleetlink/agent/onnxq/internal/testmodels"
+)
+
+var perChannel = Options{Mode: ModeInt8, PerChannel: true}
+
+func mustQuantize(t *testing.T, data []byte, opts Options) ([]byte, *Result) {
+	t.Helper()
+	out, res, err := Quantize(context.Background(), data, opts, nil)
+	if err != nil {
+		t.Fatalf("Quantize: %v", err)
+	}
+	return out, res
+}
+
+func mustParse(t *testing.T, data []byte) *model {
+	t.Helper()
+	m, err := parseModel(data)
+	if err != nil {
+		t.Fatalf("parseModel: %v", err)
+	}
+	return m
+}
+
+func opCount(m *model) map[string]int {
+	c := map[string]int{}
+	for _, n := range m.graph.nodes {
+		c[n.opType]++
+	}
+	return c
+}
+
+func findInit(m *model, name string) *tensor {
+	for i := range m.graph.inits {
+		if m.graph.inits[i].t.name == name {
+			return &m.graph.inits[i].t
+		}
+	}
+	return nil
+}
+
+func findNode(m *model, op string) *node {
+	for i := range m.graph.nodes {
+		if m.graph.nodes[i].opType == op {
+			return &m.graph.nodes[i]
+		}
+	}
+	return nil
+}
+
+// unchanged re-serializes a model through the same layout path the
+// quantizer uses, with nothing replaced.
+func unchanged(t *testing.T, data []byte) []byte {
+	m := mustParse(t, data)
+	var buf bytes.Buffer
+	if _, err := layout(m, nil, nil).WriteTo(&buf); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+func TestRoundTripByteIdentical(t *testing.T) {
+	for _, s := range testmodels.All() {
+		data := s.Build(s.Opset, 1)
+		if got := unchanged(t, data); !bytes.Equal(got, data) {
+			t.Errorf("%s: read+write changed the bytes (%d → %d)", s.Name, len(data), len(got))
+		}
+	}
+}
+
+func TestAxisChoice(t *testing.T) {
+	cases := []struct {
+		name string
+		data []byte
+		axes []int
+	}{
+		{"gemm", testmodels.MLP(17, 1, false, false), []int{1, 1, 1}},
+		{"gemm transB", testmodels.MLP(17, 1, true, false), []int{0, 0, 0}},
+		{"matmul", testmodels.MatMulModel(17, 1), []int{1, 1}},
+		{"conv", testmodels.CNN(17, 1), []int{0, 0, 0}}, // two Conv W, then Gemm transB
+	}
+	for _, c := range cases {
+		ws := plan(mustParse(t, c.data), Options{MinElements: 1})
+		var axes []int
+		for _, wt := range ws {
+			axes = append(axes, wt.axis)
+		}
+		if len(axes) != len(c.axes) {
+			t.Fatalf("%s: %d weights, want %d", c.name, len(axes), len(c.axes))
+		}
+		for i := range axes {
+			if axes[i] != c.axes[i] {
+				t.Errorf("%s: axes %v, want %v", c.name, axes, c.axes)
+				break
+			}
+		}
+	}
+}
+
+func TestInt8Opset17PerChannel(t *testing.T) {
+	data := testmodels.MatMulModel(17, 1)
+	out, res := mustQuantize(t, data, perChannel)
+	if res.TensorsQuantized != 2 || res.TensorsSkipped != 0 {
+		t.Fatalf("quantized %d skipped %d, want 2/0", res.TensorsQuantized, res.TensorsSkipped)
+	}
+	m := mustParse(t, out)
+	if m.opset != 17 {
+		t.Errorf("opset %d", m.opset)
+	}
+	if c := opCount(m); c["DequantizeLinear"] != 2 || c["Cast"] != 0 {
+		t.Errorf("ops %v", c)
+	}
+	dq := findNode(m, "DequantizeLinear")
+	if a := dq.attr("axis"); a == nil || a.i != 1 {
+		t.Errorf("DequantizeLinear axis attr %+v, want 1", a)
+	}
+	// The first node is new; the original weight name is produced by DQ.
+	if m.graph.nodes[0].opType != "DequantizeLinear" {
+		t.Errorf("first node %s, want the new DequantizeLinear", m.graph.nodes[0].opType)
+	}
+	w0 := dq.outputs[0]
+	if findInit(m, w0) != nil {
+		t.Errorf("float initializer %s still present", w0)
+	}
+	q := findInit(m, dq.inputs[0])
+	if q == nil || q.dataType != w.DTInt8 || len(q.raw) != 128*256 {
+		t.Fatalf("quantized initializer %+v", q)
+	}
+	s := findInit(m, dq.inputs[1])
+	if s == nil || len(s.dims) != 1 || s.dims[0] != 256 {
+		t.Errorf("scale dims %v, want [256]", s.dims)
+	}
+	zp := findInit(m, dq.inputs[2])
+	if zp == nil || zp.dataType != w.DTInt8 {
+		t.Errorf("zero point %+v", zp)
+	}
+	if res.MaxAbsError <= 0 || res.MeanSNRdB < 35 || res.MeanSNRdB > 60 {
+		t.Errorf("error figures max %g snr %g", res.MaxAbsError, res.MeanSNRdB)
+	}
+	if r := float64(len(out)) / float64(len(data)); r > 0.3 {
+		t.Errorf("size ratio %.3f > 0.3", r)
+	}
+}
+
+func TestOpset11PerChannelUsesCastMul(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		data  []byte
+		sdims [][]int64
+	}{
+		{"matmul", testmodels.MatMulModel(11, 1), [][]int64{{1, 256}, {1, 64}}},
+		{"cnn", testmodels.CNN(11, 1), [][]int64{{16, 1, 1, 1}, {32, 1, 1, 1}, {10, 1}}},
+	} {
+		out, _ := mustQuantize(t, c.data, perChannel)
+		m := mustParse(t, out)
+		if m.opset != 11 {
+			t.Errorf("%s: opset bumped to %d", c.name, m.opset)
+		}
+		ops := opCount(m)
+		if ops["DequantizeLinear"] != 0 || ops["Cast"] != len(c.sdims) || ops["Mul"] != len(c.sdims) {
+			t.Fatalf("%s: ops %v", c.name, ops)
+		}
+		i := 0
+		for _, n := range m.graph.nodes {
+			if n.opType != "Mul" {
+				continue
+			}
+			s := findInit(m, n.inputs[1])
+			if s == nil || !equalDims(s.dims, c.sdims[i]) {
+				t.Errorf("%s: Mul %d scale dims %v, want %v", c.name, i, s.dims, c.sdims[i])
+			}
+			i++
+		}
+	}
+}
+
+func TestOpset11PerTensorUsesDQ(t *testing.T) {
+	out, _ := mustQuantize(t, testmodels.MatMulModel(11, 1), Options{})
+	m := mustParse(t, out)
+	if ops := opCount(m); ops["DequantizeLinear"] != 2 || ops["Mul"] != 0 {
+		t.Fatalf("ops %v", ops)
+	}
+	dq := findNode(m, "DequantizeLinear")
+	if dq.attr("axis") != nil {
+		t.Error("per-tensor DequantizeLinear has an axis")
+	}
+	if s := findInit(m, dq.inputs[1]); len(s.dims) != 0 {
+		t.Errorf("per-tensor scale dims %v, want scalar", s.dims)
+	}
+}
+
+func TestFP16(t *testing.T) {
+	data := testmodels.MLP(17, 1, true, false)
+	out, res := mustQuantize(t, data, Options{Mode: ModeFP16})
+	m := mustParse(t, out)
+	if res.TensorsQuantized != 3 || opCount(m)["Cast"] != 3 {
+		t.Fatalf("quantized %d, ops %v", res.TensorsQuantized, opCount(m))
+	}
+	c := findNode(m, "Cast")
+	if a := c.attr("to"); a == nil || a.i != w.DTFloat {
+		t.Errorf("Cast to %+v", a)
+	}
+	h := findInit(m, c.inputs[0])
+	if h == nil || h.dataType != w.DTFloat16 {
+		t.Fatalf("fp16 initializer %+v", h)
+	}
+	// Check one value against the original.
+	orig := findInit(mustParse(t, data), c.outputs[0])
+	x, _ := orig.floats(nil)
+	for i := 0; i < 100; i++ {
+		got := float16ToFloat32(uint16(h.raw[2*i]) | uint16(h.raw[2*i+1])<<8)
+		if math.Abs(float64(got-x[i])) > math.Abs(float64(x[i]))/1000 {
+			t.Fatalf("value %d: %g vs %g", i, got, x[i])
+		}
+	}
+	if res.MeanSNRdB < 60 {
+		t.Errorf("fp16 SNR %g", res.MeanSNRdB)
+	}
+}
+
+func TestConstantNodeWeights(t *testing.T) {
+	data := testmodels.MLP(17, 1, false, true)
+	in := mustParse(t, data)
+	if findInit(in, "W_1") != nil || opCount(in)["Constant"] != 3 {
+		t.Fatalf("test model does not use Constant weights: %v", opCount(in))
+	}
+	out, res := mustQuantize(t, data, perChannel)
+	if res.TensorsQuantized != 3 {
+		t.Fatalf("quantized %d", res.TensorsQuantized)
+	}
+	m := mustParse(t, out)
+	// Each weight: Constant q, scale, zero point + DequantizeLinear; the
+	// float Constants are gone.
+	if ops := opCount(m); ops["Constant"] != 9 || ops["DequantizeLinear"] != 3 {
+		t.Fatalf("ops %v", ops)
+	}
+	for _, n := range m.graph.nodes {
+		if n.opType != "Constant" {
+			continue
+		}
+		tt, err := parseTensor(n.attr("value").t)
+		if err != nil || tt.dataType == w.DTFloat && len(tt.raw) > 4*256 {
+			t.Errorf("Constant %v still holds a float weight", n.outputs)
+		}
+	}
+}
+
+func TestSharedInitializerQuantizedOnce(t *testing.T) {
+	out, res := mustQuantize(t, testmodels.SharedModel(17, 1), perChannel)
+	if res.TensorsQuantized != 1 {
+		t.Fatalf("quantized %d, want 1", res.TensorsQuantized)
+	}
+	m := mustParse(t, out)
+	if ops := opCount(m); ops["DequantizeLinear"] != 1 || ops["MatMul"] != 2 {
+		t.Fatalf("ops %v", ops)
+	}
+}
+
+// A weight shared by a MatMul (channels on axis 1) and a Gemm with transB
+// (axis 0) falls back to one scale for the whole tensor.
+func TestSharedConflictingAxesPerTensor(t *testing.T) {
+	b := testmodels.NewBuilder(17, 1)
+	x := b.Input("X", -1, 64)
+	wt := b.Weight("W", 0.1, 1, 64, 64)
+	h := b.Op("MatMul", []string{x, wt})
+	h = b.Op("Gemm", []string{h, wt}, w.Attr{Name: "transB", Type: w.AttrTypeInt, I: 1})
+	b.Node("Identity", []string{h}, []string{"Y"})
+	b.Output("Y", -1, 64)
+	out, _ := mustQuantize(t, b.Model("conflict"), perChannel)
+	dq := findNode(mustParse(t, out), "DequantizeLinear")
+	if dq == nil || dq.attr("axis") != nil {
+		t.Fatalf("want a per-tensor DequantizeLinear, got %+v", dq)
+	}
+}
+
+// weightModel builds X → MatMul(W big) → MatMul(V) → Y and lets the caller
+// change V.
+func weightModel(t *testing.T, edit func(b *testmodels.Builder, x, h string) string) []byte {
+	b := testmodels.NewBuilder(17, 1)
+	x := b.Input("X", -1, 64)
+	h := b.Op("MatMul", []string{x, b.Weight("W", 0.1, 1, 64, 64)})
+	h = edit(b, x, h)
+	b.Node("Identity", []string{h}, []string{"Y"})
+	b.Output("Y", -1, 64)
+	return b.Model("edited")
+}
+
+func TestGraphInputInitializerSkipped(t *testing.T) {
+	var v string
+	data := weightModel(t, func(b *testmodels.Builder, x, h string) string {
+		v = b.Weight("V", 0.1, 1, 64, 64)
+		b.Input(v, 64, 64) // overridable at run time
+		return b.Op("MatMul", []string{h, v})
+	})
+	out, res := mustQuantize(t, data, perChannel)
+	if res.TensorsQuantized != 1 || res.TensorsSkipped != 1 {
+		t.Fatalf("quantized %d skipped %d, want 1/1", res.TensorsQuantized, res.TensorsSkipped)
+	}
+	vt := findInit(mustParse(t, out), v)
+	if vt == nil || vt.dataType != w.DTFloat {
+		t.Fatalf("graph-input initializer was changed: %+v", vt)
+	}
+}
+
+func TestNonWeightUseSkipped(t *testing.T) {
+	data := weightModel(t, func(b *testmodels.Builder, x, h string) string {
+		v := b.Weight("V", 0.1, 1, 64, 64)
+		h = b.Op("MatMul", []string{h, v})
+		return b.Op("Add", []string{h, v}) // also a plain input elsewhere
+	})
+	_, res := mustQuantize(t, data, perChannel)
+	if res.TensorsQuantized != 1 || res.TensorsSkipped != 1 {
+		t.Fatalf("quantized %d skipped %d, want 1/1", res.TensorsQuantized, res.TensorsSkipped)
+	}
+	// Used as MatMul input A (not the weight) → also skipped.
+	data = weightModel(t, func(b *testmodels.Builder, x, h string) string {
+		v := b.Weight("V", 0.1, 1, 64, 64)
+		h = b.Op("MatMul", []string{h, v})
+		return b.Op("MatMul", []string{v, h})
+	})
+	if _, res = mustQuantize(t, data, perChannel); res.TensorsSkipped != 1 {
+		t.Fatalf("skipped %d, want 1", res.TensorsSkipped)
+	}
+}
+
+func TestFloatDataWeights(t *testing.T) {
+	b := testmodels.NewBuilder(17, 1)
+	x := b.Input("X", -1, 64)
+	var tb []byte
+	tb = w.AppendVarint(tb, w.TensorDims, 64)
+	tb = w.AppendVarint(tb, w.TensorDims, 32)
+	tb = w.AppendVarint(tb, w.TensorDataType, w.DTFloat)
+	var packed []byte
+	for i := 0; i < 64*32; i++ {
+		u := math.Float32bits(float32(i%97) / 97)
+		packed = append(packed, byte(u), byte(u>>8), byte(u>>16), byte(u>>24))
+	}
+	tb = w.AppendBytes(tb, w.TensorFloatData, packed)
+	tb = w.AppendString(tb, w.TensorName, "FW")
+	b.AddInitializer(tb)
+	h := b.Op("MatMul", []string{x, "FW"})
+	b.Node("Identity", []string{h}, []string{"Y"})
+	b.Output("Y", -1, 32)
+	_, res := mustQuantize(t, b.Model("floatdata"), perChannel)
+	if res.TensorsQuantized != 1 || res.MaxAbsError > 1.0/127 {
+		t.Fatalf("%+v", res)
+	}
+}
+
+func externalTensor(name string, dims ...int64) []byte {
+	var tb []byte
+	for _, d := range dims {
+		tb = w.AppendVarint(tb, w.TensorDims, d)
+	}
+	tb = w.AppendVarint(tb, w.TensorDataType, w.DTFloat)
+	tb = w.AppendString(tb, w.TensorName, name)
+	var kv []byte
+	kv = w.AppendString(kv, 1, "location")
+	kv = w.AppendString(kv, 2, "weights.bin")
+	tb = w.AppendBytes(tb, w.TensorExternalData, kv)
+	return w.AppendVarint(tb, w.TensorDataLocation, w.DataLocationExternal)
+}
+
+func TestExternalDataRefused(t *testing.T) {
+	b := testmodels.NewBuilder(17, 1)
+	x := b.Input("X", -1, 64)
+	b.AddInitializer(externalTensor("EW", 64, 64))
+	b.AddInitializer(externalTensor("EV", 64, 64))
+	h := b.Op("MatMul", []string{b.Op("MatMul", []string{x, "EW"}), "EV"})
+	b.Node("Identity", []string{h}, []string{"Y"})
+	b.Output("Y", -1, 64)
+	_, _, err := Quantize(context.Background(), b.Model("external"), perChannel, nil)
+	if !errors.Is(err, ErrInvalidModel) || !strings.Contains(err.Error(), "external data is not supported") {
+		t.Fatalf("err = %v", err)
+	}
+
+	// Mixed: the external one is skipped, the rest quantized.
+	data := weightModel(t, func(b *testmodels.Builder, x, h string) string {
+		b.AddInitializer(externalTensor("EV", 64, 64))
+		return b.Op("MatMul", []string{h, "EV"})
+	})
+	out, res := mustQuantize(t, data, perChannel)
+	if res.TensorsQuantized != 1 || res.TensorsSkipped != 1 {
+		t.Fatalf("quantized %d skipped %d", res.TensorsQuantized, res.TensorsSkipped)
+	}
+	if ev := findInit(mustParse(t, out), "EV"); ev == nil || !ev.external {
+		t.Fatal("external initializer not kept as it was")
+	}
+}
+
+func TestInvalidInputs(t *testing.T) {
+	good := testmodels.MatMulModel(17, 1)
+	noGraph := w.AppendVarint(nil, w.ModelIRVersion, 8)
+	noGraph = w.AppendString(noGraph, 2, "x")
+	cases := map[string]struct {
+		data []byte
+		msg  string
+	}{
+		"empty":         {nil, "empty"},
+		"text":          {[]byte("this is not an onnx model at all, just text\n"), ""},
+		"no graph":      {noGraph, "no graph"},
+		"truncated 1/2": {good[:len(good)/2], "truncated"},
+		"truncated -1":  {good[:len(good)-1], ""},
+		"truncated 10":  {good[:10], "truncated"},
+		"no weights":    {testmodels.MatMulModel(17, 1)[:0], ""},
+		"only small":    {smallOnly(), "no quantizable weights"},
+		"json":          {[]byte(`{"graph": {}}`), ""},
+		"zeros":         {make([]byte, 100), ""},
+	}
+	for name, c := range cases {
+		_, _, err := Quantize(context.Background(), c.data, perChannel, nil)
+		if !errors.Is(err, ErrInvalidModel) {
+			t.Errorf("%s: err = %v, want ErrInvalidModel", name, err)
+			continue
+		}
+		if !strings.Contains(err.Error(), c.msg) {
+			t.Errorf("%s: err %q does not mention %q", name, err, c.msg)
+		}
+	}
+	// Files too.
+	dir := t.TempDir()
+	p := filepath.Join(dir, "bad.onnx")
+	os.WriteFile(p, good[:len(good)/3], 0o644)
+	if _, err := QuantizeFile(context.Background(), p, p+".out", perChannel, nil); !errors.Is(err, ErrInvalidModel) {
+		t.Errorf("truncated file: %v", err)
+	}
+	if _, err := os.Stat(p + ".out"); !os.IsNotExist(err) {
+		t.Error("output written for a bad model")
+	}
+}
+
+func smallOnly() []byte {
+	b := testmodels.NewBuilder(17, 1)
+	x := b.Input("X", -1, 8)
+	h := b.Op("MatMul", []string{x, b.Weight("W", 0.1, 1, 8, 8)})
+	b.Node("Identity", []string{h}, []string{"Y"})
+	b.Output("Y", -1, 8)
+	return b.Model("small")
+}
+
+func TestMaxBytes(t *testing.T) {
+	data := testmodels.MatMulModel(17, 1)
+	_, _, err := Quantize(context.Background(), data, Options{MaxBytes: 1000}, nil)
+	if !errors.Is(err, ErrTooLarge) || !errors.Is(err, ErrInvalidModel) {
+		t.Fatalf("err = %v", err)
+	}
+	p := filepath.Join(t.TempDir(), "m.onnx")
+	os.WriteFile(p, data, 0o644)
+	if _, err := QuantizeFile(context.Background(), p, p+".q", Options{MaxBytes: 1000}, nil); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("file err = %v", err)
+	}
+}
+
+func TestBadOptions(t *testing.T) {
+	_, _, err := Quantize(context.Background(), nil, Options{Mode: "int4"}, nil)
+	if !errors.Is(err, ErrBadOptions) {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestContextCancel(t *testing.T) {
+	dir := t.TempDir()
+	in := filepath.Join(dir, "m.onnx")
+	out := filepath.Join(dir, "q.onnx")
+	os.WriteFile(in, testmodels.MLP(17, 1, false, false), 0o644)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := QuantizeFile(ctx, in, out, perChannel, nil); !errors.Is(err, context.Canceled) {
+		t.Fatalf("pre-cancelled: %v", err)
+	}
+	// Cancel after the first tensor: the run stops before the next one.
+	ctx, cancel = context.WithCancel(context.Background())
+	defer cancel()
+	var stages []string
+	_, err := QuantizeFile(ctx, in, out, perChannel, func(p Progress) {
+		stages = append(stages, p.Stage)
+		if p.Stage == StageQuantize {
+			cancel()
+		}
+	})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("mid-run: %v", err)
+	}
+	if strings.Join(stages, ",") != "read,quantize" {
+		t.Errorf("stages %v", stages)
+	}
+	if _, err := os.Stat(out); !os.IsNotExist(err) {
+		t.Error("output written despite cancellation")
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
+		t.Errorf("left files behind: %v", ents)
+	}
+}
+
+func TestProgressAndMetrics(t *testing.T) {
+	dir := t.TempDir()
+	in := filepath.Join(dir, "m.onnx")
+	data := testmodels.CNN(17, 1)
+	os.WriteFile(in, data, 0o644)
+	var ps []Progress
+	res, err := QuantizeFile(context.Background(), in, in, perChannel, func(p Progress) { ps = append(ps, p) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ps) != 5 || ps[0].Stage != StageRead || ps[4].Stage != StageWrite {
+		t.Fatalf("progress %+v", ps)
+	}
+	for i, p := range ps {
+		if p.Total != 5 || p.Done != i+1 {
+			t.Errorf("progress %d: %+v", i, p)
+		}
+	}
+	st, _ := os.Stat(in)
+	if res.SizeBefore != int64(len(data)) || res.SizeAfter != st.Size() {
+		t.Errorf("sizes %d/%d, file %d", res.SizeBefore, res.SizeAfter, st.Size())
+	}
+	mt := res.Metrics()
+	want := map[string]float64{
+		"size_before": float64(res.SizeBefore), "size_after": float64(res.SizeAfter),
+		"compression_ratio": res.CompressionRatio, "tensors_quantized": 3, "tensors_skipped": 0,
+		"max_abs_error": res.MaxAbsError, "mean_snr_db": res.MeanSNRdB,
+	}
+	if len(mt) != len(want) {
+		t.Errorf("metrics %v", mt)
+	}
+	for k, v := range want {
+		if mt[k] != v {
+			t.Errorf("metric %s = %v, want %v", k, mt[k], v)
+		}
+	}
+	if res.CompressionRatio < 3.3 {
+		t.Errorf("compression ratio %g", res.CompressionRatio)
+	}
+	// In place: the output parses and is quantized.
+	out, _ := os.ReadFile(in)
+	if opCount(mustParse(t, out))["DequantizeLinear"] != 3 {
+		t.Error("in-place output not quantized")
+	}
+}
+
+func TestQuantizeInt8Exact(t *testing.T) {
+	x := []float32{0, 127, -127, 63.5, 1, -1, 2, 0}
+	q, s, st := quantizeInt8(x, []int64{2, 4}, 0)
+	if s[0] != 1 || s[1] != float32(2)/127 {
+		t.Errorf("scales %v", s)
+	}
+	if int8(q[1]) != 127 || int8(q[2]) != -127 || int8(q[3]) != 64 {
+		t.Errorf("q %v", q)
+	}
+	if st.maxAbs > float64(s[0])/2+1e-6 {
+		t.Errorf("max abs %g", st.maxAbs)
+	}
+	_, s2, st2 := quantizeInt8(make([]float32, 8), []int64{8}, -1)
+	if s2[0] != 1 || st2.snr != MaxSNRdB {
+		t.Errorf("all zero: scale %v snr %g", s2, st2.snr)
+	}
+}
+
+func equalDims(a, b []int64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
