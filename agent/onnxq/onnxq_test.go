@@ -580,3 +580,41 @@ func equalDims(a, b []int64) bool {
 	}
 	return true
 }
+
+// A weight also read inside an If branch (outer-scope capture) is left
+// alone; the rest of the model is still quantized.
+func TestSubgraphCaptureSkipped(t *testing.T) {
+	var v string
+	data := weightModel(t, func(b *testmodels.Builder, x, h string) string {
+		v = b.Weight("V", 0.1, 1, 64, 64)
+		h = b.Op("MatMul", []string{h, v})
+		sub := testmodels.NewBuilder(17, 2)
+		sub.Node("Identity", []string{v}, []string{"branch_out"})
+		sub.Output("branch_out", 64, 64)
+		g := sub.GraphBytes("branch")
+		cond := b.Input("C")
+		b.Node("If", []string{cond}, []string{"Z"},
+			w.Attr{Name: "then_branch", Type: w.AttrTypeGraph, G: g},
+			w.Attr{Name: "else_branch", Type: w.AttrTypeGraph, G: g})
+		b.Output("Z", 64, 64)
+		return h
+	})
+	out, res := mustQuantize(t, data, perChannel)
+	if res.TensorsQuantized != 1 || res.TensorsSkipped != 1 {
+		t.Fatalf("quantized %d skipped %d, want 1/1", res.TensorsQuantized, res.TensorsSkipped)
+	}
+	if vt := findInit(mustParse(t, out), v); vt == nil || vt.dataType != w.DTFloat {
+		t.Fatal("captured weight changed")
+	}
+}
+
+// Before opset 10 there is no DequantizeLinear: both granularities use
+// Cast+Mul.
+func TestOpset9CastMul(t *testing.T) {
+	for _, opts := range []Options{perChannel, {}} {
+		out, _ := mustQuantize(t, testmodels.MatMulModel(9, 1), opts)
+		if ops := opCount(mustParse(t, out)); ops["DequantizeLinear"] != 0 || ops["Cast"] != 2 || ops["Mul"] != 2 {
+			t.Errorf("PerChannel=%v: ops %v", opts.PerChannel, ops)
+		}
+	}
+}

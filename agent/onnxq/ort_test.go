@@ -74,7 +74,13 @@ func TestORT(t *testing.T) {
 		{"int8_tensor", Options{Mode: ModeInt8}, 0.995, 0.3},
 		{"fp16", Options{Mode: ModeFP16}, 0.9999, 0.55},
 	}
-	for _, spec := range testmodels.All() {
+	// Opset 9 has no DequantizeLinear: exercise the Cast+Mul-only path too.
+	specs := append(testmodels.All(), testmodels.Spec{Name: "matmul_opset9", Opset: 9, Build: testmodels.MatMulModel, WeightDominated: true})
+	if err := os.WriteFile(filepath.Join(tmp, "matmul_opset9.onnx"), testmodels.MatMulModel(9, 42), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	paths["matmul_opset9"] = filepath.Join(tmp, "matmul_opset9.onnx")
+	for _, spec := range specs {
 		orig := paths[spec.Name]
 		t.Run(spec.Name+"/roundtrip", func(t *testing.T) {
 			t.Parallel()
