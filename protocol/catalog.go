@@ -19,6 +19,7 @@ type TypeInfo struct {
 
 	goType   reflect.Type
 	envelope *node
+	dataNode *node
 	example  func() *Event
 }
 
@@ -39,8 +40,19 @@ func sessionPlaceholder(k Kind) string {
 }
 
 // Example returns a valid example event of the type. Examples are fixed
-// (ids, times), so generated documents are stable.
-func (t TypeInfo) Example() *Event { return t.example() }
+// (ids, times), so generated documents are stable. Each call returns a fresh
+// event (decoded from the example's JSON), which the caller may change.
+func (t TypeInfo) Example() *Event {
+	b, err := json.Marshal(t.example())
+	if err != nil {
+		panic(fmt.Sprintf("protocol: example of %s: %v", t.Type, err))
+	}
+	ev, err := Decode(b)
+	if err != nil {
+		panic(fmt.Sprintf("protocol: example of %s does not validate: %v", t.Type, err))
+	}
+	return ev
+}
 
 // Schema returns the type's JSON Schema (draft 2020-12) as indented JSON.
 func (t TypeInfo) Schema() []byte { return schemaJSON(t) }
@@ -164,8 +176,13 @@ func envelopeNode(t *TypeInfo) *node {
 	} else {
 		n.forbidden = []string{"session"}
 	}
-	req("seq", &node{kind: "integer", min: f64(0), doc: "per robot, strictly increasing; 0 for commands"})
-	req("data", nodeFor(t.goType))
+	seq := &node{kind: "integer", min: f64(0), doc: "per robot, strictly increasing"}
+	if t.Type == TypeCommand {
+		seq = &node{kind: "integer", constant: 0, doc: "0 for commands"}
+	}
+	req("seq", seq)
+	t.dataNode = nodeFor(t.goType)
+	req("data", t.dataNode)
 	return n
 }
 
@@ -190,11 +207,32 @@ func Lookup(typ string) (TypeInfo, bool) {
 	return *t, true
 }
 
-// ExampleJSON returns the example of typ as indented JSON.
+// EventDocumentation returns the catalog keyed by type: the counterpart of
+// the Python server's EVENT_DOCUMENTATION.
+func EventDocumentation() map[string]TypeInfo {
+	m := make(map[string]TypeInfo, len(catalog))
+	for _, t := range catalog {
+		m[t.Type] = t
+	}
+	return m
+}
+
+// SchemaJSON returns the JSON Schema of typ: the counterpart of the Python
+// server's get_event_schema().
+func SchemaJSON(typ string) ([]byte, error) {
+	t, ok := catalogByType[typ]
+	if !ok {
+		return nil, fmt.Errorf("schema: %w %q", ErrUnknownType, typ)
+	}
+	return t.Schema(), nil
+}
+
+// ExampleJSON returns the example of typ as indented JSON: the counterpart
+// of the Python server's get_event_example().
 func ExampleJSON(typ string) ([]byte, error) {
 	t, ok := catalogByType[typ]
 	if !ok {
-		return nil, fmt.Errorf("%w %q", ErrUnknownType, typ)
+		return nil, fmt.Errorf("example: %w %q", ErrUnknownType, typ)
 	}
 	return json.MarshalIndent(t.example(), "", "  ")
 }

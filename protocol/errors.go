@@ -17,4 +17,7 @@ var (
 	ErrInvalidID = errors.New("invalid identifier")
 	// ErrInvalidTopic: a topic is not one of the contract's topics.
 	ErrInvalidTopic = errors.New("invalid topic")
+
+	// errTimeRange: a time whose UTC form is outside the years RFC 3339 can write.
+	errTimeRange = errors.New("time must be within years 0000-9999 in UTC")
 )

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"reflect"
 	"strings"
+	"unicode/utf8"
 )
 
 // Version is the protocol major version carried in every envelope's v.
@@ -76,10 +78,15 @@ func (ev *Event) Validate() error {
 }
 
 // Decode parses and validates one payload. Every error wraps one of the
-// sentinel errors and names the field and the rule.
+// sentinel errors and names the field and the rule. The payload is parsed
+// once: the generic tree is validated, then the typed event is filled from
+// that same tree (decode.go).
 func Decode(payload []byte) (*Event, error) {
 	if len(payload) > MaxPayload {
 		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(payload), MaxPayload)
+	}
+	if !utf8.Valid(payload) {
+		return nil, fmt.Errorf("%w: not valid UTF-8", ErrNotJSON)
 	}
 	tree, err := parseObject(payload)
 	if err != nil {
@@ -94,28 +101,28 @@ func Decode(payload []byte) (*Event, error) {
 	}
 	info, ok := catalogByType[typ]
 	if !ok {
-		return nil, fmt.Errorf("%w %q (known: %s)", ErrUnknownType, clip(typ), strings.Join(Types(), ", "))
+		return nil, fmt.Errorf("type: %w %q (known: %s)", ErrUnknownType, clip(typ), strings.Join(Types(), ", "))
 	}
 	var v validator
 	v.check("", info.envelope, tree)
 	if err := v.err(typ); err != nil {
 		return nil, err
 	}
-	ev := &Event{}
-	data := reflect.New(info.goType)
-	raw := struct {
-		*Event
-		Data json.RawMessage `json:"data"`
-	}{Event: ev}
-	if err := json.Unmarshal(payload, &raw); err != nil {
-		return nil, &ValidationError{Type: typ, Fields: []FieldError{{Path: "", Msg: err.Error()}}}
+	ev := &Event{V: Version, Type: typ}
+	ev.ID = tree["id"].(string)
+	ev.Robot = tree["robot"].(string)
+	ev.Session, _ = tree["session"].(string)
+	ev.Seq, _ = parseInt(tree["seq"].(json.Number))
+	if ev.TS, err = parseWireTime(tree["ts"].(string)); err != nil {
+		return nil, &ValidationError{Type: typ, Fields: []FieldError{{Path: "ts", Msg: err.Error()}}}
 	}
-	if err := json.Unmarshal(raw.Data, data.Interface()); err != nil {
-		return nil, &ValidationError{Type: typ, Fields: []FieldError{{Path: "data", Msg: err.Error()}}}
+	data := reflect.New(info.goType).Elem()
+	if err := fill("data", info.dataNode, tree["data"], data); err != nil {
+		return nil, withType(err, typ)
 	}
-	ev.Data = data.Elem().Interface().(Data)
+	ev.Data = data.Interface().(Data)
 	if c, ok := ev.Data.(crossChecker); ok {
-		c.crossCheck(&v, ev)
+		c.crossCheck(&v)
 		if err := v.err(typ); err != nil {
 			return nil, err
 		}
@@ -123,16 +130,34 @@ func Decode(payload []byte) (*Event, error) {
 	return ev, nil
 }
 
-// parseObject decodes a payload into a generic tree, keeping numbers exact.
-func parseObject(payload []byte) (map[string]any, error) {
+// withType sets the event type on a *ValidationError.
+func withType(err error, typ string) error {
+	if ve, ok := err.(*ValidationError); ok {
+		ve.Type = typ
+	}
+	return err
+}
+
+// parseValue decodes one JSON value into a generic tree, keeping numbers
+// exact.
+func parseValue(payload []byte) (any, error) {
 	dec := json.NewDecoder(bytes.NewReader(payload))
 	dec.UseNumber()
 	var tree any
 	if err := dec.Decode(&tree); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrNotJSON, err)
 	}
-	if dec.More() {
+	if _, err := dec.Token(); err != io.EOF {
 		return nil, fmt.Errorf("%w: data after the first JSON value", ErrNotJSON)
+	}
+	return tree, nil
+}
+
+// parseObject decodes a payload into a generic tree, keeping numbers exact.
+func parseObject(payload []byte) (map[string]any, error) {
+	tree, err := parseValue(payload)
+	if err != nil {
+		return nil, err
 	}
 	obj, ok := tree.(map[string]any)
 	if !ok {
@@ -141,47 +166,35 @@ func parseObject(payload []byte) (map[string]any, error) {
 	return obj, nil
 }
 
-// crossChecker is implemented by data types with rules that span fields,
-// which struct tags cannot say.
+// crossChecker is implemented by data types with rules that neither struct
+// tags nor conditions can say. The JSON Schema cannot say them either.
 type crossChecker interface {
-	crossCheck(v *validator, ev *Event)
+	crossCheck(v *validator)
 }
 
-func (d RobotStatus) crossCheck(v *validator, _ *Event) {
-	if d.State == "offline" && d.Reason == "" {
-		v.addf("data.reason", "is required when state is offline")
-	}
-	if d.State == "online" && d.Reason != "" {
-		v.addf("data.reason", "must be absent when state is online, got %q", d.Reason)
-	}
-}
-
-func (d RobotMetrics) crossCheck(v *validator, _ *Event) {
+func (d RobotMetrics) crossCheck(v *validator) {
 	if d.Memory.Used > d.Memory.Total {
 		v.addf("data.memory.used", "must not exceed memory.total (%d), got %d", d.Memory.Total, d.Memory.Used)
 	}
 }
 
-func (d CommandReply) crossCheck(v *validator, _ *Event) {
-	if !d.OK && d.Error == nil {
-		v.addf("data.error", "is required when ok is false")
-	}
-	if d.OK && d.Error != nil {
-		v.addf("data.error", "must be absent when ok is true")
+func (RobotStatus) conditions() []condition {
+	return []condition{
+		{field: "state", equals: "offline", require: []string{"reason"}},
+		{field: "state", equals: "online", forbid: []string{"reason"}},
 	}
 }
 
-func (d SessionState) crossCheck(v *validator, _ *Event) {
-	if d.Status == StatusFailed && d.Error == nil {
-		v.addf("data.error", "is required when status is failed")
-	}
-	if d.Status == StatusCompleted && d.Result == nil {
-		v.addf("data.result", "is required when status is completed")
+func (CommandReply) conditions() []condition {
+	return []condition{
+		{field: "ok", equals: false, require: []string{"error"}},
+		{field: "ok", equals: true, forbid: []string{"error"}},
 	}
 }
 
-func (d Command) crossCheck(v *validator, ev *Event) {
-	if ev.Seq != 0 {
-		v.addf("seq", "must be 0 for commands, got %d", ev.Seq)
+func (SessionState) conditions() []condition {
+	return []condition{
+		{field: "status", equals: StatusFailed, require: []string{"error"}},
+		{field: "status", equals: StatusCompleted, require: []string{"result"}},
 	}
 }

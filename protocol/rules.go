@@ -26,13 +26,33 @@ type node struct {
 	format     string // "date-time"
 	min, max   *float64
 	doc        string
+	conds      []condition // object: rules that span fields
 }
 
 type prop struct {
 	name     string
 	required bool
 	node     *node
+	index    []int // the Go field, for reflect.Value.FieldByIndex; nil in the envelope
 }
+
+// condition is a rule that spans fields of one object, which struct tags
+// cannot say: when field equals value, the fields in require must be present
+// (and not null) and those in forbid absent (or null). Both the validator and
+// the JSON Schema (as if/then) use it.
+type condition struct {
+	field   string
+	equals  any // string or bool
+	require []string
+	forbid  []string
+}
+
+// conditioner is implemented by data types with cross-field rules.
+type conditioner interface {
+	conditions() []condition
+}
+
+var conditionerType = reflect.TypeFor[conditioner]()
 
 // patterns are the named string patterns rules may use.
 var patterns = map[string]*regexp.Regexp{
@@ -76,6 +96,9 @@ func buildNode(t reflect.Type) *node {
 		n = &node{kind: "object"}
 		nodeCache[t] = n // before the fields, for recursive types
 		addFields(n, t)
+		if t.Implements(conditionerType) {
+			n.conds = reflect.Zero(t).Interface().(conditioner).conditions()
+		}
 		return n
 	case t.Kind() == reflect.Slice:
 		n = &node{kind: "array", items: buildNode(t.Elem())}
@@ -107,7 +130,10 @@ func addFields(n *node, t reflect.Type) {
 		if f.Anonymous && f.Type.Kind() == reflect.Struct {
 			// Embedded struct: its fields are promoted, as encoding/json does.
 			emb := buildNode(f.Type)
-			n.props = append(n.props, emb.props...)
+			for _, p := range emb.props {
+				p.index = append(append([]int(nil), f.Index...), p.index...)
+				n.props = append(n.props, p)
+			}
 			continue
 		}
 		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
@@ -119,7 +145,7 @@ func addFields(n *node, t reflect.Type) {
 		}
 		base := buildNode(f.Type)
 		fn := *base // a copy: field rules must not leak into the shared type node
-		p := prop{name: name, node: &fn}
+		p := prop{name: name, node: &fn, index: f.Index}
 		if doc := f.Tag.Get("doc"); doc != "" {
 			fn.doc = doc
 		}

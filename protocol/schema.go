@@ -140,6 +140,33 @@ func schemaOf(n *node) *omap {
 		if n.additional != nil {
 			s.set("additionalProperties", schemaOf(n.additional))
 		}
+		var all []any
+		for _, c := range n.conds {
+			cond := newOmap()
+			ifs := newOmap()
+			ifp := newOmap()
+			ifp.set(c.field, map[string]any{"const": c.equals})
+			ifs.set("properties", ifp)
+			ifs.set("required", []string{c.field})
+			cond.set("if", ifs)
+			then := newOmap()
+			props := newOmap()
+			for _, name := range c.require {
+				props.set(name, map[string]any{"not": map[string]any{"type": "null"}})
+			}
+			for _, name := range c.forbid {
+				props.set(name, map[string]any{"type": "null"})
+			}
+			if len(c.require) > 0 {
+				then.set("required", c.require)
+			}
+			then.set("properties", props)
+			cond.set("then", then)
+			all = append(all, cond)
+		}
+		if len(all) > 0 {
+			s.set("allOf", all)
+		}
 	case "array":
 		s.set("items", schemaOf(n.items))
 	}

@@ -41,16 +41,32 @@ func (t *Time) UnmarshalJSON(b []byte) error {
 	if len(b) < 2 || b[0] != '"' || b[len(b)-1] != '"' {
 		return fmt.Errorf("time must be an RFC 3339 string, got %s", b)
 	}
-	v, err := time.Parse(time.RFC3339Nano, string(b[1:len(b)-1]))
+	v, err := parseWireTime(string(b[1 : len(b)-1]))
 	if err != nil {
-		return fmt.Errorf("time must be RFC 3339: %w", err)
+		return err
 	}
-	t.Time = v.UTC()
+	*t = v
 	return nil
 }
 
-// parseTime checks s is an RFC 3339 time.
+// parseWireTime parses an RFC 3339 time as receivers read it: in UTC,
+// truncated to the wire's millisecond precision (so a decoded event encodes
+// and decodes to the same value), and within years 0000-9999 once in UTC
+// (9999-12-31T23:59:59-01:00 is not: it could not be written back).
+func parseWireTime(s string) (Time, error) {
+	v, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return Time{}, fmt.Errorf("time must be RFC 3339: %w", err)
+	}
+	v = v.UTC().Truncate(time.Millisecond)
+	if y := v.Year(); y < 0 || y > 9999 {
+		return Time{}, errTimeRange
+	}
+	return Time{v}, nil
+}
+
+// parseTime checks s is an RFC 3339 time a receiver accepts.
 func parseTime(s string) error {
-	_, err := time.Parse(time.RFC3339Nano, s)
+	_, err := parseWireTime(s)
 	return err
 }

@@ -158,9 +158,13 @@ func (t Topics) Parse(topic string) (Topic, error) {
 // ParseTopic parses a topic under DefaultPrefix.
 func ParseTopic(topic string) (Topic, error) { return Topics{}.Parse(topic) }
 
-// String rebuilds the topic under prefix t.
+// IsSession reports whether k is one of the per-session kinds.
+func (k Kind) IsSession() bool { return k == KindSessionEvents || k == KindSessionState }
+
+// String rebuilds the topic under prefix t. Session is used by the session
+// kinds only.
 func (tp Topic) String(t Topics) string {
-	if tp.Session != "" {
+	if tp.Kind.IsSession() {
 		return t.robot(tp.Robot) + "sessions/" + tp.Session + "/" + string(tp.Kind)
 	}
 	return t.Robot(tp.Robot, tp.Kind)
@@ -191,6 +195,9 @@ func (t Topics) For(ev *Event) (string, error) {
 // topic's kind and its robot (and session) are the topic's. The relay uses it
 // so one robot cannot speak for another.
 func (tp Topic) Matches(ev *Event) error {
+	if tp.Kind == "" {
+		return fmt.Errorf("%w: empty topic kind", ErrInvalidTopic)
+	}
 	info, ok := catalogByType[ev.Type]
 	if !ok || info.Kind != tp.Kind {
 		return fmt.Errorf("%w: type %q does not belong on a %q topic", ErrInvalidTopic, ev.Type, tp.Kind)
@@ -198,7 +205,7 @@ func (tp Topic) Matches(ev *Event) error {
 	if ev.Robot != tp.Robot {
 		return fmt.Errorf("%w: envelope robot %q differs from topic robot %q", ErrInvalidTopic, ev.Robot, tp.Robot)
 	}
-	if tp.Session != "" && ev.Session != tp.Session {
+	if tp.Kind.IsSession() && ev.Session != tp.Session {
 		return fmt.Errorf("%w: envelope session %q differs from topic session %q", ErrInvalidTopic, ev.Session, tp.Session)
 	}
 	return nil

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // FieldError is one broken rule, at a JSON path such as data.cpu.per_core[3].
@@ -94,6 +95,21 @@ func (v *validator) check(path string, n *node, val any) {
 				v.addf(join(path, name), "must be absent")
 			}
 		}
+		for _, c := range n.conds {
+			if !c.holds(obj) {
+				continue
+			}
+			for _, name := range c.require {
+				if obj[name] == nil {
+					v.addf(join(path, name), "is required when %s is %v", c.field, c.equals)
+				}
+			}
+			for _, name := range c.forbid {
+				if obj[name] != nil {
+					v.addf(join(path, name), "must be absent when %s is %v", c.field, c.equals)
+				}
+			}
+		}
 		if n.additional != nil {
 			keys := make([]string, 0, len(obj))
 			for k := range obj {
@@ -145,7 +161,7 @@ func (v *validator) check(path string, n *node, val any) {
 			return
 		}
 		if n.kind == "integer" {
-			if _, err := strconv.ParseInt(num.String(), 10, 64); err != nil {
+			if _, ok := parseInt(num); !ok {
 				v.addf(path, "must be an integer, got %s", clip(num.String()))
 				return
 			}
@@ -199,10 +215,37 @@ func jsonKind(v any) string {
 	}
 }
 
-// clip shortens foreign text quoted in errors.
-func clip(s string) string {
-	if len(s) > 80 {
-		return s[:77] + "..."
+// holds reports whether the condition's field has its value in obj.
+func (c condition) holds(obj map[string]any) bool {
+	val, present := obj[c.field]
+	return present && val == c.equals
+}
+
+// maxExactInt is 2^53: integers above it are not exact as float64.
+const maxExactInt = 1 << 53
+
+// parseInt returns the integer a JSON number denotes. As in JSON Schema, a
+// number with a zero fraction (1.0, 1e3) is an integer; written that way it
+// must be within ±2^53, where float64 is still exact.
+func parseInt(num json.Number) (int64, bool) {
+	if i, err := strconv.ParseInt(string(num), 10, 64); err == nil {
+		return i, true
 	}
-	return s
+	f, err := strconv.ParseFloat(string(num), 64)
+	if err != nil || f != math.Trunc(f) || math.Abs(f) > maxExactInt {
+		return 0, false
+	}
+	return int64(f), true
+}
+
+// clip shortens foreign text quoted in errors, on a rune boundary.
+func clip(s string) string {
+	if len(s) <= 80 {
+		return s
+	}
+	i := 77
+	for i > 0 && !utf8.RuneStart(s[i]) {
+		i--
+	}
+	return s[:i] + "..."
 }
