@@ -42,6 +42,12 @@ type Config struct {
 	// Pipelines the agent can run. Default: quantize-int8 and quantize-fp16
 	// (built-in onnx-quantize runner).
 	Pipelines []Pipeline `yaml:"pipelines"`
+	// MaxLogBytes caps each session's session.log; the rest is cut with a
+	// note. Default 10 MiB.
+	MaxLogBytes int64 `yaml:"max_log_bytes"`
+	// MaxOutputBytes caps each session's output directory; a run that
+	// writes more is stopped and fails with runner_error. Default 4 GiB.
+	MaxOutputBytes int64 `yaml:"max_output_bytes"`
 }
 
 // Pipeline is one runnable optimization, declared in the agent's config and
@@ -102,12 +108,14 @@ func DefaultPipelines() []Pipeline {
 // DefaultConfig returns the defaults, with model directories under stateDir.
 func DefaultConfig(stateDir string) Config {
 	return Config{
-		MaxConcurrent: 1,
-		MaxQueued:     16,
-		ModelDirs:     []string{stateDir + "/models"},
-		Retain:        50,
-		CancelGrace:   10 * time.Second,
-		Pipelines:     DefaultPipelines(),
+		MaxConcurrent:  1,
+		MaxQueued:      16,
+		ModelDirs:      []string{stateDir + "/models"},
+		Retain:         50,
+		CancelGrace:    10 * time.Second,
+		Pipelines:      DefaultPipelines(),
+		MaxLogBytes:    10 << 20,
+		MaxOutputBytes: 4 << 30,
 	}
 }
 
@@ -132,6 +140,12 @@ func (c *Config) FillDefaults(stateDir string) {
 	if c.Pipelines == nil {
 		c.Pipelines = d.Pipelines
 	}
+	if c.MaxLogBytes == 0 {
+		c.MaxLogBytes = d.MaxLogBytes
+	}
+	if c.MaxOutputBytes == 0 {
+		c.MaxOutputBytes = d.MaxOutputBytes
+	}
 	for i := range c.Pipelines {
 		if c.Pipelines[i].Timeout == 0 {
 			c.Pipelines[i].Timeout = time.Hour
@@ -151,6 +165,10 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("sessions.retain: must be at least 1, got %d", c.Retain)
 	case c.CancelGrace < 0:
 		return fmt.Errorf("sessions.cancel_grace: must not be negative, got %s", c.CancelGrace)
+	case c.MaxLogBytes < 0:
+		return fmt.Errorf("sessions.max_log_bytes: must not be negative, got %d", c.MaxLogBytes)
+	case c.MaxOutputBytes < 0:
+		return fmt.Errorf("sessions.max_output_bytes: must not be negative, got %d", c.MaxOutputBytes)
 	}
 	for i, d := range c.ModelDirs {
 		if d == "" {
@@ -196,6 +214,9 @@ func (c *Config) Validate() error {
 				return fmt.Errorf("%s.params[%d].name: duplicate param %q", at, j, p.Params[j].Name)
 			}
 			names[p.Params[j].Name] = true
+		}
+		if err := checkPlaceholders(p); err != nil {
+			return fmt.Errorf("%s.%w", at, err)
 		}
 	}
 	return nil
