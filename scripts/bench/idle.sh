@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# BENCH.md scenario 'idle': fleet-relay against Mosquitto's websockets listener in the same run.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+exec go run ./scripts/bench/relaybench -scenario idle ${BENCH_IDLE_ARGS:-}
