@@ -4,6 +4,16 @@
 // or float16, adding dequantizing nodes that reproduce the original tensor
 // names so the rest of the graph is untouched.
 //
+// For a weight W the output holds W_quantized (int8) with W_scale and
+// W_zero_point feeding a DequantizeLinear that produces W (opset >= 13, or
+// per tensor from opset 10); before that, per-channel weights become
+// Cast(W_quantized) * W_scale with the scale shaped to broadcast along the
+// output-channel axis, so the model's opset is never changed. In fp16 mode
+// W_fp16 feeds a Cast to float. New nodes go first in the node list, so
+// they precede every consumer. Weights the rewrite could change the meaning
+// of (graph inputs, tensors with other uses, subgraph captures, external
+// data) are skipped and counted.
+//
 // The protobuf is handled at the wire level (protowire) instead of with
 // generated ONNX types, which keeps the agent binary small and lets every
 // field the quantizer does not change pass through byte for byte.
