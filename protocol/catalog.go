@@ -119,7 +119,7 @@ var catalog = []TypeInfo{
 			Error: ErrorInfo{Code: FailRunnerError, Message: "runner exited with status 2", Detail: "Traceback (most recent call last): ..."}, ExitCode: ptr(2)})},
 	{Type: TypeSessionCancelled, Kind: KindSessionEvents, Direction: "agent → cloud",
 		Description: "A session was cancelled by a command (or by the agent shutting down).",
-		example: ex(TypeSessionCancelled, "s-7f3a", 1752, SessionCancelled{DurationS: 12.5, Reason: "superseded", By: "operator@example.com"})},
+		example:     ex(TypeSessionCancelled, "s-7f3a", 1752, SessionCancelled{DurationS: 12.5, Reason: "superseded", By: "operator@example.com"})},
 	{Type: TypeSessionState, Kind: KindSessionState, Direction: "agent → cloud",
 		Description: "The latest snapshot of a session, retained, republished after every change.",
 		example: ex(TypeSessionState, "s-7f3a", 1743, SessionState{Status: StatusRunning, Pipeline: "quantize-int8", Model: "resnet18.onnx",
@@ -148,9 +148,12 @@ var catalog = []TypeInfo{
 		}},
 }
 
-var catalogByType = map[string]*TypeInfo{}
+// catalogByType indexes catalog. It is a variable initializer rather than
+// an init function so that other package variables (Fixtures) may use it.
+var catalogByType = indexCatalog()
 
-func init() {
+func indexCatalog() map[string]*TypeInfo {
+	m := make(map[string]*TypeInfo, len(catalog))
 	for i := range catalog {
 		t := &catalog[i]
 		t.goType = reflect.TypeOf(t.example().Data)
@@ -158,8 +161,9 @@ func init() {
 			t.QoS, t.Retained = t.Kind.QoS(), t.Kind.Retained()
 		}
 		t.envelope = envelopeNode(t)
-		catalogByType[t.Type] = t
+		m[t.Type] = t
 	}
+	return m
 }
 
 // envelopeNode builds the rules of a whole envelope of type t.

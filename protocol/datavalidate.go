@@ -15,7 +15,7 @@ func validateData(d Data) error {
 	if !ok {
 		return fmt.Errorf("type: %w %q", ErrUnknownType, typ)
 	}
-	b, err := json.Marshal(d)
+	b, err := json.Marshal(normalize(d))
 	if err != nil {
 		return fmt.Errorf("validate %s: %w", typ, err)
 	}

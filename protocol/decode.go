@@ -74,6 +74,7 @@ func fill(path string, n *node, val any, rv reflect.Value) error {
 				return err
 			}
 		}
+		fixNil(rv) // absent arrays and objects decode as empty, as they re-encode
 	case reflect.Slice:
 		arr, ok := val.([]any)
 		if !ok {

@@ -152,7 +152,7 @@ func (v *validator) check(path string, n *node, val any) {
 	case "number", "integer":
 		num, ok := val.(json.Number)
 		if !ok {
-			v.addf(path, "must be a %s, got %s", n.kind, jsonKind(val))
+			v.addf(path, "must be %s, got %s", describe(n), jsonKind(val))
 			return
 		}
 		f, err := num.Float64()
