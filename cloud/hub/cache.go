@@ -1,0 +1,106 @@
+package hub
+
+import (
+	"slices"
+
+	"github.com/robotfleet/fleetlink/protocol"
+)
+
+// Entry is one cached event with its JSON envelope.
+type Entry struct {
+	Ev  *protocol.Event
+	Raw []byte
+}
+
+// ring holds a room's recent events for snapshots and since_seq resume,
+// capped in count and bytes.
+type ring struct {
+	es       []*Entry // oldest first; append reuses the tail, reslicing frees the head
+	bytes    int
+	maxN     int
+	maxBytes int
+	// coverFrom: the ring holds every event of the robot with a larger seq
+	// (that belongs in this ring); -1 until the first event.
+	coverFrom int64
+}
+
+func newRing(maxN, maxBytes int) *ring { return &ring{maxN: maxN, maxBytes: maxBytes, coverFrom: -1} }
+
+// add appends e. A retained event stands for a gap before it (the broker
+// keeps only the latest), so it moves coverFrom up to its seq.
+func (r *ring) add(e *Entry, retained bool) {
+	seq := e.Ev.Seq
+	switch {
+	case retained:
+		r.coverFrom = max(r.coverFrom, seq)
+	case r.coverFrom < 0:
+		r.coverFrom = seq - 1 // the first event the relay saw
+	}
+	for len(r.es) > 0 && (len(r.es) >= r.maxN || r.bytes+len(e.Raw) > r.maxBytes) {
+		old := r.es[0]
+		r.es[0] = nil
+		r.es = r.es[1:]
+		r.bytes -= len(old.Raw)
+		r.coverFrom = max(r.coverFrom, old.Ev.Seq)
+	}
+	r.es = append(r.es, e)
+	r.bytes += len(e.Raw)
+}
+
+// all returns the held events ordered by seq.
+func (r *ring) all() []*Entry {
+	out := slices.Clone(r.es)
+	sortBySeq(out)
+	return out
+}
+
+// since returns the events with seq > s, and whether the ring still holds
+// all of them.
+func (r *ring) since(s int64) ([]*Entry, bool) {
+	if r.coverFrom < 0 || s < r.coverFrom {
+		return nil, false
+	}
+	var out []*Entry
+	for _, e := range r.es {
+		if e.Ev.Seq > s {
+			out = append(out, e)
+		}
+	}
+	sortBySeq(out)
+	return out, true
+}
+
+func sortBySeq(es []*Entry) {
+	slices.SortStableFunc(es, func(a, b *Entry) int {
+		switch {
+		case a.Ev.Seq < b.Ev.Seq:
+			return -1
+		case a.Ev.Seq > b.Ev.Seq:
+			return 1
+		}
+		return 0
+	})
+}
+
+// idSet remembers the last n event ids for de-duplication.
+type idSet struct {
+	ids  map[string]struct{}
+	fifo []string
+	next int
+}
+
+func newIDSet(n int) *idSet { return &idSet{ids: make(map[string]struct{}, n), fifo: make([]string, n)} }
+
+// add records id and reports whether it was new.
+func (s *idSet) add(id string) bool {
+	if _, dup := s.ids[id]; dup {
+		return false
+	}
+	if old := s.fifo[s.next]; old != "" {
+		delete(s.ids, old)
+	}
+	s.fifo[s.next] = id
+	s.next = (s.next + 1) % len(s.fifo)
+	s.ids[id] = struct{}{}
+	return true
+}

@@ -1,0 +1,194 @@
+package hub
+
+import (
+	"sync"
+	"time"
+
+	"github.com/robotfleet/fleetlink/protocol"
+)
+
+// Message is one pre-encoded frame waiting in a client's queue.
+type Message struct {
+	Room  string
+	Type  string    // event type; "" for control frames (subscribed, errors, replies)
+	Key   string    // robot id of a robot.metrics frame, for latest-only replacement
+	Frame []byte    // the encoded frame, shared by every client of the format: never modify
+	TS    time.Time // the event's ts, for the fan-out latency histogram; zero for control frames
+}
+
+// msgOverhead is what one queued message costs beyond its frame, so that a
+// flood of tiny frames is capped too.
+const msgOverhead = 64
+
+func (m *Message) size() int { return len(m.Frame) + msgOverhead }
+
+// PushResult says what Push did with a message.
+type PushResult int
+
+// Push results.
+const (
+	Queued   PushResult = iota // appended
+	Replaced                   // replaced an older robot.metrics frame of the same robot and room
+	Dropped                    // dropped (lossy type while over the high-water mark); counted for a dropped notice
+	Overflow                   // over the byte cap: the client must be closed as a slow consumer
+	Closed                     // the queue is closed
+)
+
+// Queue is a client's outgoing queue, capped in bytes. Push never blocks, so
+// a slow client never delays the hub or other clients. Above the high-water
+// mark (half the cap) lossy frames (session.progress, robot.metrics of a
+// robot not already queued) are dropped and counted per room, to be
+// reported with a dropped notice; robot.metrics is latest-only at any
+// level; anything else past the cap overflows, and the owner closes the
+// client (code 4008). Control frames (answers to the client's own ops) may
+// use up to twice the cap: the client asked for them.
+type Queue struct {
+	max   int
+	high  int
+	stats *Stats
+	wake  chan struct{}
+
+	mu      sync.Mutex // guards the fields below
+	items   []Message  // items[head:] are queued
+	head    int
+	bytes   int
+	dropped map[string]int // room → frames dropped since the last TakeDropped
+	over    bool           // overflowed; stays true
+	closed  bool
+}
+
+// NewQueue returns a queue capped at maxBytes. stats may be nil.
+func NewQueue(maxBytes int, stats *Stats) *Queue {
+	if stats == nil {
+		stats = &Stats{}
+	}
+	return &Queue{max: maxBytes, high: maxBytes / 2, stats: stats, wake: make(chan struct{}, 1)}
+}
+
+// Wake is signalled (coalesced) whenever something is queued.
+func (q *Queue) Wake() <-chan struct{} { return q.wake }
+
+func (q *Queue) signal() {
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+}
+
+func lossy(typ string) bool {
+	return typ == protocol.TypeSessionProgress || typ == protocol.TypeRobotMetrics
+}
+
+// Push queues m without blocking.
+func (q *Queue) Push(m Message) PushResult {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closed || q.over {
+		return Closed
+	}
+	if m.Type == protocol.TypeRobotMetrics {
+		for i := len(q.items) - 1; i >= q.head; i-- {
+			it := &q.items[i]
+			if it.Type == m.Type && it.Key == m.Key && it.Room == m.Room {
+				delta := len(m.Frame) - len(it.Frame)
+				*it = m
+				q.bytes += delta
+				q.stats.QueueBytes.Add(int64(delta))
+				q.stats.Replaced.Add(1)
+				return Replaced
+			}
+		}
+	}
+	n := m.size()
+	if lossy(m.Type) && q.bytes+n > q.high {
+		if q.dropped == nil {
+			q.dropped = map[string]int{}
+		}
+		q.dropped[m.Room]++
+		q.stats.ClientDropped.Add(1)
+		return Dropped
+	}
+	if q.bytes+n > q.max && (m.Type != "" || q.bytes+n > 2*q.max) {
+		q.over = true
+		q.stats.ClientDropped.Add(1)
+		q.signal()
+		return Overflow
+	}
+	if q.head > 0 && q.head == len(q.items) {
+		q.items, q.head = q.items[:0], 0
+	}
+	q.items = append(q.items, m)
+	q.bytes += n
+	q.stats.QueueBytes.Add(int64(n))
+	q.signal()
+	return Queued
+}
+
+// Pop moves up to maxBytes of queued messages (at least one) into buf and
+// returns it.
+func (q *Queue) Pop(buf []Message, maxBytes int) []Message {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	taken := 0
+	for q.head < len(q.items) {
+		m := q.items[q.head]
+		if len(buf) > 0 && taken+m.size() > maxBytes {
+			break
+		}
+		buf = append(buf, m)
+		q.items[q.head] = Message{}
+		q.head++
+		taken += m.size()
+	}
+	if q.head == len(q.items) {
+		q.items, q.head = q.items[:0], 0
+		if cap(q.items) > 1024 {
+			q.items = nil // give a burst's backing array back
+		}
+	} else {
+		q.signal()
+	}
+	q.bytes -= taken
+	q.stats.QueueBytes.Add(-int64(taken))
+	return buf
+}
+
+// TakeDropped returns and resets the per-room drop counts, once the queue is
+// back under the high-water mark (so the notice itself can get through).
+func (q *Queue) TakeDropped() map[string]int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.dropped) == 0 || q.bytes > q.high {
+		return nil
+	}
+	d := q.dropped
+	q.dropped = nil
+	return d
+}
+
+// Overflowed reports whether the queue went past its cap.
+func (q *Queue) Overflowed() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.over
+}
+
+// Len returns the queued bytes.
+func (q *Queue) Len() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.bytes
+}
+
+// Close discards what is queued; later pushes return Closed.
+func (q *Queue) Close() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closed {
+		return
+	}
+	q.closed = true
+	q.stats.QueueBytes.Add(-int64(q.bytes))
+	q.items, q.head, q.bytes = nil, 0, 0
+	q.signal()
+}

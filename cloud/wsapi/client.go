@@ -1,0 +1,299 @@
+package wsapi
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/robotfleet/fleetlink/cloud/auth"
+	"github.com/robotfleet/fleetlink/cloud/command"
+	"github.com/robotfleet/fleetlink/cloud/hub"
+	"github.com/robotfleet/fleetlink/protocol"
+)
+
+var jsonFormat hub.Format = JSON{}
+
+// client is one WebSocket connection: the reader goroutine (ServeHTTP's)
+// reads and answers ops, the writer goroutine owns every data write.
+type client struct {
+	h    *Handler
+	conn *websocket.Conn
+	p    *auth.Principal
+	id   string
+	q    *hub.Queue
+
+	writerDone chan struct{} // closed when the writer has closed the connection
+	readerDone chan struct{} // closed when the reader has returned
+	closing    chan struct{} // closed by closeWith
+	closeOnce  sync.Once
+	closeCode  int // written before closing is closed; -1 means no close frame
+	closeText  string
+
+	// Reader-goroutine only: the op rate limiter's token bucket.
+	tokens float64
+	last   time.Time
+}
+
+func newClient(h *Handler, conn *websocket.Conn, p *auth.Principal) *client {
+	return &client{
+		h: h, conn: conn, p: p, id: "c-" + protocol.NewID(),
+		q:          hub.NewQueue(h.o.QueueBytes, h.stats),
+		writerDone: make(chan struct{}), readerDone: make(chan struct{}), closing: make(chan struct{}),
+		tokens: h.o.OpsBurst, last: time.Now(),
+	}
+}
+
+// Format implements hub.Subscriber.
+func (c *client) Format() hub.Format { return jsonFormat }
+
+// Send implements hub.Subscriber: it never blocks.
+func (c *client) Send(m hub.Message) {
+	if c.q.Push(m) == hub.Overflow {
+		c.h.stats.SlowCloses.Add(1)
+		c.h.log.Warn("closing slow consumer", "client", c.id, "sub", c.p.Subject, "queue_bytes", c.q.Len())
+		c.closeWith(CloseSlowConsumer, "slow consumer")
+	}
+}
+
+func (c *client) sendControl(b []byte) { c.Send(hub.Message{Frame: b}) }
+
+// closeWith asks the writer to send a close frame with code (-1: none) and
+// close the connection. The first call wins.
+func (c *client) closeWith(code int, text string) {
+	c.closeOnce.Do(func() {
+		c.closeCode, c.closeText = code, text
+		close(c.closing)
+	})
+}
+
+func (c *client) runWriter() {
+	defer close(c.writerDone)
+	defer c.conn.Close()
+	defer c.q.Close()
+	ping := time.NewTicker(c.h.o.Heartbeat)
+	defer ping.Stop()
+	var batch []hub.Message
+	for {
+		select {
+		case <-c.closing:
+			c.writeClose()
+			return
+		case <-ping.C:
+			if err := c.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.h.o.WriteTimeout)); err != nil {
+				c.closeWith(-1, "")
+				return
+			}
+		case <-c.q.Wake():
+			if c.q.Overflowed() {
+				c.closeWith(CloseSlowConsumer, "slow consumer")
+				continue
+			}
+			batch = c.q.Pop(batch[:0], c.h.o.BatchBytes)
+			for i := range batch {
+				if !c.write(batch[i].Frame) {
+					return
+				}
+				if !batch[i].TS.IsZero() {
+					c.h.stats.MessagesOut.Add(1)
+					c.h.o.Observe(time.Since(batch[i].TS).Seconds())
+				}
+				batch[i] = hub.Message{}
+			}
+			for room, n := range c.q.TakeDropped() {
+				if !c.write(mustJSON(droppedFrame{Type: "dropped", Room: room, Count: n})) {
+					return
+				}
+			}
+		}
+	}
+}
+
+func (c *client) write(frame []byte) bool {
+	_ = c.conn.SetWriteDeadline(time.Now().Add(c.h.o.WriteTimeout))
+	if err := c.conn.WriteMessage(websocket.TextMessage, frame); err != nil {
+		c.closeWith(-1, "")
+		return false
+	}
+	return true
+}
+
+// writeClose sends the close frame and gives the peer a moment to answer it
+// before the connection is closed, so the frame is not lost to a reset.
+func (c *client) writeClose() {
+	if c.closeCode < 0 {
+		return
+	}
+	msg := websocket.FormatCloseMessage(c.closeCode, c.closeText)
+	if err := c.conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second)); err != nil {
+		return
+	}
+	t := time.NewTimer(time.Second)
+	defer t.Stop()
+	select {
+	case <-c.readerDone:
+	case <-t.C:
+	}
+}
+
+func (c *client) runReader() {
+	defer close(c.readerDone)
+	defer c.h.o.Hub.Leave(c)
+	conn := c.conn
+	dead := c.h.o.Heartbeat + c.h.o.ClientGrace
+	alive := func() { _ = conn.SetReadDeadline(time.Now().Add(dead)) }
+	conn.SetReadLimit(c.h.o.ReadLimit)
+	alive()
+	conn.SetPongHandler(func(string) error { alive(); return nil })
+	conn.SetPingHandler(func(data string) error {
+		alive()
+		err := conn.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(c.h.o.WriteTimeout))
+		if err == nil || errors.Is(err, websocket.ErrCloseSent) || isTimeout(err) {
+			return nil
+		}
+		return err
+	})
+	if !c.p.ExpiresAt.IsZero() {
+		t := time.AfterFunc(time.Until(c.p.ExpiresAt), func() { c.closeWith(CloseTokenExpired, "token expired") })
+		defer t.Stop()
+	}
+	cf := connectedFrame{Type: "connected", ClientID: c.id, ServerTime: serverTime(),
+		HeartbeatS: c.h.o.Heartbeat.Seconds(), Role: string(c.p.Role), Robots: c.p.Robots}
+	if !c.p.ExpiresAt.IsZero() {
+		s := protocol.T(c.p.ExpiresAt).String()
+		cf.Expires = &s
+	}
+	c.sendControl(mustJSON(cf))
+	for {
+		mt, data, err := conn.ReadMessage()
+		if err != nil {
+			switch {
+			case errors.Is(err, websocket.ErrReadLimit):
+				// gorilla already sent 1009. Drain what the peer still sends
+				// for a moment: closing with unread data would reset the
+				// connection and could lose the close frame.
+				_ = conn.NetConn().SetReadDeadline(time.Now().Add(time.Second))
+				_, _ = io.Copy(io.Discard, io.LimitReader(conn.NetConn(), 4<<20))
+				c.closeWith(-1, "")
+			case isTimeout(err):
+				c.closeWith(CloseHeartbeatTimeout, "heartbeat timeout")
+			case websocket.IsCloseError(err, websocket.CloseNormalClosure, websocket.CloseGoingAway):
+				c.closeWith(-1, "") // the peer closed; gorilla answered it
+			default:
+				c.closeWith(-1, "")
+			}
+			return
+		}
+		alive()
+		select {
+		case <-c.closing:
+			return
+		default:
+		}
+		if mt != websocket.TextMessage {
+			c.sendError(CodeBadRequest, "binary frames are not supported; send JSON text frames", nil)
+			continue
+		}
+		c.handle(data)
+	}
+}
+
+// allow takes one token from the op bucket.
+func (c *client) allow() bool {
+	now := time.Now()
+	c.tokens = min(c.h.o.OpsBurst, c.tokens+now.Sub(c.last).Seconds()*c.h.o.OpsPerSecond)
+	c.last = now
+	if c.tokens < 1 {
+		return false
+	}
+	c.tokens--
+	return true
+}
+
+func (c *client) sendError(code, msg string, ref []byte) {
+	c.sendControl(mustJSON(errorFrame{Type: "error", Code: code, Message: msg, Ref: ref}))
+}
+
+func (c *client) handle(data []byte) {
+	op, err := DecodeOp(data)
+	if !c.allow() {
+		c.sendError(CodeRateLimited, "too many ops; slow down", op.Ref)
+		return
+	}
+	if err != nil {
+		c.sendError(CodeBadRequest, err.Error(), op.Ref)
+		return
+	}
+	switch op.Op {
+	case OpSubscribe:
+		since := int64(-1)
+		if op.SinceSeq != nil {
+			since = *op.SinceSeq
+		}
+		err := c.h.o.Hub.Subscribe(c, c.p, op.Room, since, func(s hub.Snapshot) {
+			f := subscribedFrame{Type: "subscribed", Room: s.Room, Recovered: s.Recovered,
+				Snapshot: make([]json.RawMessage, len(s.Events)), Ref: op.Ref}
+			for i, e := range s.Events {
+				f.Snapshot[i] = e.Raw
+			}
+			c.sendControl(mustJSON(f))
+		})
+		if err != nil {
+			c.sendControl(mustJSON(errorFrame{Type: "error", Code: hub.Code(err), Message: "subscribe " + clip(op.Room) + ": " + err.Error(), Ref: op.Ref, Room: clip(op.Room)}))
+		}
+	case OpUnsubscribe:
+		c.h.o.Hub.Unsubscribe(c, op.Room)
+		c.sendControl(mustJSON(unsubscribedFrame{Type: "unsubscribed", Room: clip(op.Room), Ref: op.Ref}))
+	case OpPing:
+		c.sendControl(mustJSON(pongFrame{Type: "pong", Ref: op.Ref, ServerTime: serverTime()}))
+	case OpCommand:
+		c.command(op)
+	}
+}
+
+func (c *client) command(op Op) {
+	ref := op.Ref
+	fail := func(code, msg string) {
+		c.sendControl(mustJSON(errorFrame{Type: "error", Code: code, Message: msg, Ref: ref, Robot: op.Robot}))
+	}
+	switch {
+	case !c.p.CanCommand():
+		fail(CodeForbidden, "role "+string(c.p.Role)+" may not send commands")
+		return
+	case !c.p.CanRobot(op.Robot):
+		fail(CodeForbidden, "token does not cover robot "+op.Robot)
+		return
+	case c.h.o.Commands == nil:
+		fail(CodeInternal, "commands are not available")
+		return
+	}
+	robot := op.Robot
+	_, err := c.h.o.Commands.Send(robot, op.Name, op.Args, nil, func(res command.Result) {
+		if res.Err != nil {
+			if errors.Is(res.Err, command.ErrTimeout) {
+				fail(CodeRobotTimeout, "no reply from "+robot+" in time")
+			} else {
+				fail(CodeInternal, res.Err.Error())
+			}
+			return
+		}
+		c.sendControl(mustJSON(commandReplyFrame{Type: "command_reply", Ref: ref, OK: res.Reply.OK,
+			Result: command.MarshalResult(res.Reply), Error: res.Reply.Error, CommandID: res.CommandID,
+			Robot: robot, Reply: res.Raw}))
+	})
+	switch {
+	case err == nil:
+	case errors.Is(err, command.ErrRobotOffline):
+		fail(CodeRobotOffline, "robot "+robot+" is offline")
+	case errors.Is(err, command.ErrTooManyPending):
+		fail(CodeRateLimited, err.Error())
+	case errors.Is(err, command.ErrInvalid):
+		fail(CodeBadRequest, err.Error())
+	default:
+		c.h.log.Warn("command failed", "client", c.id, "robot", robot, "err", err)
+		fail(CodeInternal, err.Error())
+	}
+}

@@ -1,0 +1,196 @@
+package wsapi
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+
+	"github.com/robotfleet/fleetlink/cloud/hub"
+	"github.com/robotfleet/fleetlink/protocol"
+)
+
+// Client → relay ops (spec §5).
+const (
+	OpSubscribe   = "subscribe"
+	OpUnsubscribe = "unsubscribe"
+	OpPing        = "ping"
+	OpCommand     = "command"
+)
+
+// Error codes of spec §5.
+const (
+	CodeBadRequest   = "bad_request"
+	CodeUnauthorized = "unauthorized"
+	CodeForbidden    = "forbidden"
+	CodeUnknownRoom  = "unknown_room"
+	CodeTooManyRooms = "too_many_rooms"
+	CodeRobotOffline = "robot_offline"
+	CodeRobotTimeout = "robot_timeout"
+	CodeRateLimited  = "rate_limited"
+	CodeInternal     = "internal"
+)
+
+// Op is one decoded client frame. The discriminator is "op"; "type" is
+// accepted as an alias.
+type Op struct {
+	Op       string          `json:"op"`
+	Type     string          `json:"type"`
+	Room     string          `json:"room"`
+	SinceSeq *int64          `json:"since_seq"`
+	Ref      json.RawMessage `json:"ref"`
+	Robot    string          `json:"robot"`
+	Name     string          `json:"name"`
+	Args     map[string]any  `json:"args"`
+}
+
+// DecodeOp parses and checks one client frame. On error the returned Op
+// still carries the ref when it could be read, so the error can echo it.
+func DecodeOp(b []byte) (Op, error) {
+	var op Op
+	b = bytes.TrimSpace(b)
+	if len(b) == 0 || b[0] != '{' {
+		return op, ErrBadFrame
+	}
+	if err := json.Unmarshal(b, &op); err != nil {
+		// Try to recover the ref for the error frame.
+		var r struct {
+			Ref json.RawMessage `json:"ref"`
+		}
+		if json.Unmarshal(b, &r) == nil && validRef(r.Ref) {
+			op.Ref = r.Ref
+		} else {
+			op.Ref = nil
+		}
+		return op, fmt.Errorf("%w: %v", ErrBadFrame, err)
+	}
+	if !validRef(op.Ref) {
+		op.Ref = nil
+		return op, fmt.Errorf("%w: ref must be a string or a number", ErrBadField)
+	}
+	if op.Op == "" {
+		op.Op = op.Type
+	}
+	switch op.Op {
+	case OpSubscribe:
+		if op.Room == "" {
+			return op, fmt.Errorf("%w: room is required", ErrBadField)
+		}
+		if op.SinceSeq != nil && *op.SinceSeq < 0 {
+			return op, fmt.Errorf("%w: since_seq must be >= 0", ErrBadField)
+		}
+	case OpUnsubscribe:
+		if op.Room == "" {
+			return op, fmt.Errorf("%w: room is required", ErrBadField)
+		}
+	case OpPing:
+	case OpCommand:
+		if err := protocol.CheckID("robot", op.Robot); err != nil {
+			return op, fmt.Errorf("%w: %v", ErrBadField, err)
+		}
+		if op.Name == "" {
+			return op, fmt.Errorf("%w: name is required", ErrBadField)
+		}
+	case "":
+		return op, fmt.Errorf("%w: op is required", ErrUnknownOp)
+	default:
+		return op, fmt.Errorf("%w %q (want subscribe, unsubscribe, ping or command)", ErrUnknownOp, clip(op.Op))
+	}
+	return op, nil
+}
+
+func validRef(r json.RawMessage) bool {
+	if len(r) == 0 || string(r) == "null" {
+		return true
+	}
+	return r[0] == '"' || r[0] == '-' || (r[0] >= '0' && r[0] <= '9')
+}
+
+func clip(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "…"
+	}
+	return s
+}
+
+// JSON is the hub.Format of the JSON WebSocket API.
+type JSON struct{}
+
+// Event returns {"type":"event","room":ROOM,"event":ENVELOPE}. Room names
+// are identifiers (spec §1), so they need no escaping.
+func (JSON) Event(room string, _ *protocol.Event, raw []byte) ([]byte, error) {
+	b := make([]byte, 0, len(raw)+len(room)+36)
+	b = append(b, `{"type":"event","room":"`...)
+	b = append(b, room...)
+	b = append(b, `","event":`...)
+	b = append(b, raw...)
+	return append(b, '}'), nil
+}
+
+var _ hub.Format = JSON{}
+
+type connectedFrame struct {
+	Type       string    `json:"type"`
+	ClientID   string    `json:"client_id"`
+	ServerTime string    `json:"server_time"`
+	HeartbeatS float64   `json:"heartbeat_s"`
+	Role       string    `json:"role"`
+	Robots     []string  `json:"robots"`
+	Expires    *string   `json:"expires_at,omitempty"`
+}
+
+type subscribedFrame struct {
+	Type      string            `json:"type"`
+	Room      string            `json:"room"`
+	Recovered bool              `json:"recovered"`
+	Snapshot  []json.RawMessage `json:"snapshot"`
+	Ref       json.RawMessage   `json:"ref,omitempty"`
+}
+
+type unsubscribedFrame struct {
+	Type string          `json:"type"`
+	Room string          `json:"room"`
+	Ref  json.RawMessage `json:"ref,omitempty"`
+}
+
+type pongFrame struct {
+	Type       string          `json:"type"`
+	Ref        json.RawMessage `json:"ref,omitempty"`
+	ServerTime string          `json:"server_time"`
+}
+
+type errorFrame struct {
+	Type    string          `json:"type"`
+	Code    string          `json:"code"`
+	Message string          `json:"message"`
+	Ref     json.RawMessage `json:"ref,omitempty"`
+	Room    string          `json:"room,omitempty"`
+	Robot   string          `json:"robot,omitempty"`
+}
+
+type droppedFrame struct {
+	Type  string `json:"type"`
+	Room  string `json:"room"`
+	Count int    `json:"count"`
+}
+
+type commandReplyFrame struct {
+	Type      string                 `json:"type"`
+	Ref       json.RawMessage        `json:"ref,omitempty"`
+	OK        bool                   `json:"ok"`
+	Result    json.RawMessage        `json:"result,omitempty"`
+	Error     *protocol.CommandError `json:"error,omitempty"`
+	CommandID string                 `json:"command_id"`
+	Robot     string                 `json:"robot"`
+	Reply     json.RawMessage        `json:"reply,omitempty"` // the robot's command.reply envelope
+}
+
+func serverTime() string { return protocol.Now().String() }
+
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		// Only our own frame structs are marshalled; they always encode.
+		panic(fmt.Sprintf("wsapi: encode frame: %v", err))
+	}
+	return b
+}

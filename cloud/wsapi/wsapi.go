@@ -1,0 +1,228 @@
+// Package wsapi is the relay's JSON WebSocket API at GET /ws (spec §5):
+// authentication before the upgrade, one reader and one writer goroutine per
+// connection, the subscribe/unsubscribe/ping/command ops, heartbeats, read
+// and rate limits, and slow-consumer handling on top of hub.Queue.
+package wsapi
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/robotfleet/fleetlink/cloud/auth"
+	"github.com/robotfleet/fleetlink/cloud/command"
+	"github.com/robotfleet/fleetlink/cloud/hub"
+)
+
+// Close codes the relay uses beyond RFC 6455's.
+const (
+	CloseSlowConsumer     = 4008 // the client's queue passed its byte cap
+	CloseTokenExpired     = 4001 // the token's exp passed mid-connection
+	CloseHeartbeatTimeout = 4000 // nothing heard for Heartbeat + ClientGrace
+)
+
+// Options configures a Handler. Zero fields take the defaults named here.
+type Options struct {
+	// Hub routes events. Required.
+	Hub *hub.Hub
+	// Auth checks tokens. Required (auth.New with no keys means auth off).
+	Auth *auth.Authenticator
+	// Commands carries command ops; nil answers them with code internal.
+	Commands *command.Tracker
+	// AllowedOrigins lists browser origins allowed to connect, e.g.
+	// "https://dash.example.com"; "*" allows any. Requests without an
+	// Origin header (non-browsers) are always allowed. Default: only the
+	// relay's own host.
+	AllowedOrigins []string
+	// Heartbeat is the server ping period, sent to clients as heartbeat_s.
+	// Default 25s.
+	Heartbeat time.Duration
+	// ClientGrace: a client silent for Heartbeat + ClientGrace is closed.
+	// Default 20s.
+	ClientGrace time.Duration
+	// WriteTimeout is the deadline of every write. Default 10s.
+	WriteTimeout time.Duration
+	// QueueBytes caps one client's queue. Default 1 MiB.
+	QueueBytes int
+	// ReadLimit is the largest client frame; larger closes with 1009.
+	// Default 64 KiB.
+	ReadLimit int64
+	// OpsPerSecond is the sustained op rate per client; more get
+	// rate_limited. Default 20.
+	OpsPerSecond float64
+	// OpsBurst is the op burst per client. Default 2 × OpsPerSecond.
+	OpsBurst float64
+	// BatchBytes is how much the writer takes from the queue per wake-up.
+	// Default 64 KiB.
+	BatchBytes int
+	// Observe receives the fan-out latency (event ts to write) of each
+	// event frame, in seconds. Default: none.
+	Observe func(seconds float64)
+	// Logger. Default slog.Default().
+	Logger *slog.Logger
+}
+
+func (o *Options) setDefaults() {
+	if o.Heartbeat <= 0 {
+		o.Heartbeat = 25 * time.Second
+	}
+	if o.ClientGrace <= 0 {
+		o.ClientGrace = 20 * time.Second
+	}
+	if o.WriteTimeout <= 0 {
+		o.WriteTimeout = 10 * time.Second
+	}
+	if o.QueueBytes <= 0 {
+		o.QueueBytes = 1 << 20
+	}
+	if o.ReadLimit <= 0 {
+		o.ReadLimit = 64 << 10
+	}
+	if o.OpsPerSecond <= 0 {
+		o.OpsPerSecond = 20
+	}
+	if o.OpsBurst <= 0 {
+		o.OpsBurst = 2 * o.OpsPerSecond
+	}
+	if o.BatchBytes <= 0 {
+		o.BatchBytes = 64 << 10
+	}
+	if o.Observe == nil {
+		o.Observe = func(float64) {}
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+}
+
+// Handler serves /ws.
+type Handler struct {
+	o        Options
+	log      *slog.Logger
+	upgrader websocket.Upgrader
+	stats    *hub.Stats
+
+	mu       sync.Mutex // guards clients and shutdown
+	clients  map[*client]struct{}
+	shutdown bool
+}
+
+// New returns a Handler.
+func New(o Options) *Handler {
+	o.setDefaults()
+	h := &Handler{o: o, log: o.Logger, stats: o.Hub.Stats(), clients: map[*client]struct{}{}}
+	h.upgrader = websocket.Upgrader{
+		// Small read buffers and pooled write buffers keep idle
+		// connections cheap; frames larger than the buffers still work.
+		ReadBufferSize:  1024,
+		WriteBufferSize: 8192,
+		WriteBufferPool: &sync.Pool{},
+		CheckOrigin:     h.checkOrigin,
+	}
+	return h
+}
+
+func (h *Handler) checkOrigin(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true
+	}
+	for _, a := range h.o.AllowedOrigins {
+		if a == "*" || strings.EqualFold(a, origin) {
+			return true
+		}
+	}
+	if len(h.o.AllowedOrigins) == 0 {
+		u, err := url.Parse(origin)
+		return err == nil && strings.EqualFold(u.Host, r.Host)
+	}
+	return false
+}
+
+// ServeHTTP authenticates, upgrades and serves one connection.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	p, err := h.o.Auth.Authenticate(auth.FromRequest(r))
+	if err != nil {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="fleet-relay"`)
+		http.Error(w, "unauthorized: "+err.Error(), http.StatusUnauthorized)
+		return
+	}
+	if !h.checkOrigin(r) {
+		http.Error(w, "forbidden: origin not allowed", http.StatusForbidden)
+		return
+	}
+	h.mu.Lock()
+	down := h.shutdown
+	h.mu.Unlock()
+	if down {
+		http.Error(w, "shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	conn, err := h.upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return // Upgrade answered the client already
+	}
+	c := newClient(h, conn, p)
+	h.mu.Lock()
+	if h.shutdown {
+		h.mu.Unlock()
+		c.closeWith(websocket.CloseGoingAway, "server shutting down")
+		c.runWriter()
+		return
+	}
+	h.clients[c] = struct{}{}
+	h.mu.Unlock()
+	h.stats.Connections.Add(1)
+	defer func() {
+		h.mu.Lock()
+		delete(h.clients, c)
+		h.mu.Unlock()
+		h.stats.Connections.Add(-1)
+	}()
+	go c.runWriter()
+	c.runReader()
+	<-c.writerDone
+}
+
+// Shutdown closes every client with 1001 (going away) and waits until they
+// are gone or ctx ends.
+func (h *Handler) Shutdown(ctx context.Context) error {
+	h.mu.Lock()
+	h.shutdown = true
+	cs := make([]*client, 0, len(h.clients))
+	for c := range h.clients {
+		cs = append(cs, c)
+	}
+	h.mu.Unlock()
+	for _, c := range cs {
+		c.closeWith(websocket.CloseGoingAway, "server shutting down")
+	}
+	for _, c := range cs {
+		select {
+		case <-c.writerDone:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// Clients returns the number of open connections.
+func (h *Handler) Clients() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.clients)
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
