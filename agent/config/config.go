@@ -1,0 +1,335 @@
+// Package config is the robot agent's configuration: the YAML file
+// (default /etc/robot-agent/agent.yaml), environment overrides for every
+// option (ROBOT_AGENT_<PATH>, e.g. ROBOT_AGENT_MQTT_BROKER), defaults filled
+// in one place (FillDefaults) and validation errors that name the field path
+// and the rule. The commented sample config (Example) is the documentation.
+package config
+
+import (
+	_ "embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/robotfleet/fleetlink/agent/alerts"
+	"github.com/robotfleet/fleetlink/agent/session"
+	"github.com/robotfleet/fleetlink/protocol"
+	"go.yaml.in/yaml/v3"
+)
+
+// DefaultPath is where the agent looks for its config file.
+const DefaultPath = "/etc/robot-agent/agent.yaml"
+
+// DefaultStateDir is the agent's state directory (systemd StateDirectory).
+const DefaultStateDir = "/var/lib/robot-agent"
+
+// EnvPrefix starts every environment override.
+const EnvPrefix = "ROBOT_AGENT_"
+
+// example is configs/agent.example.yaml, copied here by go generate (a test
+// checks the two are identical).
+//
+//go:generate cp ../../configs/agent.example.yaml example.yaml
+//go:embed example.yaml
+var example []byte
+
+// Example returns the complete commented sample config.
+func Example() []byte { return example }
+
+// Config is the whole agent configuration. Every field's comment gives its
+// default; FillDefaults sets them.
+type Config struct {
+	// RobotID is this robot's id (spec §1). Default: the hostname, sanitized.
+	RobotID string `yaml:"robot_id"`
+	// StateDir holds the spool, the session journal and outputs. Default /var/lib/robot-agent.
+	StateDir string `yaml:"state_dir"`
+	// TopicPrefix of every MQTT topic. Default "fleet".
+	TopicPrefix string `yaml:"topic_prefix"`
+	// Log configures logging.
+	Log Log `yaml:"log"`
+	// MQTT configures the uplink.
+	MQTT MQTT `yaml:"mqtt"`
+	// Metrics configures the sampler.
+	Metrics Metrics `yaml:"metrics"`
+	// Alerts configures the alert rules.
+	Alerts Alerts `yaml:"alerts"`
+	// Spool configures the durable outbox.
+	Spool Spool `yaml:"spool"`
+	// Commands configures command intake.
+	Commands Commands `yaml:"commands"`
+	// Sessions configures the session manager and its pipelines.
+	Sessions session.Config `yaml:"sessions"`
+}
+
+// Log configures log/slog.
+type Log struct {
+	// Level is debug, info, warn or error. Default info.
+	Level string `yaml:"level"`
+	// Format is text or json. Default text.
+	Format string `yaml:"format"`
+}
+
+// MQTT configures the connection to the broker.
+type MQTT struct {
+	// Broker URL: tcp://, ssl://, tls://, ws:// or wss://. Default tcp://127.0.0.1:1883.
+	Broker string `yaml:"broker"`
+	// Username, empty for none. Default "".
+	Username string `yaml:"username"`
+	// Password, empty for none. Default "". Masked by `config check`.
+	Password string `yaml:"password" secret:"true"`
+	// KeepAlive interval. Default 30s.
+	KeepAlive time.Duration `yaml:"keep_alive"`
+	// ConnectTimeout of one attempt. Default 10s.
+	ConnectTimeout time.Duration `yaml:"connect_timeout"`
+	// ReconnectMin is the first reconnect delay. Default 1s.
+	ReconnectMin time.Duration `yaml:"reconnect_min"`
+	// ReconnectMax caps the exponential reconnect delay. Default 60s.
+	ReconnectMax time.Duration `yaml:"reconnect_max"`
+	// InFlight is how many QoS 1 publishes may await their PUBACK. Default 64.
+	InFlight int `yaml:"in_flight"`
+	// ShutdownTimeout bounds the offline status publish on stop. Default 5s.
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// TLS for ssl://, tls:// and wss:// brokers.
+	TLS TLS `yaml:"tls"`
+}
+
+// TLS configures server verification and the client certificate.
+type TLS struct {
+	// CAFile verifies the broker; empty means the system roots. Default "".
+	CAFile string `yaml:"ca_file"`
+	// CertFile is the client certificate (mutual TLS). Default "".
+	CertFile string `yaml:"cert_file"`
+	// KeyFile is the client certificate's key. Default "".
+	KeyFile string `yaml:"key_file"`
+	// ServerName overrides the name checked in the broker's certificate. Default "".
+	ServerName string `yaml:"server_name"`
+	// InsecureSkipVerify disables verification (tests only). Default false.
+	InsecureSkipVerify bool `yaml:"insecure_skip_verify"`
+}
+
+// Metrics configures the sampler.
+type Metrics struct {
+	// Interval between robot.metrics publishes, at least 1s. Default 5s.
+	Interval time.Duration `yaml:"interval"`
+	// Disks are the mount points reported; empty means every real filesystem. Default [].
+	Disks []string `yaml:"disks"`
+	// GPU collectors: auto (nvidia-smi and Jetson when present), nvidia, jetson or none. Default auto.
+	GPU string `yaml:"gpu"`
+	// NvidiaSMI is the nvidia-smi binary. Default "nvidia-smi" (looked up in PATH).
+	NvidiaSMI string `yaml:"nvidia_smi"`
+}
+
+// Alerts configures the alert rules.
+type Alerts struct {
+	// Rules; omitted means alerts.DefaultRules(), an empty list disables alerts.
+	Rules []alerts.Rule `yaml:"rules"`
+}
+
+// Spool configures the durable outbox.
+type Spool struct {
+	// MaxBytes caps the spool. Default 64MiB.
+	MaxBytes ByteSize `yaml:"max_bytes"`
+}
+
+// Commands configures command intake.
+type Commands struct {
+	// Queue is how many received commands may wait; more are dropped and counted. Default 32.
+	Queue int `yaml:"queue"`
+}
+
+// Defaults returns the defaults with the env/host derived values filled.
+func Defaults() Config {
+	var c Config
+	c.FillDefaults()
+	return c
+}
+
+// FillDefaults sets every zero field to its default. It is the one place
+// defaults live.
+func (c *Config) FillDefaults() {
+	if c.RobotID == "" {
+		h, _ := os.Hostname()
+		c.RobotID = protocol.SanitizeID(h)
+	}
+	def := func(s *string, v string) {
+		if *s == "" {
+			*s = v
+		}
+	}
+	defD := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	def(&c.StateDir, DefaultStateDir)
+	def(&c.TopicPrefix, protocol.DefaultPrefix)
+	def(&c.Log.Level, "info")
+	def(&c.Log.Format, "text")
+	def(&c.MQTT.Broker, "tcp://127.0.0.1:1883")
+	defD(&c.MQTT.KeepAlive, 30*time.Second)
+	defD(&c.MQTT.ConnectTimeout, 10*time.Second)
+	defD(&c.MQTT.ReconnectMin, time.Second)
+	defD(&c.MQTT.ReconnectMax, 60*time.Second)
+	defD(&c.MQTT.ShutdownTimeout, 5*time.Second)
+	if c.MQTT.InFlight == 0 {
+		c.MQTT.InFlight = 64
+	}
+	defD(&c.Metrics.Interval, 5*time.Second)
+	if len(c.Metrics.Disks) == 0 {
+		c.Metrics.Disks = nil // [] and omitted both mean every real filesystem
+	}
+	def(&c.Metrics.GPU, "auto")
+	def(&c.Metrics.NvidiaSMI, "nvidia-smi")
+	if c.Alerts.Rules == nil {
+		c.Alerts.Rules = alerts.DefaultRules()
+	}
+	for i := range c.Alerts.Rules {
+		c.Alerts.Rules[i].FillDefaults()
+	}
+	if c.Spool.MaxBytes == 0 {
+		c.Spool.MaxBytes = 64 << 20
+	}
+	if c.Commands.Queue == 0 {
+		c.Commands.Queue = 32
+	}
+	c.Sessions.FillDefaults(c.StateDir)
+}
+
+func invalid(field, format string, args ...any) error {
+	return fmt.Errorf("%w: %s: %s", ErrInvalid, field, fmt.Sprintf(format, args...))
+}
+
+// Validate returns an error naming the first field that breaks a rule.
+func (c *Config) Validate() error {
+	if err := protocol.CheckID("robot id", c.RobotID); err != nil {
+		return invalid("robot_id", "%q must match ^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", c.RobotID)
+	}
+	if _, err := protocol.NewTopics(c.TopicPrefix); err != nil {
+		return invalid("topic_prefix", "%q must be MQTT topic levels without wildcards or empty levels", c.TopicPrefix)
+	}
+	if !strings.HasPrefix(c.StateDir, "/") {
+		return invalid("state_dir", "%q must be an absolute path", c.StateDir)
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		return invalid("log.level", "unsupported level %q (want debug, info, warn, error)", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		return invalid("log.format", "unsupported format %q (want text, json)", c.Log.Format)
+	}
+	u, err := url.Parse(c.MQTT.Broker)
+	if err != nil {
+		return invalid("mqtt.broker", "%q is not a URL: %v", c.MQTT.Broker, err)
+	}
+	switch u.Scheme {
+	case "tcp", "ssl", "tls", "ws", "wss":
+	default:
+		return invalid("mqtt.broker", "unsupported scheme %q (want tcp, ssl, tls, ws, wss)", u.Scheme)
+	}
+	if u.Host == "" {
+		return invalid("mqtt.broker", "%q has no host", c.MQTT.Broker)
+	}
+	if c.MQTT.Password != "" && c.MQTT.Username == "" {
+		return invalid("mqtt.username", "must be set when mqtt.password is")
+	}
+	for _, d := range []struct {
+		field string
+		v     time.Duration
+		min   time.Duration
+	}{
+		{"mqtt.keep_alive", c.MQTT.KeepAlive, time.Second},
+		{"mqtt.connect_timeout", c.MQTT.ConnectTimeout, 100 * time.Millisecond},
+		{"mqtt.reconnect_min", c.MQTT.ReconnectMin, 10 * time.Millisecond},
+		{"mqtt.reconnect_max", c.MQTT.ReconnectMax, c.MQTT.ReconnectMin},
+		{"mqtt.shutdown_timeout", c.MQTT.ShutdownTimeout, 0},
+		{"metrics.interval", c.Metrics.Interval, time.Second},
+	} {
+		if d.v < d.min {
+			return invalid(d.field, "must be at least %s, got %s", d.min, d.v)
+		}
+	}
+	if c.MQTT.InFlight < 1 || c.MQTT.InFlight > 65535 {
+		return invalid("mqtt.in_flight", "must be in [1, 65535], got %d", c.MQTT.InFlight)
+	}
+	t := c.MQTT.TLS
+	if (t.CertFile == "") != (t.KeyFile == "") {
+		return invalid("mqtt.tls.cert_file", "cert_file and key_file must be set together")
+	}
+	for _, f := range []struct{ field, path string }{
+		{"mqtt.tls.ca_file", t.CAFile}, {"mqtt.tls.cert_file", t.CertFile}, {"mqtt.tls.key_file", t.KeyFile},
+	} {
+		if f.path == "" {
+			continue
+		}
+		if _, err := os.Stat(f.path); err != nil {
+			return invalid(f.field, "cannot read %q: %v", f.path, errors.Unwrap(err))
+		}
+	}
+	for i, d := range c.Metrics.Disks {
+		if !strings.HasPrefix(d, "/") {
+			return invalid(fmt.Sprintf("metrics.disks[%d]", i), "%q must be an absolute mount point", d)
+		}
+	}
+	switch c.Metrics.GPU {
+	case "auto", "nvidia", "jetson", "none":
+	default:
+		return invalid("metrics.gpu", "unsupported collector %q (want auto, nvidia, jetson, none)", c.Metrics.GPU)
+	}
+	for i := range c.Alerts.Rules {
+		if err := c.Alerts.Rules[i].Validate(); err != nil {
+			return fmt.Errorf("%w: alerts.rules[%d].%v", ErrInvalid, i, err)
+		}
+	}
+	if c.Spool.MaxBytes < 1<<20 {
+		return invalid("spool.max_bytes", "must be at least 1MiB, got %s", c.Spool.MaxBytes)
+	}
+	if c.Commands.Queue < 1 {
+		return invalid("commands.queue", "must be at least 1, got %d", c.Commands.Queue)
+	}
+	if err := c.Sessions.Validate(); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	return nil
+}
+
+// Load reads path (a missing file is fine when optional), applies the
+// environment, fills defaults and validates. getenv is os.Getenv in the
+// program and a map in tests.
+func Load(path string, optional bool, getenv func(string) string) (Config, error) {
+	var c Config
+	b, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		dec := yaml.NewDecoder(strings.NewReader(string(b)))
+		dec.KnownFields(true)
+		if err := dec.Decode(&c); err != nil && !errors.Is(err, ioEOF) {
+			return c, fmt.Errorf("%w %s: %v", ErrRead, path, err)
+		}
+	case optional && errors.Is(err, fs.ErrNotExist):
+	default:
+		return c, fmt.Errorf("%w: %v", ErrRead, err)
+	}
+	if err := ApplyEnv(&c, getenv); err != nil {
+		return c, err
+	}
+	c.FillDefaults()
+	if err := c.Validate(); err != nil {
+		return c, err
+	}
+	return c, nil
+}
+
+// Masked returns the config as YAML with secrets replaced by "***".
+func (c Config) Masked() ([]byte, error) {
+	if c.MQTT.Password != "" {
+		c.MQTT.Password = "***"
+	}
+	return yaml.Marshal(c)
+}

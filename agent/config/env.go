@@ -1,0 +1,146 @@
+package config
+
+import (
+	"fmt"
+	"io"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+)
+
+var ioEOF = io.EOF
+
+// Aliases are the spec §8 names that differ from the generated ones.
+var aliases = map[string]string{
+	"ROBOT_AGENT_MODEL_DIRS":       "sessions.model_dirs",
+	"ROBOT_AGENT_METRICS_INTERVAL": "metrics.interval",
+}
+
+// EnvVar is one environment override.
+type EnvVar struct {
+	Name string // ROBOT_AGENT_MQTT_BROKER
+	Path string // mqtt.broker
+}
+
+// EnvVars lists every override: one per scalar option (and string lists,
+// colon-separated), named ROBOT_AGENT_ + the YAML path in upper case with
+// '.' as '_', plus the spec's aliases.
+func EnvVars() []EnvVar {
+	var out []EnvVar
+	walk(reflect.ValueOf(&Config{}).Elem(), "", func(path string, _ reflect.Value) error {
+		out = append(out, EnvVar{Name: envName(path), Path: path})
+		return nil
+	})
+	for name, path := range aliases {
+		out = append(out, EnvVar{Name: name, Path: path})
+	}
+	return out
+}
+
+func envName(path string) string {
+	return EnvPrefix + strings.ToUpper(strings.ReplaceAll(path, ".", "_"))
+}
+
+var (
+	durationType = reflect.TypeOf(time.Duration(0))
+	byteSizeType = reflect.TypeOf(ByteSize(0))
+)
+
+// walk calls fn for every settable leaf: scalars and []string.
+func walk(v reflect.Value, prefix string, fn func(path string, f reflect.Value) error) error {
+	t := v.Type()
+	for i := range t.NumField() {
+		sf := t.Field(i)
+		name, _, _ := strings.Cut(sf.Tag.Get("yaml"), ",")
+		if name == "" || name == "-" {
+			continue
+		}
+		path := name
+		if prefix != "" {
+			path = prefix + "." + name
+		}
+		f := v.Field(i)
+		switch {
+		case f.Kind() == reflect.Struct:
+			if err := walk(f, path, fn); err != nil {
+				return err
+			}
+		case f.Kind() == reflect.Slice && f.Type().Elem().Kind() != reflect.String:
+			// lists of structs (pipelines, rules) are YAML only
+		default:
+			if err := fn(path, f); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// ApplyEnv sets the options that have an environment variable.
+func ApplyEnv(c *Config, getenv func(string) string) error {
+	byPath := map[string][]string{}
+	for name, path := range aliases {
+		byPath[path] = append(byPath[path], name)
+	}
+	return walk(reflect.ValueOf(c).Elem(), "", func(path string, f reflect.Value) error {
+		for _, name := range append([]string{envName(path)}, byPath[path]...) {
+			s := getenv(name)
+			if s == "" {
+				continue
+			}
+			if err := setFromString(f, s); err != nil {
+				return fmt.Errorf("%w: %s (from %s): %v", ErrInvalid, path, name, err)
+			}
+		}
+		return nil
+	})
+}
+
+func setFromString(f reflect.Value, s string) error {
+	switch {
+	case f.Type() == durationType:
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			return fmt.Errorf("%q is not a Go duration (e.g. 5s, 1m)", s)
+		}
+		f.SetInt(int64(d))
+	case f.Type() == byteSizeType:
+		b, err := ParseByteSize(s)
+		if err != nil {
+			return err
+		}
+		f.SetInt(int64(b))
+	case f.Kind() == reflect.String:
+		f.SetString(s)
+	case f.Kind() == reflect.Bool:
+		b, err := strconv.ParseBool(s)
+		if err != nil {
+			return fmt.Errorf("%q is not a boolean", s)
+		}
+		f.SetBool(b)
+	case f.Kind() >= reflect.Int && f.Kind() <= reflect.Int64:
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return fmt.Errorf("%q is not an integer", s)
+		}
+		f.SetInt(n)
+	case f.Kind() == reflect.Float64:
+		n, err := strconv.ParseFloat(s, 64)
+		if err != nil {
+			return fmt.Errorf("%q is not a number", s)
+		}
+		f.SetFloat(n)
+	case f.Kind() == reflect.Slice && f.Type().Elem().Kind() == reflect.String:
+		var parts []string
+		for p := range strings.SplitSeq(s, ":") {
+			if p != "" {
+				parts = append(parts, p)
+			}
+		}
+		f.Set(reflect.ValueOf(parts))
+	default:
+		return fmt.Errorf("cannot be set from the environment")
+	}
+	return nil
+}
