@@ -84,6 +84,7 @@ type Manager struct {
 	queue      []*sess          // queued sessions, next first
 	running    int
 	stale      []*sess // running when the agent last died; Run reports them
+	reloaded   []*sess // queued when the agent last stopped; Run re-announces them
 	runStarted bool
 	closed     bool
 	lastWarn   time.Time
@@ -162,6 +163,7 @@ func New(cfg Config, robotID, stateDir string, topics protocol.Topics, out Emitt
 		switch r.Status {
 		case protocol.StatusQueued:
 			m.queue = append(m.queue, s)
+			m.reloaded = append(m.reloaded, s)
 		case protocol.StatusRunning:
 			m.stale = append(m.stale, s)
 		default:
@@ -249,13 +251,11 @@ func (m *Manager) recoverLocked() {
 		}, nil, nil, "", "")
 	}
 	m.stale = nil
-	for i, s := range m.queue {
+	for _, s := range m.reloaded {
 		s.rec.Message = ""
-		m.emitLocked(protocol.NewSessionEvent(m.robotID, s.rec.ID, protocol.SessionQueued{
-			Pipeline: s.rec.Pipeline, Model: s.rec.Model, Params: s.rec.Params, Position: i,
-		}))
 		m.emitStateLocked(s)
 	}
+	m.reloaded = nil
 	m.retainLocked()
 }
 
@@ -512,6 +512,17 @@ func (m *Manager) runSession(s *sess, job *Job) {
 	}()
 
 	out, err := runners[s.pipeline.Runner].Run(ctx, job, func(u Update) { m.progress(s, u) })
+	// The last progress still waiting for its slot goes out in that slot,
+	// before the final event.
+	m.mu.Lock()
+	wait := time.Duration(0)
+	if s.pending != nil {
+		wait = progressInterval - time.Since(s.lastProgress)
+	}
+	m.mu.Unlock()
+	if wait > 0 {
+		time.Sleep(wait)
+	}
 	var (
 		result *protocol.SessionResult
 		einfo  *protocol.ErrorInfo
