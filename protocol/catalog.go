@@ -171,7 +171,7 @@ func envelopeNode(t *TypeInfo) *node {
 	n := &node{kind: "object", doc: t.Description}
 	req := func(name string, x *node) { n.props = append(n.props, prop{name: name, required: true, node: x}) }
 	req("v", &node{kind: "integer", constant: Version, doc: "protocol major version"})
-	req("type", &node{kind: "string", constant: t.Type})
+	req("type", &node{kind: "string", constant: t.Type, doc: "the event type"})
 	req("id", &node{kind: "string", pattern: "id", doc: "ULID, unique per event"})
 	req("ts", &node{kind: "string", format: "date-time", doc: "RFC 3339 UTC with milliseconds, when it happened"})
 	req("robot", &node{kind: "string", pattern: "id", doc: "robot id"})
