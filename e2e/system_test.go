@@ -1,0 +1,106 @@
+package e2e
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// A dashboard client starts an optimization on a real agent through the
+// relay and sees the session's whole life in order in the session room.
+func TestStartSessionThroughRelay(t *testing.T) {
+	s := startRelay(t)
+	s.startAgent(t, "r-e2e-1")
+	c := dial(t, s)
+	c.send(map[string]any{"op": "subscribe", "room": "robot:r-e2e-1"})
+	c.waitFor(20*time.Second, "robot r-e2e-1 online", func(f map[string]any) bool {
+		if f["type"] == "subscribed" {
+			for _, e := range f["snapshot"].([]any) {
+				ev := e.(map[string]any)
+				if ev["type"] == "robot.status" && ev["data"].(map[string]any)["state"] == "online" {
+					return true
+				}
+			}
+		}
+		return f["type"] == "event" && f["event"].(map[string]any)["type"] == "robot.status"
+	})
+	c.send(map[string]any{"op": "command", "robot": "r-e2e-1", "name": "start_session", "ref": "1",
+		"args": map[string]any{"pipeline": "quantize-int8", "model": "cnn_opset17.onnx", "session_id": "s-e2e-1"}})
+	reply := c.waitFor(15*time.Second, "command_reply", func(f map[string]any) bool { return f["type"] == "command_reply" })
+	if reply["ok"] != true || reply["ref"] != "1" {
+		t.Fatalf("command_reply %v", reply)
+	}
+	// The robot room carries every session event; collect them in order.
+	var types []string
+	var lastSeq float64
+	c.waitFor(60*time.Second, "session.completed", func(f map[string]any) bool {
+		if f["type"] != "event" {
+			return false
+		}
+		ev := f["event"].(map[string]any)
+		if ev["session"] != "s-e2e-1" {
+			return false
+		}
+		if seq := ev["seq"].(float64); seq <= lastSeq {
+			t.Fatalf("seq went from %v to %v", lastSeq, seq)
+		} else {
+			lastSeq = seq
+		}
+		typ := ev["type"].(string)
+		if typ != "session.state" {
+			types = append(types, typ)
+		}
+		if typ == "session.failed" {
+			t.Fatalf("session failed: %v", ev["data"])
+		}
+		return typ == "session.completed"
+	})
+	joined := strings.Join(types, " ")
+	if !strings.HasPrefix(joined, "session.queued session.started") || !strings.HasSuffix(joined, "session.completed") {
+		t.Fatalf("session events out of order: %s", joined)
+	}
+}
+
+// An operator opens the dashboard in a real browser, finds the robot, sees
+// its metrics, starts an optimization and watches it complete.
+func TestDashboardInBrowser(t *testing.T) {
+	script := filepath.Join("..", "scripts", "browser", "dashboard.js")
+	if _, err := os.Stat(filepath.Join("..", "scripts", "browser", "node_modules", "playwright-core")); err != nil {
+		t.Fatalf("playwright-core is not installed: run scripts/test-deps.sh (%v)", err)
+	}
+	if _, err := exec.LookPath("chromium"); err != nil {
+		t.Fatalf("chromium is not installed: run scripts/test-deps.sh (apt-get install chromium)")
+	}
+	s := startRelay(t)
+	s.startAgent(t, "r-web-1")
+	shot := filepath.Join(t.TempDir(), "dashboard.png")
+	if dir := os.Getenv("E2E_SCREENSHOT_DIR"); dir != "" {
+		shot = filepath.Join(dir, "dashboard.png")
+	}
+	cmd := exec.Command("node", script, "http://"+s.httpAddr+"/", "r-web-1", "mlp_opset17.onnx", shot)
+	out, err := cmd.Output()
+	var res struct {
+		OK            bool           `json:"ok"`
+		Error         string         `json:"error"`
+		Session       string         `json:"session"`
+		Result        map[string]any `json:"result"`
+		ConsoleErrors []string       `json:"console_errors"`
+	}
+	if jerr := json.Unmarshal(out, &res); jerr != nil {
+		t.Fatalf("browser script: %v (%v)\n%s", err, jerr, out)
+	}
+	if !res.OK {
+		t.Fatalf("browser: %s\n%s", res.Error, out)
+	}
+	if len(res.ConsoleErrors) > 0 {
+		t.Fatalf("console errors in the page: %v", res.ConsoleErrors)
+	}
+	m, _ := res.Result["metrics"].(map[string]any)
+	if r, _ := m["compression_ratio"].(float64); r < 2 {
+		t.Fatalf("result shown in the page has compression_ratio %v: %v", m["compression_ratio"], res.Result)
+	}
+}
