@@ -151,6 +151,9 @@ func New(o Options) (*Client, error) {
 	return c, nil
 }
 
+// SetOnReply sets the command.reply hook; call it before Run.
+func (c *Client) SetOnReply(f func(ev *protocol.Event, raw []byte)) { c.o.OnReply = f }
+
 // Ready reports whether the connection is up and the subscription was
 // acknowledged (what /readyz reports).
 func (c *Client) Ready() bool { return c.ready.Load() }

@@ -1,0 +1,382 @@
+// Package config is fleet-relay's configuration: the YAML file, the
+// FLEET_RELAY_* environment overrides of spec §8, defaults filled in one
+// place (Default), and validation whose errors name the field path and the
+// rule. The commented sample (relay.example.yaml) is embedded and printed by
+// `fleet-relay config example`.
+package config
+
+import (
+	"bytes"
+	_ "embed"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/robotfleet/fleetlink/cloud/auth"
+	"github.com/robotfleet/fleetlink/cloud/broker"
+	"github.com/robotfleet/fleetlink/protocol"
+)
+
+// Example is the commented sample config; every value in it is the default.
+//
+//go:embed relay.example.yaml
+var Example []byte
+
+// Config is the whole relay configuration.
+type Config struct {
+	// Listen is the HTTP/WebSocket address. Default 127.0.0.1:8080.
+	Listen string `yaml:"listen"`
+	// TLS serves HTTPS/WSS when both files are set. Default off.
+	TLS TLSFiles `yaml:"tls"`
+	// AllowedOrigins are the browser origins allowed on /ws ("*" = any).
+	// Default empty: only the relay's own host.
+	AllowedOrigins []string `yaml:"allowed_origins"`
+	// InsecureNoAuth allows auth off on a non-loopback listen address.
+	// Default false.
+	InsecureNoAuth bool `yaml:"insecure_no_auth"`
+	// TopicPrefix of every MQTT topic. Default fleet.
+	TopicPrefix string `yaml:"topic_prefix"`
+	// MQTT is the broker connection.
+	MQTT MQTT `yaml:"mqtt"`
+	// Embedded is the embedded broker, used when mqtt.broker is empty.
+	Embedded Embedded `yaml:"embedded_mqtt"`
+	// Auth is dashboard client authentication.
+	Auth Auth `yaml:"auth"`
+	// WS tunes WebSocket clients.
+	WS WS `yaml:"ws"`
+	// Hub sizes the caches.
+	Hub Hub `yaml:"hub"`
+	// Commands tunes the command op.
+	Commands Commands `yaml:"commands"`
+	// SystemStatusInterval is the period of system.status. Default 10s.
+	SystemStatusInterval time.Duration `yaml:"system_status_interval"`
+	// ShutdownTimeout bounds the graceful shutdown. Default 10s.
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// Log configures logging.
+	Log Log `yaml:"log"`
+}
+
+// TLSFiles names a certificate and its key (PEM).
+type TLSFiles struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+}
+
+// MQTT is the relay's broker connection.
+type MQTT struct {
+	// Broker URL (tcp://, ssl://, ws://, wss://). Default empty: start the
+	// embedded broker and connect to it.
+	Broker string `yaml:"broker"`
+	// Username and Password for the broker. Default none.
+	Username string `yaml:"username"`
+	Password string `yaml:"password"`
+	// ClientID. Default fleet-relay-<random>.
+	ClientID string `yaml:"client_id"`
+	// CAFile verifies the broker's certificate. Default system roots.
+	CAFile string `yaml:"ca_file"`
+	// CertFile and KeyFile are the client certificate. Default none.
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// InsecureSkipVerify skips broker certificate checks (tests only). Default false.
+	InsecureSkipVerify bool `yaml:"insecure_skip_verify"`
+	// QueueMessages caps messages waiting for decoding. Default 16384.
+	QueueMessages int `yaml:"queue_messages"`
+	// QueueBytes caps their bytes. Default 67108864 (64 MiB).
+	QueueBytes int64 `yaml:"queue_bytes"`
+	// ReconnectMin and ReconnectMax bound the jittered backoff. Defaults 250ms, 30s.
+	ReconnectMin time.Duration `yaml:"reconnect_min"`
+	ReconnectMax time.Duration `yaml:"reconnect_max"`
+	// ConnectTimeout bounds a connection attempt and a SUBACK. Default 10s.
+	ConnectTimeout time.Duration `yaml:"connect_timeout"`
+}
+
+// Embedded is the embedded broker.
+type Embedded struct {
+	// Listen is the MQTT TCP address. Default 127.0.0.1:1883.
+	Listen string `yaml:"listen"`
+	// TLSListen adds MQTT over TLS (needs tls_cert_file, tls_key_file). Default off.
+	TLSListen   string `yaml:"tls_listen"`
+	TLSCertFile string `yaml:"tls_cert_file"`
+	TLSKeyFile  string `yaml:"tls_key_file"`
+	// WSListen adds MQTT over WebSocket. Default off.
+	WSListen string `yaml:"ws_listen"`
+	// Users: robots (username = robot id) and admin accounts. Default none:
+	// anonymous clients with full access.
+	Users []broker.User `yaml:"users"`
+}
+
+// Auth is dashboard authentication. Auth is on when any key or token is set.
+type Auth struct {
+	// Secret verifies HS256 JWTs. Default empty.
+	Secret string `yaml:"secret"`
+	// PublicKeyFile verifies RS256/ES256 JWTs (PEM). Default empty.
+	PublicKeyFile string `yaml:"public_key_file"`
+	// StaticTokens for small deployments. Default none.
+	StaticTokens []auth.StaticToken `yaml:"static_tokens"`
+	// Leeway for clock skew on exp. Default 0s.
+	Leeway time.Duration `yaml:"leeway"`
+}
+
+// Enabled reports whether auth is on.
+func (a Auth) Enabled() bool {
+	return a.Secret != "" || a.PublicKeyFile != "" || len(a.StaticTokens) > 0
+}
+
+// WS tunes WebSocket clients.
+type WS struct {
+	// Heartbeat is the server ping period (heartbeat_s). Default 25s.
+	Heartbeat time.Duration `yaml:"heartbeat"`
+	// ClientGrace: silent for heartbeat + this → closed. Default 20s.
+	ClientGrace time.Duration `yaml:"client_grace"`
+	// WriteTimeout of every write. Default 10s.
+	WriteTimeout time.Duration `yaml:"write_timeout"`
+	// QueueBytes caps one client's queue. Default 1048576 (1 MiB).
+	QueueBytes int `yaml:"queue_bytes"`
+	// ReadLimit is the largest client frame. Default 65536.
+	ReadLimit int64 `yaml:"read_limit"`
+	// MaxRooms per client. Default 128.
+	MaxRooms int `yaml:"max_rooms"`
+	// OpsPerSecond per client, and the burst. Defaults 20 and 40.
+	OpsPerSecond float64 `yaml:"ops_per_second"`
+	OpsBurst     float64 `yaml:"ops_burst"`
+}
+
+// Hub sizes the caches.
+type Hub struct {
+	// RingEvents per robot and session room. Default 300.
+	RingEvents int `yaml:"ring_events"`
+	// RingBytes caps one ring. Default 1048576.
+	RingBytes int `yaml:"ring_bytes"`
+	// DedupIDs remembered. Default 65536.
+	DedupIDs int `yaml:"dedup_ids"`
+	// MaxRobots known at once. Default 10000.
+	MaxRobots int `yaml:"max_robots"`
+	// SessionsPerRobot kept. Default 32.
+	SessionsPerRobot int `yaml:"sessions_per_robot"`
+	// RobotTTL evicts robots not heard from. Default 24h.
+	RobotTTL time.Duration `yaml:"robot_ttl"`
+}
+
+// Commands tunes the command op.
+type Commands struct {
+	// Timeout for a reply (robot_timeout), also the command's expires_at. Default 10s.
+	Timeout time.Duration `yaml:"timeout"`
+	// MaxPending commands. Default 10000.
+	MaxPending int `yaml:"max_pending"`
+}
+
+// Log configures logging.
+type Log struct {
+	// Level: debug, info, warn, error. Default info.
+	Level string `yaml:"level"`
+	// Format: text or json. Default text.
+	Format string `yaml:"format"`
+}
+
+// Default returns the defaults; every other constructor starts from it.
+func Default() Config {
+	return Config{
+		Listen:      "127.0.0.1:8080",
+		TopicPrefix: protocol.DefaultPrefix,
+		MQTT: MQTT{QueueMessages: 16384, QueueBytes: 64 << 20, ReconnectMin: 250 * time.Millisecond,
+			ReconnectMax: 30 * time.Second, ConnectTimeout: 10 * time.Second},
+		Embedded: Embedded{Listen: "127.0.0.1:1883"},
+		WS: WS{Heartbeat: 25 * time.Second, ClientGrace: 20 * time.Second, WriteTimeout: 10 * time.Second,
+			QueueBytes: 1 << 20, ReadLimit: 64 << 10, MaxRooms: 128, OpsPerSecond: 20, OpsBurst: 40},
+		Hub: Hub{RingEvents: 300, RingBytes: 1 << 20, DedupIDs: 65536, MaxRobots: 10000, SessionsPerRobot: 32,
+			RobotTTL: 24 * time.Hour},
+		Commands:             Commands{Timeout: 10 * time.Second, MaxPending: 10000},
+		SystemStatusInterval: 10 * time.Second,
+		ShutdownTimeout:      10 * time.Second,
+		Log:                  Log{Level: "info", Format: "text"},
+	}
+}
+
+// Load returns Default overlaid with the YAML file at path ("" = none) and
+// then the environment. It does not validate.
+func Load(path string, getenv func(string) (string, bool)) (Config, error) {
+	c := Default()
+	if path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return c, fmt.Errorf("%w: %v", ErrRead, err)
+		}
+		if err := Parse(b, &c); err != nil {
+			return c, fmt.Errorf("%w: %s: %v", ErrRead, path, err)
+		}
+	}
+	if getenv == nil {
+		getenv = os.LookupEnv
+	}
+	c.ApplyEnv(getenv)
+	return c, nil
+}
+
+// Parse decodes YAML over c, refusing unknown fields.
+func Parse(b []byte, c *Config) error {
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) { // an empty file overrides nothing
+		return err
+	}
+	return nil
+}
+
+// Environment variables of spec §8.
+const (
+	EnvListen         = "FLEET_RELAY_LISTEN"
+	EnvMQTTBroker     = "FLEET_RELAY_MQTT_BROKER"
+	EnvEmbeddedListen = "FLEET_RELAY_EMBEDDED_MQTT_LISTEN"
+	EnvAuthSecret     = "FLEET_RELAY_AUTH_SECRET"
+	EnvTopicPrefix    = "FLEET_RELAY_TOPIC_PREFIX"
+)
+
+// ApplyEnv applies the FLEET_RELAY_* overrides that are set.
+func (c *Config) ApplyEnv(getenv func(string) (string, bool)) {
+	set := func(name string, dst *string) {
+		if v, ok := getenv(name); ok {
+			*dst = v
+		}
+	}
+	set(EnvListen, &c.Listen)
+	set(EnvMQTTBroker, &c.MQTT.Broker)
+	set(EnvEmbeddedListen, &c.Embedded.Listen)
+	set(EnvAuthSecret, &c.Auth.Secret)
+	set(EnvTopicPrefix, &c.TopicPrefix)
+}
+
+// Validate checks every rule and returns all violations, each naming the
+// field path.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(path, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%w: %s: %s", ErrInvalid, path, fmt.Sprintf(format, args...)))
+	}
+	checkAddr := func(path, v string, required bool) {
+		if v == "" {
+			if required {
+				bad(path, "is required (host:port)")
+			}
+			return
+		}
+		if _, _, err := net.SplitHostPort(v); err != nil {
+			bad(path, "must be host:port, got %q", v)
+		}
+	}
+	positive := func(path string, v float64) {
+		if v <= 0 {
+			bad(path, "must be > 0, got %v", v)
+		}
+	}
+	checkAddr("listen", c.Listen, true)
+	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
+		bad("tls", "cert_file and key_file must be set together")
+	}
+	if _, err := protocol.NewTopics(c.TopicPrefix); err != nil {
+		bad("topic_prefix", "%v", err)
+	}
+	if c.MQTT.Broker == "" {
+		checkAddr("embedded_mqtt.listen", c.Embedded.Listen, true)
+		checkAddr("embedded_mqtt.tls_listen", c.Embedded.TLSListen, false)
+		checkAddr("embedded_mqtt.ws_listen", c.Embedded.WSListen, false)
+		if c.Embedded.TLSListen != "" && (c.Embedded.TLSCertFile == "" || c.Embedded.TLSKeyFile == "") {
+			bad("embedded_mqtt.tls_listen", "needs tls_cert_file and tls_key_file")
+		}
+		for i, u := range c.Embedded.Users {
+			p := fmt.Sprintf("embedded_mqtt.users[%d]", i)
+			if u.Username == "" {
+				bad(p+".username", "is required")
+			} else if !u.Admin && !protocol.ValidID(u.Username) {
+				bad(p+".username", "must be a robot id (spec §1) unless admin is true, got %q", u.Username)
+			}
+			if u.Password == "" {
+				bad(p+".password", "is required (plain or sha256:<hex>)")
+			}
+		}
+	} else if !strings.Contains(c.MQTT.Broker, "://") {
+		bad("mqtt.broker", "must be a URL like tcp://host:1883, got %q", c.MQTT.Broker)
+	}
+	if (c.MQTT.CertFile == "") != (c.MQTT.KeyFile == "") {
+		bad("mqtt", "cert_file and key_file must be set together")
+	}
+	positive("mqtt.queue_messages", float64(c.MQTT.QueueMessages))
+	positive("mqtt.queue_bytes", float64(c.MQTT.QueueBytes))
+	positive("mqtt.reconnect_min", float64(c.MQTT.ReconnectMin))
+	if c.MQTT.ReconnectMax < c.MQTT.ReconnectMin {
+		bad("mqtt.reconnect_max", "must be >= reconnect_min (%s), got %s", c.MQTT.ReconnectMin, c.MQTT.ReconnectMax)
+	}
+	positive("mqtt.connect_timeout", float64(c.MQTT.ConnectTimeout))
+	for i, st := range c.Auth.StaticTokens {
+		p := fmt.Sprintf("auth.static_tokens[%d]", i)
+		if len(st.Token) < 16 {
+			bad(p+".token", "must be at least 16 characters")
+		}
+		if st.Role != "" {
+			if _, err := auth.ParseRole(st.Role); err != nil {
+				bad(p+".role", "must be viewer, operator or admin, got %q", st.Role)
+			}
+		}
+		if err := auth.CheckPatterns(st.Robots); err != nil {
+			bad(p+".robots", "%v", err)
+		}
+	}
+	if !c.Auth.Enabled() && !c.InsecureNoAuth && !Loopback(c.Listen) {
+		bad("auth", "is off (no secret, public_key_file or static_tokens) and listen %q is not a loopback address: "+
+			"anyone who can reach it could watch and command the fleet; set FLEET_RELAY_AUTH_SECRET (or auth.*), "+
+			"listen on 127.0.0.1, or pass --insecure-no-auth", c.Listen)
+	}
+	positive("ws.heartbeat", float64(c.WS.Heartbeat))
+	positive("ws.client_grace", float64(c.WS.ClientGrace))
+	positive("ws.write_timeout", float64(c.WS.WriteTimeout))
+	if c.WS.QueueBytes < 4096 {
+		bad("ws.queue_bytes", "must be >= 4096, got %d", c.WS.QueueBytes)
+	}
+	if c.WS.ReadLimit < 512 {
+		bad("ws.read_limit", "must be >= 512, got %d", c.WS.ReadLimit)
+	}
+	positive("ws.max_rooms", float64(c.WS.MaxRooms))
+	positive("ws.ops_per_second", c.WS.OpsPerSecond)
+	if c.WS.OpsBurst < 1 {
+		bad("ws.ops_burst", "must be >= 1, got %v", c.WS.OpsBurst)
+	}
+	positive("hub.ring_events", float64(c.Hub.RingEvents))
+	positive("hub.ring_bytes", float64(c.Hub.RingBytes))
+	positive("hub.dedup_ids", float64(c.Hub.DedupIDs))
+	positive("hub.max_robots", float64(c.Hub.MaxRobots))
+	positive("hub.sessions_per_robot", float64(c.Hub.SessionsPerRobot))
+	positive("hub.robot_ttl", float64(c.Hub.RobotTTL))
+	positive("commands.timeout", float64(c.Commands.Timeout))
+	positive("commands.max_pending", float64(c.Commands.MaxPending))
+	positive("system_status_interval", float64(c.SystemStatusInterval))
+	positive("shutdown_timeout", float64(c.ShutdownTimeout))
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log.level", "must be debug, info, warn or error, got %q", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		bad("log.format", "must be text or json, got %q", c.Log.Format)
+	}
+	return errors.Join(errs...)
+}
+
+// Loopback reports whether addr (host:port) listens on loopback only.
+func Loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}

@@ -1,0 +1,51 @@
+package relay
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/robotfleet/fleetlink/cloud/hub"
+)
+
+// newMetrics registers the relay's metrics on a private registry. Counters
+// and gauges read the shared hub.Stats at scrape time; the fan-out latency
+// histogram is observed by the WebSocket writers.
+func newMetrics(h *hub.Hub, ready func() bool) (*prometheus.Registry, prometheus.Histogram) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	s := h.Stats()
+	counter := func(name, help string, f func() int64) {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "fleet_relay", Name: name, Help: help},
+			func() float64 { return float64(f()) }))
+	}
+	gauge := func(name, help string, f func() float64) {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "fleet_relay", Name: name, Help: help}, f))
+	}
+	counter("messages_in_total", "MQTT messages received.", s.MessagesIn.Load)
+	counter("messages_invalid_total", "MQTT messages that failed to decode or validate (not forwarded).", s.Invalid.Load)
+	counter("messages_duplicate_total", "Events dropped by de-duplication on event id.", s.Duplicates.Load)
+	counter("ingest_dropped_total", "MQTT messages dropped because the ingest queue was full.", s.IngestDropped.Load)
+	counter("messages_out_total", "Event frames written to clients.", s.MessagesOut.Load)
+	counter("messages_dropped_total", "Event frames dropped for clients that read too slowly.", s.ClientDropped.Load)
+	counter("metrics_replaced_total", "Queued robot.metrics frames replaced by newer ones (latest-only).", s.Replaced.Load)
+	counter("slow_consumer_closes_total", "Clients closed with 4008 slow consumer.", s.SlowCloses.Load)
+	counter("mqtt_reconnects_total", "MQTT connections lost (each followed by reconnection attempts).", s.Reconnects.Load)
+	counter("robots_evicted_total", "Robots evicted from the caches.", s.Evicted.Load)
+	counter("encode_errors_total", "Frames a wire format failed to encode.", s.EncodeErrors.Load)
+	gauge("connections", "Open WebSocket connections.", func() float64 { return float64(s.Connections.Load()) })
+	gauge("queue_bytes", "Bytes waiting in client queues.", func() float64 { return float64(s.QueueBytes.Load()) })
+	gauge("rooms", "Rooms with at least one subscriber.", func() float64 { return float64(h.Counts().Rooms) })
+	gauge("subscriptions", "Client subscriptions to rooms.", func() float64 { return float64(h.Counts().Subscriptions) })
+	gauge("robots_known", "Robots in the caches.", func() float64 { return float64(h.Counts().RobotsKnown) })
+	gauge("mqtt_ready", "1 while the MQTT connection is up and subscribed.", func() float64 {
+		if ready() {
+			return 1
+		}
+		return 0
+	})
+	lat := prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "fleet_relay", Name: "fanout_latency_seconds",
+		Help:    "From an event's ts (on the robot) to its write to a client.",
+		Buckets: []float64{.001, .0025, .005, .01, .02, .05, .1, .25, .5, 1, 2.5, 10}})
+	reg.MustRegister(lat)
+	return reg, lat
+}

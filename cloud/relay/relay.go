@@ -1,0 +1,342 @@
+// Package relay is fleet-relay: it wires the MQTT ingest (to an external
+// broker or the embedded one), the hub, the command tracker and the
+// WebSocket API behind one HTTP server with /healthz, /readyz, /metrics and
+// /api/v1/*, and shuts it all down gracefully.
+package relay
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/robotfleet/fleetlink/cloud/auth"
+	"github.com/robotfleet/fleetlink/cloud/broker"
+	"github.com/robotfleet/fleetlink/cloud/command"
+	"github.com/robotfleet/fleetlink/cloud/config"
+	"github.com/robotfleet/fleetlink/cloud/hub"
+	"github.com/robotfleet/fleetlink/cloud/ingest"
+	"github.com/robotfleet/fleetlink/cloud/wsapi"
+	"github.com/robotfleet/fleetlink/internal/version"
+	"github.com/robotfleet/fleetlink/protocol"
+)
+
+// Relay is one fleet-relay process.
+type Relay struct {
+	cfg      config.Config
+	log      *slog.Logger
+	started  time.Time
+	hub      *hub.Hub
+	broker   *broker.Broker // nil with an external broker
+	ingest   *ingest.Client
+	commands *command.Tracker
+	ws       *wsapi.Handler
+	reg      *prometheus.Registry
+	ln       net.Listener
+	srv      *http.Server
+}
+
+// New validates cfg, starts the embedded broker when no broker URL is
+// configured, and binds the HTTP listener. Run serves.
+func New(cfg config.Config, log *slog.Logger) (*Relay, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
+	}
+	topics, _ := protocol.NewTopics(cfg.TopicPrefix)
+	r := &Relay{cfg: cfg, log: log, started: time.Now()}
+
+	authOpts := auth.Options{Secret: []byte(cfg.Auth.Secret), StaticTokens: cfg.Auth.StaticTokens, Leeway: cfg.Auth.Leeway}
+	if cfg.Auth.Secret == "" {
+		authOpts.Secret = nil
+	}
+	if cfg.Auth.PublicKeyFile != "" {
+		pem, err := os.ReadFile(cfg.Auth.PublicKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("%w: auth.public_key_file: %v", ErrConfig, err)
+		}
+		authOpts.PublicKeyPEM = pem
+	}
+	authn, err := auth.New(authOpts)
+	if err != nil {
+		return nil, fmt.Errorf("%w: auth: %w", ErrConfig, err)
+	}
+	if !authn.Enabled() {
+		log.Warn("auth is off: every client is admin for every robot", "listen", cfg.Listen)
+	}
+
+	stats := &hub.Stats{}
+	var ready func() bool = func() bool { return r.ingest != nil && r.ingest.Ready() }
+	r.hub = hub.New(hub.Options{
+		RingEvents: cfg.Hub.RingEvents, RingBytes: cfg.Hub.RingBytes, DedupIDs: cfg.Hub.DedupIDs,
+		MaxRobots: cfg.Hub.MaxRobots, SessionsPerRobot: cfg.Hub.SessionsPerRobot, RobotTTL: cfg.Hub.RobotTTL,
+		MaxRoomsPerClient: cfg.WS.MaxRooms, SystemStatusInterval: cfg.SystemStatusInterval,
+		Stats: stats, Logger: log.With("component", "hub"),
+		RelayStats: func() protocol.RelayStats {
+			return protocol.RelayStats{Version: version.Version, Connections: int(stats.Connections.Load()), MQTTConnected: ready()}
+		},
+	})
+
+	mqttOpts := ingest.Options{
+		Broker: cfg.MQTT.Broker, Username: cfg.MQTT.Username, Password: cfg.MQTT.Password, ClientID: cfg.MQTT.ClientID,
+		Topics: topics, QueueMessages: cfg.MQTT.QueueMessages, QueueBytes: cfg.MQTT.QueueBytes,
+		ReconnectMin: cfg.MQTT.ReconnectMin, ReconnectMax: cfg.MQTT.ReconnectMax, ConnectTimeout: cfg.MQTT.ConnectTimeout,
+		Hub: r.hub, Logger: log.With("component", "ingest"),
+	}
+	if mqttOpts.TLS, err = clientTLS(cfg.MQTT); err != nil {
+		return nil, err
+	}
+	if cfg.MQTT.Broker == "" {
+		bo := broker.Options{Listen: cfg.Embedded.Listen, TLSListen: cfg.Embedded.TLSListen, WSListen: cfg.Embedded.WSListen,
+			Users: cfg.Embedded.Users, Topics: topics, Logger: log}
+		if cfg.Embedded.TLSListen != "" {
+			cert, err := tls.LoadX509KeyPair(cfg.Embedded.TLSCertFile, cfg.Embedded.TLSKeyFile)
+			if err != nil {
+				return nil, fmt.Errorf("%w: embedded_mqtt.tls_cert_file: %v", ErrConfig, err)
+			}
+			bo.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		}
+		if r.broker, err = broker.New(bo); err != nil {
+			return nil, err
+		}
+		mqttOpts.Broker = r.broker.URL()
+		mqttOpts.Username, mqttOpts.Password = r.broker.Credentials()
+		mqttOpts.TLS = nil
+	}
+	r.ingest, err = ingest.New(mqttOpts)
+	if err != nil {
+		r.closeBroker()
+		return nil, fmt.Errorf("%w: mqtt: %w", ErrConfig, err)
+	}
+	r.commands = command.New(command.Options{Publisher: r.ingest, Topics: topics, RobotState: r.hub.RobotState,
+		Timeout: cfg.Commands.Timeout, MaxPending: cfg.Commands.MaxPending})
+	r.ingest.SetOnReply(func(ev *protocol.Event, raw []byte) { r.commands.Reply(ev, raw) })
+
+	var lat prometheus.Histogram
+	r.reg, lat = newMetrics(r.hub, ready)
+	r.ws = wsapi.New(wsapi.Options{Hub: r.hub, Auth: authn, Commands: r.commands, AllowedOrigins: cfg.AllowedOrigins,
+		Heartbeat: cfg.WS.Heartbeat, ClientGrace: cfg.WS.ClientGrace, WriteTimeout: cfg.WS.WriteTimeout,
+		QueueBytes: cfg.WS.QueueBytes, ReadLimit: cfg.WS.ReadLimit, OpsPerSecond: cfg.WS.OpsPerSecond, OpsBurst: cfg.WS.OpsBurst,
+		Observe: lat.Observe, Logger: log.With("component", "ws")})
+
+	r.srv = &http.Server{Handler: r.routes(), ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	if cfg.TLS.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile)
+		if err != nil {
+			r.closeBroker()
+			return nil, fmt.Errorf("%w: tls.cert_file: %v", ErrConfig, err)
+		}
+		r.srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	r.ln, err = net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		r.closeBroker()
+		return nil, fmt.Errorf("%w: %s: %v", ErrListen, cfg.Listen, err)
+	}
+	return r, nil
+}
+
+func clientTLS(m config.MQTT) (*tls.Config, error) {
+	if m.CAFile == "" && m.CertFile == "" && !m.InsecureSkipVerify {
+		return nil, nil
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: m.InsecureSkipVerify} //nolint:gosec // opt-in, for tests
+	if m.CAFile != "" {
+		pem, err := os.ReadFile(m.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("%w: mqtt.ca_file: %v", ErrConfig, err)
+		}
+		tc.RootCAs = x509.NewCertPool()
+		if !tc.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("%w: mqtt.ca_file: no PEM certificates in %q", ErrConfig, m.CAFile)
+		}
+	}
+	if m.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(m.CertFile, m.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("%w: mqtt.cert_file: %v", ErrConfig, err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	return tc, nil
+}
+
+func (r *Relay) closeBroker() {
+	if r.broker != nil {
+		_ = r.broker.Close()
+	}
+}
+
+// Addr returns the HTTP listener's address.
+func (r *Relay) Addr() string { return r.ln.Addr().String() }
+
+// BrokerURL returns the embedded broker's URL, or "" with an external broker.
+func (r *Relay) BrokerURL() string {
+	if r.broker == nil {
+		return ""
+	}
+	return r.broker.URL()
+}
+
+// Hub returns the hub (for tests and adapters).
+func (r *Relay) Hub() *hub.Hub { return r.hub }
+
+// Ready reports what /readyz reports.
+func (r *Relay) Ready() bool { return r.ingest.Ready() }
+
+// Run serves until ctx ends, then shuts down gracefully: WebSocket clients
+// are closed with 1001, HTTP requests drained, MQTT disconnected, the
+// embedded broker stopped. Cancellation is not an error.
+func (r *Relay) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, 1)
+	wg.Add(2)
+	go func() { defer wg.Done(); _ = r.ingest.Run(ctx) }()
+	go func() { defer wg.Done(); _ = r.hub.Run(ctx) }()
+	go func() {
+		var err error
+		if r.srv.TLSConfig != nil {
+			err = r.srv.ServeTLS(r.ln, "", "")
+		} else {
+			err = r.srv.Serve(r.ln)
+		}
+		if !errors.Is(err, http.ErrServerClosed) {
+			errc <- fmt.Errorf("serve http: %w", err)
+		}
+	}()
+	scheme := "http"
+	if r.srv.TLSConfig != nil {
+		scheme = "https"
+	}
+	r.log.Info("fleet-relay serving", "version", version.String(), "url", scheme+"://"+r.Addr(),
+		"mqtt", r.cfg.MQTT.Broker, "embedded_broker", r.BrokerURL())
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+	}
+	r.log.Info("fleet-relay shutting down")
+	sctx, scancel := context.WithTimeout(context.Background(), r.cfg.ShutdownTimeout)
+	defer scancel()
+	if err := r.ws.Shutdown(sctx); err != nil {
+		r.log.Warn("websocket clients did not close in time", "err", err)
+	}
+	if err := r.srv.Shutdown(sctx); err != nil {
+		_ = r.srv.Close()
+	}
+	cancel()
+	wg.Wait()
+	r.commands.Close()
+	r.closeBroker()
+	return runErr
+}
+
+func (r *Relay) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /ws", r.ws)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if !r.ingest.Ready() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte("not ready: MQTT not connected and subscribed\n"))
+			return
+		}
+		_, _ = w.Write([]byte("ready\n"))
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(r.reg, promhttp.HandlerOpts{Registry: r.reg}))
+	mux.HandleFunc("GET /api/v1/stats", r.handleStats)
+	mux.HandleFunc("GET /api/v1/robots", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, map[string]any{"robots": r.hub.Robots()})
+	})
+	mux.HandleFunc("GET /api/v1/schema", handleSchema)
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		_, _ = w.Write(placeholderPage)
+	})
+	return mux
+}
+
+func (r *Relay) handleStats(w http.ResponseWriter, _ *http.Request) {
+	s := r.hub.Stats()
+	c := r.hub.Counts()
+	writeJSON(w, map[string]any{
+		"version":          version.Version,
+		"uptime_s":         time.Since(r.started).Seconds(),
+		"connections":      s.Connections.Load(),
+		"rooms":            c.Rooms,
+		"subscriptions":    c.Subscriptions,
+		"robots_known":     c.RobotsKnown,
+		"robots_online":    c.RobotsOnline,
+		"sessions_running": c.SessionsRunning,
+		"mqtt_connected":   r.ingest.Connected(),
+		"mqtt_ready":       r.ingest.Ready(),
+		"messages": map[string]int64{
+			"in": s.MessagesIn.Load(), "out": s.MessagesOut.Load(), "dropped": s.ClientDropped.Load() + s.IngestDropped.Load(),
+			"invalid": s.Invalid.Load(), "duplicate": s.Duplicates.Load(), "ingest_dropped": s.IngestDropped.Load(),
+			"client_dropped": s.ClientDropped.Load(),
+		},
+		"slow_consumer_closes": s.SlowCloses.Load(),
+		"queue_bytes":          s.QueueBytes.Load(),
+		"commands_pending":     r.commands.Pending(),
+	})
+}
+
+type schemaEntry struct {
+	Type        string          `json:"type"`
+	Description string          `json:"description"`
+	Direction   string          `json:"direction"`
+	Topic       string          `json:"topic,omitempty"`
+	QoS         byte            `json:"qos"`
+	Retained    bool            `json:"retained"`
+	Schema      json.RawMessage `json:"schema"`
+	Example     *protocol.Event `json:"example"`
+}
+
+func handleSchema(w http.ResponseWriter, _ *http.Request) {
+	var out []schemaEntry
+	for _, t := range protocol.Catalog() {
+		out = append(out, schemaEntry{Type: t.Type, Description: t.Description, Direction: t.Direction, Topic: t.Topic(),
+			QoS: t.QoS, Retained: t.Retained, Schema: t.Schema(), Example: t.Example()})
+	}
+	writeJSON(w, map[string]any{"version": protocol.Version, "types": out})
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+var placeholderPage = []byte(`<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>fleet-relay</title></head>
+<body style="font-family:sans-serif;max-width:40em;margin:2em auto">
+<h1>fleet-relay</h1>
+<p>The dashboard is not served yet. The relay's endpoints:</p>
+<ul>
+<li><code>GET /ws</code> — WebSocket API (JSON frames)</li>
+<li><a href="/healthz">/healthz</a>, <a href="/readyz">/readyz</a>, <a href="/metrics">/metrics</a></li>
+<li><a href="/api/v1/stats">/api/v1/stats</a>, <a href="/api/v1/robots">/api/v1/robots</a>, <a href="/api/v1/schema">/api/v1/schema</a></li>
+</ul>
+</body></html>
+`)
