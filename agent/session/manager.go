@@ -281,6 +281,18 @@ type StartRequest struct {
 	Params    map[string]any
 }
 
+// StartedBy returns the answer a start_session command with this id got, if
+// the journal still holds its session (the id survives agent restarts).
+func (m *Manager) StartedBy(commandID string) (protocol.StartSessionResult, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s := m.byCommand[commandID]
+	if s == nil || commandID == "" {
+		return protocol.StartSessionResult{}, false
+	}
+	return protocol.StartSessionResult{SessionID: s.rec.ID, Status: s.rec.ReplyStatus}, true
+}
+
 // Start queues a session and returns its id and status ("queued"). A
 // request whose CommandID was seen before returns the first answer and
 // starts nothing. Errors wrap ErrUnknownPipeline, ErrInvalidModel,
