@@ -95,8 +95,8 @@ func New(o Options) (*Broker, error) {
 	if h.anonymous {
 		log.Warn("embedded broker has no users configured: anonymous clients get full access", "listen", o.Listen)
 	}
-	// mochi logs every connection at info; keep only its warnings.
-	mlog := slog.New(&levelHandler{min: slog.LevelWarn, h: log.Handler()})
+	// mochi logs every connection at info and every closed one as a warning; keep its errors.
+	mlog := slog.New(&levelHandler{min: slog.LevelError, h: log.Handler()})
 	b.srv = mqtt.New(&mqtt.Options{Logger: mlog, InlineClient: false})
 	if err := b.srv.AddHook(h, nil); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
