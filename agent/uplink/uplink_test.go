@@ -1,0 +1,255 @@
+package uplink_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/robotfleet/fleetlink/agent/spool"
+	"github.com/robotfleet/fleetlink/agent/uplink"
+	"github.com/robotfleet/fleetlink/internal/brokertest"
+	"github.com/robotfleet/fleetlink/protocol"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+var topics = protocol.Topics{}
+
+const robot = "r-up"
+
+// recorder is an MQTT subscriber that keeps what it received.
+type recorder struct {
+	mu   sync.Mutex
+	msgs []mqtt.Message
+	c    mqtt.Client
+}
+
+// subscribe connects a subscriber. persistent keeps its session and QoS 1
+// messages across its own and the broker's restarts (Mosquitto).
+func subscribe(t *testing.T, url, clientID string, persistent bool, filter string) *recorder {
+	t.Helper()
+	r := &recorder{}
+	o := mqtt.NewClientOptions().AddBroker(url).SetClientID(clientID).SetCleanSession(!persistent).
+		SetAutoReconnect(true).SetMaxReconnectInterval(200 * time.Millisecond).SetConnectRetry(true).SetConnectRetryInterval(100 * time.Millisecond).
+		SetOrderMatters(true).SetResumeSubs(true)
+	o.SetOnConnectHandler(func(c mqtt.Client) {
+		c.Subscribe(filter, 1, func(_ mqtt.Client, m mqtt.Message) {
+			r.mu.Lock()
+			r.msgs = append(r.msgs, m)
+			r.mu.Unlock()
+		})
+	})
+	r.c = mqtt.NewClient(o)
+	tok := r.c.Connect()
+	require.True(t, tok.WaitTimeout(10*time.Second))
+	require.NoError(t, tok.Error())
+	t.Cleanup(func() { r.c.Disconnect(0) })
+	return r
+}
+
+func (r *recorder) snapshot() []mqtt.Message {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]mqtt.Message(nil), r.msgs...)
+}
+
+func (r *recorder) events(t *testing.T) []*protocol.Event {
+	t.Helper()
+	var out []*protocol.Event
+	for _, m := range r.snapshot() {
+		if len(m.Payload()) == 0 {
+			continue
+		}
+		ev, err := protocol.Decode(m.Payload())
+		require.NoError(t, err)
+		out = append(out, ev)
+	}
+	return out
+}
+
+func status(state, reason string) func() []byte {
+	return func() []byte {
+		ev := protocol.NewEvent(robot, protocol.RobotStatus{State: state, Reason: reason, AgentVersion: "test", StartedAt: protocol.Now()})
+		b, err := protocol.Encode(ev)
+		if err != nil {
+			panic(err)
+		}
+		return b
+	}
+}
+
+type harness struct {
+	out    *spool.Outbox
+	up     *uplink.Uplink
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func start(t *testing.T, url string, subs ...uplink.Subscription) *harness {
+	t.Helper()
+	out, err := spool.Open(spool.Options{Path: filepath.Join(t.TempDir(), "spool.db")})
+	require.NoError(t, err)
+	up, err := uplink.New(uplink.Options{
+		Broker: url, ClientID: robot, StatusTopic: topics.Status(robot),
+		Will: status("offline", "lost"), Online: status("online", ""), Offline: status("offline", "shutdown"),
+		BackoffMin: 50 * time.Millisecond, BackoffMax: 200 * time.Millisecond, ConnectTimeout: 2 * time.Second,
+		KeepAlive: 2 * time.Second, Window: 8, Subscriptions: subs, Logger: slog.New(slog.DiscardHandler),
+	}, out)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	h := &harness{out: out, up: up, cancel: cancel, done: make(chan error, 1)}
+	go func() { h.done <- up.Run(ctx) }()
+	t.Cleanup(func() { h.stop(t); out.Close() })
+	return h
+}
+
+func (h *harness) stop(t *testing.T) {
+	t.Helper()
+	h.cancel()
+	select {
+	case err := <-h.done:
+		require.NoError(t, err)
+		h.done <- nil
+	case <-time.After(10 * time.Second):
+		t.Fatal("uplink did not stop")
+	}
+}
+
+func note(i int) *protocol.Event {
+	return protocol.NewEvent(robot, protocol.RobotNotification{Level: "info", Title: fmt.Sprintf("n%d", i)})
+}
+
+func TestStatusOnlineThenOfflineShutdown(t *testing.T) {
+	b := brokertest.StartMochi(t)
+	h := start(t, b.URL())
+	sub := subscribe(t, b.URL(), "watch", false, topics.Status(robot))
+	require.Eventually(t, func() bool {
+		evs := sub.events(t)
+		return len(evs) > 0 && evs[len(evs)-1].Data.(protocol.RobotStatus).State == "online"
+	}, 10*time.Second, 20*time.Millisecond)
+	require.True(t, sub.snapshot()[0].Retained() || len(sub.snapshot()) > 0)
+	h.stop(t)
+	require.Eventually(t, func() bool {
+		evs := sub.events(t)
+		st := evs[len(evs)-1].Data.(protocol.RobotStatus)
+		return st.State == "offline" && st.Reason == "shutdown"
+	}, 10*time.Second, 20*time.Millisecond)
+	// A new subscriber sees the retained offline status.
+	late := subscribe(t, b.URL(), "late", false, topics.Status(robot))
+	require.Eventually(t, func() bool { return len(late.snapshot()) == 1 }, 5*time.Second, 20*time.Millisecond)
+	require.True(t, late.snapshot()[0].Retained())
+	require.Equal(t, "shutdown", late.events(t)[0].Data.(protocol.RobotStatus).Reason)
+}
+
+func TestBootWithoutBrokerThenConnect(t *testing.T) {
+	m := brokertest.StartMosquitto(t)
+	m.Stop()
+	h := start(t, m.URL())
+	require.NoError(t, h.out.Emit(note(1))) // produced while there is no broker
+	require.Never(t, h.up.Connected, 300*time.Millisecond, 20*time.Millisecond)
+	require.False(t, h.up.Connected())
+	require.NotEmpty(t, h.up.Stats().LastConnectErr)
+	require.ErrorIs(t, h.up.PublishDirect(topics.Metrics(robot), 0, true, []byte("{}")), uplink.ErrNotConnected)
+	require.EqualValues(t, 1, h.up.Stats().DirectDropped)
+	m.Start()
+	require.Eventually(t, h.up.Connected, 10*time.Second, 20*time.Millisecond)
+	require.Eventually(t, func() bool { return h.out.Stats().Depth == 0 }, 10*time.Second, 20*time.Millisecond)
+}
+
+// The broker restarts while events are produced: every event arrives
+// afterwards, in seq order, none lost, and the spool ends empty.
+func TestBrokerRestartMidStreamLosesNothing(t *testing.T) {
+	// "user root": as root, Mosquitto otherwise drops to user mosquitto and
+	// cannot write its persistence file into the test's private temp dir.
+	m := brokertest.StartMosquitto(t, brokertest.Options{Extra: "user root"})
+	cmds := make(chan string, 10)
+	h := start(t, m.URL(), uplink.Subscription{Topic: topics.Commands(robot), QoS: 1, Handler: func(_ string, p []byte) {
+		select {
+		case cmds <- string(p):
+		default:
+		}
+	}})
+	sub := subscribe(t, m.URL(), "relay-sim", true, topics.Notifications(robot))
+	require.Eventually(t, h.up.Connected, 10*time.Second, 20*time.Millisecond)
+
+	var ids []string
+	emit := func(n int) {
+		for range n {
+			ev := note(len(ids))
+			require.NoError(t, h.out.Emit(ev))
+			ids = append(ids, ev.ID)
+		}
+	}
+	emit(50)
+	m.Stop()
+	require.Eventually(t, func() bool { return !h.up.Connected() }, 10*time.Second, 10*time.Millisecond)
+	emit(100) // produced while the broker is down
+	require.EqualValues(t, h.out.Stats().Depth >= 100, true)
+	m.Start()
+	emit(50)
+	require.Eventually(t, func() bool { return h.out.Stats().Depth == 0 }, 20*time.Second, 20*time.Millisecond)
+	if !assert.Eventually(t, func() bool { return len(uniq(sub.events(t))) == len(ids) }, 20*time.Second, 20*time.Millisecond, "got %d of %d; first %v", len(uniq(sub.events(t))), len(ids), firstSeqs(sub.events(t))) {
+		t.Fatal(m.Log())
+	}
+
+	got := uniq(sub.events(t))
+	var lastSeq int64
+	for i, ev := range got {
+		require.Equal(t, ids[i], ev.ID, "event %d out of order or lost", i)
+		require.Greater(t, ev.Seq, lastSeq)
+		lastSeq = ev.Seq
+	}
+	// Subscriptions are made again on the new connection.
+	pub := subscribe(t, m.URL(), "cmd-sender", false, "nothing/here")
+	pub.c.Publish(topics.Commands(robot), 1, false, "hello").Wait()
+	select {
+	case p := <-cmds:
+		require.Equal(t, "hello", p)
+	case <-time.After(10 * time.Second):
+		t.Fatal("command not received after reconnect")
+	}
+	require.GreaterOrEqual(t, h.up.Stats().Connects, int64(2))
+}
+
+// uniq keeps the first delivery of each event id (QoS 1 may deliver twice).
+func uniq(evs []*protocol.Event) []*protocol.Event {
+	seen := map[string]bool{}
+	var out []*protocol.Event
+	for _, ev := range evs {
+		if !seen[ev.ID] {
+			seen[ev.ID] = true
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
+func TestRetainedClearAndDirectPublish(t *testing.T) {
+	b := brokertest.StartMochi(t)
+	h := start(t, b.URL())
+	require.Eventually(t, h.up.Connected, 10*time.Second, 20*time.Millisecond)
+	stateTopic := topics.SessionState(robot, "s-1")
+	require.NoError(t, h.up.PublishDirect(topics.Metrics(robot), 0, true, []byte(`{"x":1}`)))
+	st := protocol.NewSessionEvent(robot, "s-1", protocol.SessionState{Status: "queued", Pipeline: "p", Model: "m", CreatedAt: protocol.Now()})
+	require.NoError(t, h.out.Emit(st))
+	require.Eventually(t, func() bool { return h.out.Stats().Depth == 0 }, 10*time.Second, 20*time.Millisecond)
+	sub := subscribe(t, b.URL(), "w1", false, "fleet/v1/robots/"+robot+"/#")
+	require.Eventually(t, func() bool { return len(sub.snapshot()) >= 3 }, 5*time.Second, 20*time.Millisecond) // status, metrics, state
+	require.NoError(t, h.out.ClearRetained(stateTopic))
+	require.Eventually(t, func() bool { return h.out.Stats().Depth == 0 }, 10*time.Second, 20*time.Millisecond)
+	sub2 := subscribe(t, b.URL(), "w2", false, stateTopic)
+	require.Never(t, func() bool { return len(sub2.snapshot()) > 0 }, 300*time.Millisecond, 20*time.Millisecond)
+}
+
+func firstSeqs(evs []*protocol.Event) []int64 {
+	var s []int64
+	for _, ev := range evs {
+		s = append(s, ev.Seq)
+	}
+	return s
+}
