@@ -206,12 +206,16 @@ func (r *Relay) Run(ctx context.Context) error {
 	defer cancel()
 	var wg sync.WaitGroup
 	errc := make(chan error, 1)
+	scheme := "http"
+	if r.srv.TLSConfig != nil {
+		scheme = "https"
+	}
 	wg.Add(2)
 	go func() { defer wg.Done(); _ = r.ingest.Run(ctx) }()
 	go func() { defer wg.Done(); _ = r.hub.Run(ctx) }()
 	go func() {
 		var err error
-		if r.srv.TLSConfig != nil {
+		if scheme == "https" {
 			err = r.srv.ServeTLS(r.ln, "", "")
 		} else {
 			err = r.srv.Serve(r.ln)
@@ -220,10 +224,6 @@ func (r *Relay) Run(ctx context.Context) error {
 			errc <- fmt.Errorf("serve http: %w", err)
 		}
 	}()
-	scheme := "http"
-	if r.srv.TLSConfig != nil {
-		scheme = "https"
-	}
 	r.log.Info("fleet-relay serving", "version", version.String(), "url", scheme+"://"+r.Addr(),
 		"mqtt", r.cfg.MQTT.Broker, "embedded_broker", r.BrokerURL())
 	var runErr error
