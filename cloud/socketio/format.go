@@ -22,7 +22,7 @@ var eventNames = map[string]string{
 	protocol.TypeRobotAlert:        "alert",
 	protocol.TypeRobotNotification: "notification",
 	protocol.TypeSystemStatus:      "system_status",
-	protocol.TypeCommandReply:      "command_reply_event",
+	protocol.TypeCommandReply:      "robot_command_reply",
 }
 
 // EventName returns the Socket.IO event name of an envelope type (spec §6).
