@@ -117,8 +117,8 @@ func TestCapDropOrder(t *testing.T) {
 	tests := []struct {
 		name      string
 		fill      func(o *spool.Outbox) // what is in the spool before it overflows
-		wantKinds []string            // types expected to survive, oldest first, after the overflow
-		wantDrop  [3]int64            // other, notification, progress
+		wantKinds []string              // types expected to survive, oldest first, after the overflow
+		wantDrop  [3]int64              // other, notification, progress
 	}{
 		{
 			name: "progress first",

@@ -1,0 +1,4 @@
+package metrics
+
+// RealMounts exposes realMounts to the tests.
+var RealMounts = realMounts
