@@ -364,6 +364,9 @@ func (m *Manager) Cancel(sessionID, reason, by string) (protocol.CancelSessionRe
 	m.mu.Lock()
 	s := m.sessions[sessionID]
 	switch {
+	case m.closed:
+		m.mu.Unlock()
+		return protocol.CancelSessionResult{}, ErrClosed
 	case s == nil:
 		m.mu.Unlock()
 		return protocol.CancelSessionResult{}, fmt.Errorf("%w %q", ErrUnknownSession, sessionID)

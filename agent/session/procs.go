@@ -7,7 +7,6 @@ import (
 	"os"
 	"strconv"
 	"syscall"
-	"time"
 )
 
 // procStart returns the start time of process pid in clock ticks since boot
@@ -99,19 +98,4 @@ func killLeftovers(pgid int, start uint64) int {
 func groupAlive(pgid int) bool {
 	err := syscall.Kill(-pgid, 0)
 	return err == nil || errors.Is(err, syscall.EPERM)
-}
-
-// terminateGroup sends SIGTERM to the group, then SIGKILL if any member is
-// still there after grace (or when done is closed first and members
-// remain). It returns once the group is empty or after the SIGKILL.
-func terminateGroup(pgid int, grace time.Duration) {
-	if pgid <= 1 {
-		return
-	}
-	_ = syscall.Kill(-pgid, syscall.SIGTERM)
-	deadline := time.Now().Add(grace)
-	for groupAlive(pgid) && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	_ = syscall.Kill(-pgid, syscall.SIGKILL)
 }
