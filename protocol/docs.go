@@ -285,6 +285,9 @@ func ruleText(n *node) string {
 	if n.constant != nil {
 		r = append(r, fmt.Sprintf("= `%v`", n.constant))
 	}
+	if n.nonEmpty {
+		r = append(r, "non-empty")
+	}
 	if len(n.enum) > 0 {
 		r = append(r, "one of "+codeList(n.enum...))
 	}

@@ -244,6 +244,9 @@ func buildFixtures() []Fixture {
 	invalid("data/state-failed-without-error", TypeSessionState, "data.error: is required when status is failed", set("data.status", "failed"))
 	invalid("data/state-completed-without-result", TypeSessionState, "data.result: is required when status is completed", set("data.status", "completed"))
 	invalid("data/command-missing-name", TypeCommand, "data.name: is required", del("data.name"))
+	invalid("data/command-empty-name", TypeCommand, "data.name: must not be empty", set("data.name", ""))
+	invalid("data/reply-empty-error-code", TypeCommandReply, "data.error.code: must not be empty", set("data.ok", false),
+		set("data.error", map[string]any{"code": "", "message": "x"}))
 	invalid("data/command-bad-expires", TypeCommand, "data.expires_at: must be an RFC 3339 time", set("data.expires_at", "soon"))
 	invalid("data/command-args-not-object", TypeCommand, "data.args: must be an object, got a string", set("data.args", "pipeline=x"))
 	invalid("data/reply-not-ok-without-error", TypeCommandReply, "data.error: is required when ok is false", set("data.ok", false))

@@ -24,6 +24,7 @@ type node struct {
 	constant   any
 	pattern    string // name of a pattern in patterns
 	format     string // "date-time"
+	nonEmpty   bool   // string: at least one character
 	min, max   *float64
 	doc        string
 	conds      []condition // object: rules that span fields
@@ -183,6 +184,8 @@ func addFields(n *node, t reflect.Type) {
 				target.pattern = val
 			case "format":
 				target.format = val
+			case "nonempty":
+				target.nonEmpty = true
 			default:
 				panic(fmt.Sprintf("protocol: %s.%s: unknown rule %q", t, f.Name, key))
 			}

@@ -106,6 +106,9 @@ func schemaOf(n *node) *omap {
 		}
 		s.set("enum", enum)
 	}
+	if n.nonEmpty {
+		s.set("minLength", 1)
+	}
 	if n.pattern != "" {
 		s.set("pattern", patterns[n.pattern].String())
 	}

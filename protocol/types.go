@@ -24,7 +24,7 @@ type Data interface {
 	EventType() string
 }
 
-// Rules are struct tags: `v:"required,nullable,min=N,max=N,enum=a|b,pattern=NAME,format=date-time"`.
+// Rules are struct tags: `v:"required,nullable,nonempty,min=N,max=N,enum=a|b,pattern=NAME,format=date-time"`.
 // On a slice or map field, min, max, enum and pattern apply to its elements.
 // `doc:"..."` describes the field in the schema and docs.
 
@@ -120,7 +120,7 @@ type RobotMetrics struct {
 
 // RobotAlert is robot.alert: sent once when a rule fires and once when it resolves.
 type RobotAlert struct {
-	Alert     string  `json:"alert" v:"required" doc:"rule name, e.g. cpu_temperature_high"`
+	Alert     string  `json:"alert" v:"required,nonempty" doc:"rule name, e.g. cpu_temperature_high"`
 	Severity  string  `json:"severity" v:"required,enum=info|warning|critical"`
 	State     string  `json:"state" v:"required,enum=firing|resolved"`
 	Message   string  `json:"message" v:"required"`
@@ -162,7 +162,7 @@ type SessionProgress struct {
 
 // Artifact is one output file of a completed session.
 type Artifact struct {
-	Path   string `json:"path" v:"required" doc:"relative to the session's output directory"`
+	Path   string `json:"path" v:"required,nonempty" doc:"relative to the session's output directory"`
 	Bytes  int64  `json:"bytes" v:"required,min=0"`
 	SHA256 string `json:"sha256" v:"required,pattern=sha256" doc:"hex"`
 }
@@ -181,7 +181,7 @@ type SessionCompleted struct {
 
 // ErrorInfo describes why a session failed.
 type ErrorInfo struct {
-	Code    string `json:"code" v:"required" doc:"runner_error, timeout, agent_restarted, invalid_model, internal, ..."`
+	Code    string `json:"code" v:"required,nonempty" doc:"runner_error, timeout, agent_restarted, invalid_model, internal, ..."`
 	Message string `json:"message" v:"required"`
 	Detail  string `json:"detail,omitempty" doc:"e.g. the last 4 KiB of the runner's stderr"`
 }
@@ -243,7 +243,7 @@ func (s *SessionState) Finished() bool {
 // Command is command, published to a robot. The envelope id is the command
 // id, robot the target, seq 0.
 type Command struct {
-	Name      string         `json:"name" v:"required" doc:"start_session, cancel_session, list_sessions, ping"`
+	Name      string         `json:"name" v:"required,nonempty" doc:"start_session, cancel_session, list_sessions, ping"`
 	Args      map[string]any `json:"args" doc:"the command's arguments"`
 	ExpiresAt *Time          `json:"expires_at,omitempty" doc:"the agent refuses the command after this time with code expired"`
 	ReplyTo   any            `json:"reply_to,omitempty" doc:"correlation data echoed back in the reply"`
@@ -251,7 +251,7 @@ type Command struct {
 
 // CommandError is the error of a failed command.reply.
 type CommandError struct {
-	Code    string `json:"code" v:"required"`
+	Code    string `json:"code" v:"required,nonempty" doc:"invalid_command, unknown_command, unknown_pipeline, invalid_model, invalid_params, unknown_session, session_finished, busy, expired, internal"`
 	Message string `json:"message" v:"required"`
 }
 

@@ -135,6 +135,9 @@ func (v *validator) check(path string, n *node, val any) {
 			v.addf(path, "must be a string, got %s", jsonKind(val))
 			return
 		}
+		if n.nonEmpty && s == "" {
+			v.addf(path, "must not be empty")
+		}
 		if n.constant != nil && s != n.constant {
 			v.addf(path, "must be %q, got %q", n.constant, clip(s))
 		}

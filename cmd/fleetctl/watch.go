@@ -78,7 +78,7 @@ func (c *mqttConfig) connect(ctx context.Context, role string, reconnect bool, o
 		SetCleanSession(true).
 		SetConnectTimeout(c.ConnectTimeout).
 		SetAutoReconnect(reconnect).
-		SetOrderMatters(false) // handlers only enqueue; printing keeps arrival order
+		SetOrderMatters(true) // arrival order; handlers only enqueue, never block
 	if onConnect != nil {
 		opts.SetOnConnectHandler(onConnect)
 	}
