@@ -293,8 +293,8 @@ func (s *Server) session(sid string) *session {
 
 // open creates and registers a session, or returns nil when the server is
 // full or shutting down.
-func (s *Server) open(ws bool) *session {
-	sess := newSession(s, ws)
+func (s *Server) open() *session {
+	sess := newSession(s)
 	s.mu.Lock()
 	if s.shutdown || len(s.sessions) >= s.o.MaxSessions {
 		s.mu.Unlock()
@@ -329,7 +329,7 @@ func (s *Server) openPacket(sid string, upgrades []string) []byte {
 }
 
 func (s *Server) handshake(w http.ResponseWriter) {
-	sess := s.open(false)
+	sess := s.open()
 	if sess == nil {
 		s.stats.Refused.Add(1)
 		http.Error(w, "server full or shutting down", http.StatusServiceUnavailable)

@@ -1,0 +1,386 @@
+package socketio
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/robotfleet/fleetlink/cloud/command"
+	"github.com/robotfleet/fleetlink/cloud/hub"
+	"github.com/robotfleet/fleetlink/protocol"
+)
+
+// Error codes of spec §5, carried by the `error` event.
+const (
+	CodeBadRequest   = "bad_request"
+	CodeUnauthorized = "unauthorized"
+	CodeForbidden    = "forbidden"
+	CodeUnknownRoom  = "unknown_room"
+	CodeTooManyRooms = "too_many_rooms"
+	CodeRobotOffline = "robot_offline"
+	CodeRobotTimeout = "robot_timeout"
+	CodeRateLimited  = "rate_limited"
+	CodeInternal     = "internal"
+)
+
+// Payloads of the events the server emits (spec §6; extra fields allowed).
+type (
+	connectedPayload struct {
+		ClientID   string   `json:"client_id"`
+		ServerTime string   `json:"server_time"`
+		HeartbeatS float64  `json:"heartbeat_s"`
+		Role       string   `json:"role"`
+		Robots     []string `json:"robots"`
+		ExpiresAt  string   `json:"expires_at,omitempty"`
+	}
+	subscribedPayload struct {
+		SessionID string            `json:"session_id,omitempty"`
+		RobotID   string            `json:"robot_id,omitempty"`
+		Room      string            `json:"room"`
+		Recovered bool              `json:"recovered"`
+		Snapshot  []json.RawMessage `json:"snapshot"`
+	}
+	unsubscribedPayload struct {
+		SessionID string `json:"session_id,omitempty"`
+		RobotID   string `json:"robot_id,omitempty"`
+		Room      string `json:"room"`
+	}
+	pongPayload struct {
+		Timestamp  json.RawMessage `json:"timestamp"`
+		ServerTime string          `json:"server_time"`
+	}
+	errorPayload struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+		Event   string `json:"event,omitempty"` // the client event this answers
+		Robot   string `json:"robot,omitempty"`
+	}
+	droppedPayload struct {
+		Room  string `json:"room"`
+		Count int    `json:"count"`
+	}
+	commandReplyPayload struct {
+		OK        bool                   `json:"ok"`
+		Result    json.RawMessage        `json:"result,omitempty"`
+		Error     *protocol.CommandError `json:"error,omitempty"`
+		CommandID string                 `json:"command_id"`
+		Robot     string                 `json:"robot"`
+		Reply     json.RawMessage        `json:"reply,omitempty"` // the robot's command.reply envelope
+	}
+)
+
+// Arguments of the client's events.
+type (
+	roomArgs struct {
+		SessionID string `json:"session_id"`
+		RobotID   string `json:"robot_id"`
+		SinceSeq  *int64 `json:"since_seq"`
+	}
+	commandArgs struct {
+		Robot string         `json:"robot"`
+		Name  string         `json:"name"`
+		Args  map[string]any `json:"args"`
+	}
+)
+
+// handleSIO processes one Socket.IO packet. Called with inMu held.
+func (s *session) handleSIO(b []byte) {
+	p, err := DecodeSIO(b)
+	if err != nil {
+		s.srv.stats.BadPackets.Add(1)
+		s.fail(p.ID, "", CodeBadRequest, "bad Socket.IO packet: "+err.Error())
+		return
+	}
+	if p.Namespace != "/" {
+		if p.Type == SIOConnect {
+			s.srv.stats.ConnectErrors.Add(1)
+			s.pushControl(appendSIO(nil, SIOConnectError, p.Namespace, mustJSON(connectError{
+				Message: "Invalid namespace", Data: connectErrorData{Code: CodeBadRequest, Message: "only namespace / exists"}})))
+		}
+		return // packets of a namespace the client never joined are ignored
+	}
+	switch p.Type {
+	case SIOConnect:
+		s.connect(p.Data)
+	case SIODisconnect:
+		s.close(reasonDisconnect)
+	case SIOEvent:
+		if !s.connected.Load() {
+			s.srv.stats.BadPackets.Add(1)
+			return // the client library never emits before it is connected
+		}
+		s.event(p)
+	case SIOAck:
+		// The server never asks for acks.
+	default:
+		s.srv.stats.BadPackets.Add(1)
+		s.fail(p.ID, "", CodeBadRequest, "unexpected Socket.IO packet type "+itoa(int64(p.Type)))
+	}
+}
+
+type connectError struct {
+	Message string           `json:"message"`
+	Data    connectErrorData `json:"data"`
+}
+
+type connectErrorData struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// connect joins namespace "/" after checking the auth object's token.
+func (s *session) connect(data json.RawMessage) {
+	if s.connected.Load() {
+		return
+	}
+	var a struct {
+		Token string `json:"token"`
+	}
+	if len(data) > 0 {
+		if err := json.Unmarshal(data, &a); err != nil {
+			s.srv.stats.ConnectErrors.Add(1)
+			s.pushControl(appendSIO(nil, SIOConnectError, "/", mustJSON(connectError{Message: "bad_request",
+				Data: connectErrorData{Code: CodeBadRequest, Message: "auth.token must be a string"}})))
+			return
+		}
+	}
+	p, err := s.srv.o.Auth.Authenticate(a.Token)
+	if err != nil {
+		s.srv.stats.ConnectErrors.Add(1)
+		s.pushControl(appendSIO(nil, SIOConnectError, "/", mustJSON(connectError{Message: "unauthorized",
+			Data: connectErrorData{Code: CodeUnauthorized, Message: err.Error()}})))
+		return
+	}
+	s.p, s.clientID = p, "c-"+protocol.NewID()
+	s.connected.Store(true)
+	s.srv.stats.Connects.Add(1)
+	s.pushControl(appendSIO(nil, SIOConnect, "/", []byte(`{"sid":"`+newSID()+`"}`)))
+	cp := connectedPayload{ClientID: s.clientID, ServerTime: protocol.Now().String(),
+		HeartbeatS: s.srv.o.PingInterval.Seconds(), Role: string(p.Role), Robots: p.Robots}
+	if !p.ExpiresAt.IsZero() {
+		cp.ExpiresAt = protocol.T(p.ExpiresAt).String()
+		t := time.AfterFunc(time.Until(p.ExpiresAt), s.expire)
+		s.mu.Lock()
+		s.expiry = t
+		s.mu.Unlock()
+	}
+	s.emit("connected", mustJSON(cp))
+}
+
+// expire ends a session whose token expired: an error, a server
+// disconnect (the client does not reconnect on its own with the stale
+// token), then the close once that is flushed.
+func (s *session) expire() {
+	s.emit("error", mustJSON(errorPayload{Code: CodeUnauthorized, Message: "token expired"}))
+	s.pushControl(appendSIO(nil, SIODisconnect, "/", nil))
+	s.closeAfterFlush()
+}
+
+// event dispatches one EVENT. Called with inMu held.
+func (s *session) event(p SIOPacket) {
+	name, arg, err := EventArgs(p.Data)
+	if err != nil {
+		s.srv.stats.BadPackets.Add(1)
+		s.fail(p.ID, "", CodeBadRequest, err.Error())
+		return
+	}
+	if !s.allow() {
+		s.fail(p.ID, name, CodeRateLimited, "too many events; slow down")
+		return
+	}
+	ack := p.ID
+	switch name {
+	case "subscribe_session", "subscribe_robot", "subscribe_fleet":
+		room, a, err := roomOf(name, arg)
+		if err != nil {
+			s.fail(ack, name, CodeBadRequest, err.Error())
+			return
+		}
+		s.subscribe(ack, name, room, a)
+	case "unsubscribe_session", "unsubscribe_robot", "unsubscribe_fleet":
+		room, a, err := roomOf(name, arg)
+		if err != nil {
+			s.fail(ack, name, CodeBadRequest, err.Error())
+			return
+		}
+		s.srv.hub.Unsubscribe(s, room)
+		s.answer(ack, "unsubscribed", mustJSON(unsubscribedPayload{SessionID: a.SessionID, RobotID: a.RobotID, Room: room}))
+	case "ping":
+		s.answer(ack, "pong", mustJSON(pongPayload{Timestamp: pingTimestamp(arg), ServerTime: protocol.Now().String()}))
+	case "command":
+		s.command(ack, arg)
+	default:
+		s.srv.stats.BadPackets.Add(1)
+		s.fail(ack, name, CodeBadRequest, fmt.Sprintf("unknown event %q", clip(name)))
+	}
+}
+
+// roomOf returns the room a (un)subscribe event names. The argument is an
+// object ({"session_id": ...}), or just the id as a string.
+func roomOf(event string, arg json.RawMessage) (string, roomArgs, error) {
+	var a roomArgs
+	if len(arg) > 0 && arg[0] == '"' {
+		var id string
+		if err := json.Unmarshal(arg, &id); err != nil {
+			return "", a, fmt.Errorf("%w: %v", ErrBadArgs, err)
+		}
+		a.SessionID, a.RobotID = id, id
+	} else if len(arg) > 0 && string(arg) != "null" {
+		if err := json.Unmarshal(arg, &a); err != nil {
+			return "", a, fmt.Errorf("%w: the argument must be an object: %v", ErrBadArgs, err)
+		}
+	}
+	if a.SinceSeq != nil && *a.SinceSeq < 0 {
+		return "", a, fmt.Errorf("%w: since_seq must be >= 0", ErrBadArgs)
+	}
+	switch event {
+	case "subscribe_session", "unsubscribe_session":
+		a.RobotID = ""
+		if err := protocol.CheckID("session_id", a.SessionID); err != nil {
+			return "", a, fmt.Errorf("%w: %v", ErrBadArgs, err)
+		}
+		return hub.SessionRoom(a.SessionID), a, nil
+	case "subscribe_robot", "unsubscribe_robot":
+		a.SessionID = ""
+		if err := protocol.CheckID("robot_id", a.RobotID); err != nil {
+			return "", a, fmt.Errorf("%w: %v", ErrBadArgs, err)
+		}
+		return hub.RobotRoom(a.RobotID), a, nil
+	}
+	a.SessionID, a.RobotID = "", ""
+	return hub.RoomFleet, a, nil
+}
+
+// subscribe joins room and answers with `subscribed` (and the ack), then
+// the snapshot as the individual named events, all queued under the hub's
+// lock so that they come before any live event of the room.
+func (s *session) subscribe(ack int64, event, room string, a roomArgs) {
+	since := int64(-1)
+	if a.SinceSeq != nil {
+		since = *a.SinceSeq
+	}
+	err := s.srv.hub.Subscribe(s, s.p, room, since, func(snap hub.Snapshot) {
+		sp := subscribedPayload{SessionID: a.SessionID, RobotID: a.RobotID, Room: room, Recovered: snap.Recovered,
+			Snapshot: make([]json.RawMessage, len(snap.Events))}
+		for i, e := range snap.Events {
+			sp.Snapshot[i] = e.Raw
+		}
+		s.answer(ack, "subscribed", mustJSON(sp))
+		for _, e := range snap.Events {
+			s.pushControl(AppendEvent(nil, EventName(e.Ev.Type), e.Raw))
+		}
+	})
+	if err != nil {
+		s.fail(ack, event, hub.Code(err), "subscribe "+room+": "+err.Error())
+	}
+}
+
+// pingTimestamp is the pong's timestamp: the client's own timestamp field
+// when its ping carried one (for round-trip measurement), else the server's
+// clock in Unix milliseconds.
+func pingTimestamp(arg json.RawMessage) json.RawMessage {
+	var a struct {
+		Timestamp json.RawMessage `json:"timestamp"`
+	}
+	if len(arg) > 0 && arg[0] == '{' && json.Unmarshal(arg, &a) == nil && len(a.Timestamp) > 0 {
+		return a.Timestamp
+	}
+	return json.RawMessage(itoa(time.Now().UnixMilli()))
+}
+
+// command carries a `command` event to the robot (spec §5's command op).
+// The reply comes later as `command_reply` (and through the ack).
+func (s *session) command(ack int64, arg json.RawMessage) {
+	var a commandArgs
+	if len(arg) == 0 || arg[0] != '{' || json.Unmarshal(arg, &a) != nil {
+		s.fail(ack, "command", CodeBadRequest, "the argument must be an object {robot, name, args}")
+		return
+	}
+	fail := func(code, msg string) {
+		b := mustJSON(errorPayload{Code: code, Message: msg, Event: "command", Robot: a.Robot})
+		if ack >= 0 {
+			s.pushControl(AppendAck(nil, ack, b))
+		}
+		s.emit("error", b)
+	}
+	if err := protocol.CheckID("robot", a.Robot); err != nil {
+		fail(CodeBadRequest, err.Error())
+		return
+	}
+	switch {
+	case a.Name == "":
+		fail(CodeBadRequest, "name is required")
+		return
+	case !s.p.CanCommand():
+		fail(CodeForbidden, "role "+string(s.p.Role)+" may not send commands")
+		return
+	case !s.p.CanRobot(a.Robot):
+		fail(CodeForbidden, "token does not cover robot "+a.Robot)
+		return
+	case s.srv.o.Commands == nil:
+		fail(CodeInternal, "commands are not available")
+		return
+	}
+	robot := a.Robot
+	_, err := s.srv.o.Commands.Send(robot, a.Name, a.Args, nil, func(res command.Result) {
+		if res.Err != nil {
+			if errors.Is(res.Err, command.ErrTimeout) {
+				fail(CodeRobotTimeout, "no reply from "+robot+" in time")
+			} else {
+				fail(CodeInternal, res.Err.Error())
+			}
+			return
+		}
+		s.answer(ack, "command_reply", mustJSON(commandReplyPayload{OK: res.Reply.OK, Result: command.MarshalResult(res.Reply),
+			Error: res.Reply.Error, CommandID: res.CommandID, Robot: robot, Reply: res.Raw}))
+	})
+	switch {
+	case err == nil:
+	case errors.Is(err, command.ErrRobotOffline):
+		fail(CodeRobotOffline, "robot "+robot+" is offline")
+	case errors.Is(err, command.ErrTooManyPending):
+		fail(CodeRateLimited, err.Error())
+	case errors.Is(err, command.ErrInvalid):
+		fail(CodeBadRequest, err.Error())
+	default:
+		s.srv.warnf("command", "command failed", "robot", robot, "err", err)
+		fail(CodeInternal, err.Error())
+	}
+}
+
+// emit queues event name with a JSON payload.
+func (s *session) emit(name string, payload []byte) { s.pushControl(AppendEvent(nil, name, payload)) }
+
+// answer sends the answer of a client event through its ack (when it asked
+// for one) and as the named event.
+func (s *session) answer(ack int64, name string, payload []byte) {
+	if ack >= 0 {
+		s.pushControl(AppendAck(nil, ack, payload))
+	}
+	s.emit(name, payload)
+}
+
+// fail answers a client event with an `error` {code, message}, through its
+// ack as well when it asked for one.
+func (s *session) fail(ack int64, event, code, msg string) {
+	s.answer(ack, "error", mustJSON(errorPayload{Code: code, Message: msg, Event: event}))
+}
+
+func clip(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "…"
+	}
+	return s
+}
+
+func itoa(n int64) string { return fmt.Sprint(n) }
+
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		// Only our own payload structs are marshalled; they always encode.
+		panic(fmt.Sprintf("socketio: encode payload: %v", err))
+	}
+	return b
+}

@@ -1,0 +1,385 @@
+package socketio
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/robotfleet/fleetlink/cloud/auth"
+	"github.com/robotfleet/fleetlink/cloud/hub"
+)
+
+// closeReason says why a session ends: a name for logs and the WebSocket
+// close code (0: none, the connection just closes).
+type closeReason struct {
+	name string
+	code int
+}
+
+var (
+	reasonShutdown       = closeReason{"server shutting down", websocket.CloseGoingAway}
+	reasonSlow           = closeReason{"slow consumer", 4008}
+	reasonHeartbeat      = closeReason{"ping timeout", 0}
+	reasonConnectTimeout = closeReason{"no Socket.IO connect in time", 0}
+	reasonTooLarge       = closeReason{"payload too large", 0} // gorilla sends 1009 itself
+	reasonParse          = closeReason{"parse error", websocket.CloseProtocolError}
+	reasonClientClose    = closeReason{"client close", 0}
+	reasonDisconnect     = closeReason{"client namespace disconnect", websocket.CloseNormalClosure}
+	reasonTransport      = closeReason{"transport error", 0}
+	reasonOverlap        = closeReason{"overlapping long-polling GETs", 0}
+	reasonFlushed        = closeReason{"server disconnect", websocket.CloseNormalClosure}
+)
+
+// closeRoom marks the queued message after which the session closes
+// (closeAfterFlush); its frame is the Engine.IO close packet, which is what
+// a long-polling client must read last.
+const closeRoom = "\x00close"
+
+// session is one Engine.IO session and its Socket.IO socket on namespace
+// "/". It is the hub.Subscriber of its client.
+type session struct {
+	srv *Server
+	sid string
+	q   *hub.Queue
+
+	// wake is signalled after every push. The queue's own Wake channel is
+	// not used: a long-polling GET that consumed a signal it could not use
+	// (the session moved to WebSocket) must be able to pass it on.
+	wake       chan struct{}
+	done       chan struct{} // closed by close
+	closeOnce  sync.Once
+	why        closeReason   // written before done is closed
+	writerDone chan struct{} // closed when the WebSocket writer has returned
+
+	lastEvent atomic.Pointer[byte] // first byte of the last event frame queued (see Format)
+	connected atomic.Bool          // joined namespace "/"
+
+	mu       sync.Mutex // guards the fields below
+	ws       *websocket.Conn
+	probing  bool          // a WebSocket is upgrading the session
+	polling  bool          // a long-polling GET is waiting
+	kick     chan struct{} // cap 1: makes the waiting GET answer noop
+	created  time.Time
+	pingSent time.Time // zero when no ping is outstanding
+	nextPing time.Time
+	expiry   *time.Timer
+
+	inMu     sync.Mutex // serializes inbound packets; guards the fields below
+	p        *auth.Principal
+	clientID string
+	tokens   float64
+	last     time.Time
+}
+
+func newSession(srv *Server) *session {
+	now := time.Now()
+	s := &session{
+		srv: srv, sid: newSID(), q: hub.NewQueue(srv.o.QueueBytes, srv.hstats),
+		wake: make(chan struct{}, 1), done: make(chan struct{}), writerDone: make(chan struct{}),
+		kick: make(chan struct{}, 1), created: now, nextPing: now.Add(srv.o.PingInterval),
+		tokens: srv.o.OpsBurst, last: now,
+	}
+	return s
+}
+
+// Format implements hub.Subscriber.
+func (s *session) Format() hub.Format { return s.srv.format }
+
+// Send implements hub.Subscriber; it never blocks. An event the client
+// already got through another of its rooms (same frame, see Format) is
+// skipped, so every event reaches a client once.
+func (s *session) Send(m hub.Message) {
+	if m.Type != "" && len(m.Frame) > 0 {
+		p := &m.Frame[0]
+		if s.lastEvent.Swap(p) == p {
+			return
+		}
+	}
+	s.push(m)
+}
+
+func (s *session) push(m hub.Message) {
+	switch s.q.Push(m) {
+	case hub.Queued, hub.Replaced:
+		s.signal()
+	case hub.Overflow:
+		s.srv.hstats.SlowCloses.Add(1)
+		s.srv.warnf("slow", "closing slow Socket.IO consumer", "sid", s.sid, "queue_bytes", s.q.Len())
+		// Send may run under the hub's lock, and close leaves the hub.
+		go s.close(reasonSlow)
+	}
+}
+
+// pushControl queues a frame that answers the client (or an Engine.IO
+// packet); control frames are never dropped as lossy.
+func (s *session) pushControl(frame []byte) { s.push(hub.Message{Frame: frame}) }
+
+func (s *session) signal() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// closeAfterFlush closes the session once what is queued now has been
+// written.
+func (s *session) closeAfterFlush() {
+	s.push(hub.Message{Room: closeRoom, Frame: []byte{eioClose}})
+}
+
+// close ends the session: it leaves the hub and the session table and
+// discards its queue; a waiting GET answers with the close packet and the
+// WebSocket writer sends the close frame. The first call wins. It must not
+// be called with the hub's lock held.
+func (s *session) close(why closeReason) {
+	s.closeOnce.Do(func() {
+		s.why = why
+		close(s.done)
+		s.srv.remove(s)
+		s.srv.hub.Leave(s)
+		s.q.Close()
+		s.mu.Lock()
+		if s.expiry != nil {
+			s.expiry.Stop()
+		}
+		s.mu.Unlock()
+		s.srv.log.Debug("session closed", "sid", s.sid, "reason", why.name)
+	})
+}
+
+func (s *session) closed() bool {
+	select {
+	case <-s.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// heartbeat runs on Run's ticker: it sends the ping when due and closes a
+// session that missed its pong or never joined the namespace.
+func (s *session) heartbeat(now time.Time) {
+	var why *closeReason
+	ping := false
+	s.mu.Lock()
+	switch {
+	case !s.connected.Load() && now.Sub(s.created) > s.srv.o.ConnectTimeout:
+		why = &reasonConnectTimeout
+	case !s.pingSent.IsZero():
+		if now.Sub(s.pingSent) > s.srv.o.PingTimeout {
+			why = &reasonHeartbeat
+		}
+	case !now.Before(s.nextPing):
+		s.pingSent, ping = now, true
+	}
+	s.mu.Unlock()
+	if why != nil {
+		s.srv.stats.HeartbeatTimeouts.Add(1)
+		s.close(*why)
+		return
+	}
+	if ping {
+		s.pushControl([]byte{eioPing})
+	}
+}
+
+func (s *session) pong() {
+	now := time.Now()
+	s.mu.Lock()
+	s.pingSent = time.Time{}
+	s.nextPing = now.Add(s.srv.o.PingInterval)
+	s.mu.Unlock()
+}
+
+// kickPoll makes a waiting long-polling GET answer noop at once (during an
+// upgrade, so the client can pause polling).
+func (s *session) kickPoll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.polling {
+		select {
+		case s.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// poll serves a long-polling GET: it waits until something is queued and
+// answers with up to BatchBytes of packets joined by the record separator.
+func (s *session) poll(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	switch {
+	case s.ws != nil:
+		s.mu.Unlock()
+		s.srv.refuse(w, http.StatusBadRequest, errBadRequest)
+		return
+	case s.polling:
+		s.mu.Unlock()
+		s.close(reasonOverlap)
+		s.srv.refuse(w, http.StatusBadRequest, errBadRequest)
+		return
+	}
+	s.polling = true
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.polling = false
+		s.mu.Unlock()
+	}()
+	var batch []hub.Message
+	for {
+		if s.closed() {
+			writePayload(w, []byte{eioClose})
+			return
+		}
+		batch = s.q.Pop(batch[:0], s.srv.o.BatchBytes)
+		if drops := s.droppedFrames(nil); len(batch) > 0 || len(drops) > 0 {
+			s.writePoll(w, batch, drops)
+			return
+		}
+		select {
+		case <-s.wake:
+		case <-s.kick:
+			writePayload(w, []byte{eioNoop})
+			return
+		case <-s.done:
+		case <-r.Context().Done():
+			return
+		}
+	}
+}
+
+func (s *session) writePoll(w http.ResponseWriter, batch []hub.Message, drops [][]byte) {
+	if s.q.Len() > 0 {
+		s.signal() // more than one batch: the next GET must not wait
+	}
+	var buf bytes.Buffer
+	flushed := false
+	for i := range batch {
+		m := &batch[i]
+		if buf.Len() > 0 {
+			buf.WriteByte(recordSep)
+		}
+		buf.Write(m.Frame)
+		s.sent(m)
+		if m.Room == closeRoom {
+			flushed = true
+			break
+		}
+	}
+	if !flushed {
+		for _, f := range drops {
+			if buf.Len() > 0 {
+				buf.WriteByte(recordSep)
+			}
+			buf.Write(f)
+		}
+	}
+	writePayload(w, buf.Bytes())
+	if flushed {
+		s.close(reasonFlushed)
+	}
+}
+
+// sent counts a written message.
+func (s *session) sent(m *hub.Message) {
+	if !m.TS.IsZero() {
+		s.srv.hstats.MessagesOut.Add(1)
+		s.srv.o.Observe(time.Since(m.TS).Seconds())
+	}
+}
+
+// droppedFrames returns `dropped` {room, count} events for the frames the
+// queue dropped for this client, once it is back under its high-water mark.
+func (s *session) droppedFrames(out [][]byte) [][]byte {
+	for room, n := range s.q.TakeDropped() {
+		b, _ := json.Marshal(droppedPayload{Room: room, Count: n})
+		out = append(out, AppendEvent(nil, "dropped", b))
+	}
+	return out
+}
+
+// post serves a long-polling POST: the client's packets.
+func (s *session) post(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	upgraded := s.ws != nil
+	s.mu.Unlock()
+	if upgraded {
+		s.srv.refuse(w, http.StatusBadRequest, errBadRequest)
+		return
+	}
+	body, err := readBody(r, w, s.srv.o.MaxPayload)
+	if err != nil {
+		if errors.Is(err, ErrTooLarge) {
+			s.srv.stats.BadPackets.Add(1)
+			s.close(reasonTooLarge)
+			http.Error(w, err.Error(), http.StatusRequestEntityTooLarge)
+			return
+		}
+		s.srv.refuse(w, http.StatusBadRequest, errBadRequest)
+		return
+	}
+	s.inMu.Lock()
+	for _, pkt := range SplitPayload(body) {
+		if !s.handle(pkt) {
+			break
+		}
+	}
+	s.inMu.Unlock()
+	w.Header().Set("Content-Type", "text/html")
+	_, _ = w.Write([]byte("ok"))
+}
+
+// handle processes one inbound Engine.IO packet and reports whether the
+// session is still open. Called with inMu held.
+func (s *session) handle(pkt []byte) bool {
+	if s.closed() {
+		return false
+	}
+	p, err := DecodeEIO(pkt)
+	if err != nil {
+		s.srv.stats.BadPackets.Add(1)
+		if errors.Is(err, ErrBinary) {
+			s.fail(-1, "", CodeBadRequest, err.Error())
+			return true
+		}
+		s.srv.warnf("parse:"+s.sid, "closing Socket.IO session on an undecodable packet", "sid", s.sid, "err", err)
+		s.close(reasonParse)
+		return false
+	}
+	switch p.Type {
+	case eioPong:
+		s.pong()
+	case eioPing:
+		s.pushControl(append([]byte{eioPong}, p.Data...))
+	case eioMessage:
+		s.handleSIO(p.Data)
+	case eioClose:
+		s.close(reasonClientClose)
+		return false
+	case eioNoop:
+	default: // open, upgrade: only the server or a probe sends these
+		s.srv.stats.BadPackets.Add(1)
+		s.close(reasonParse)
+		return false
+	}
+	return !s.closed()
+}
+
+// allow takes one token from the event bucket. Called with inMu held.
+func (s *session) allow() bool {
+	now := time.Now()
+	s.tokens = min(s.srv.o.OpsBurst, s.tokens+now.Sub(s.last).Seconds()*s.srv.o.OpsPerSecond)
+	s.last = now
+	if s.tokens < 1 {
+		return false
+	}
+	s.tokens--
+	return true
+}
