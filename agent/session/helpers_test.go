@@ -26,9 +26,10 @@ type memEmitter struct {
 	seq     int64
 	events  []*protocol.Event
 	cleared []string
+	notify  chan struct{} // capacity 1, signalled on every Emit
 }
 
-func newEmitter(t testing.TB) *memEmitter { return &memEmitter{t: t} }
+func newEmitter(t testing.TB) *memEmitter { return &memEmitter{t: t, notify: make(chan struct{}, 1)} }
 
 func (e *memEmitter) Emit(ev *protocol.Event) error {
 	e.mu.Lock()
@@ -39,6 +40,10 @@ func (e *memEmitter) Emit(ev *protocol.Event) error {
 		e.t.Errorf("emitted an invalid event: %v", err)
 	}
 	e.events = append(e.events, ev)
+	select {
+	case e.notify <- struct{}{}:
+	default:
+	}
 	return nil
 }
 
@@ -107,7 +112,7 @@ func (e *memEmitter) waitType(t testing.TB, id, typ string, within time.Duration
 
 // env is one manager under test with its directories.
 type env struct {
-	t        *testing.T
+	t        testing.TB
 	stateDir string
 	modelDir string
 	em       *memEmitter
@@ -160,7 +165,7 @@ func examplePath(t testing.TB) string {
 
 // newEnv makes a state dir with a model dir holding model.onnx and starts a
 // manager; tweak may change the config first.
-func newEnv(t *testing.T, tweak func(*Config)) *env {
+func newEnv(t testing.TB, tweak func(*Config)) *env {
 	t.Helper()
 	root := t.TempDir()
 	e := &env{t: t, stateDir: filepath.Join(root, "state"), modelDir: filepath.Join(root, "models")}
