@@ -413,3 +413,8 @@ func isLoopbackListener(addr string) bool {
 	host, _, _ := net.SplitHostPort(addr)
 	return strings.HasPrefix(host, "127.")
 }
+
+func newRelayNoCleanup(t testing.TB, cfg config.Config) (*relay.Relay, error) {
+	t.Helper()
+	return relay.New(cfg, testLogger(t))
+}

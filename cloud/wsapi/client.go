@@ -56,8 +56,16 @@ func (c *client) Send(m hub.Message) {
 		c.h.stats.SlowCloses.Add(1)
 		c.h.log.Warn("closing slow consumer", "client", c.id, "sub", c.p.Subject, "queue_bytes", c.q.Len())
 		c.closeWith(CloseSlowConsumer, "slow consumer")
+		// The writer is likely blocked on a full socket: cut that write
+		// short so the client is gone now, not after WriteTimeout.
+		_ = c.conn.NetConn().SetWriteDeadline(time.Now())
 	}
 }
+
+// closeGrace bounds how long a closing connection may linger: a writer
+// blocked on a full socket cannot see the close request, so the socket is
+// closed under it.
+const closeGrace = 2 * time.Second
 
 func (c *client) sendControl(b []byte) { c.Send(hub.Message{Frame: b}) }
 
@@ -67,6 +75,7 @@ func (c *client) closeWith(code int, text string) {
 	c.closeOnce.Do(func() {
 		c.closeCode, c.closeText = code, text
 		close(c.closing)
+		time.AfterFunc(closeGrace, func() { _ = c.conn.NetConn().Close() })
 	})
 }
 
