@@ -1,0 +1,331 @@
+package agent_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/robotfleet/fleetlink/agent/config"
+	"github.com/robotfleet/fleetlink/agent/internal/agenttest"
+	"github.com/robotfleet/fleetlink/agent/spool"
+	"github.com/robotfleet/fleetlink/internal/brokertest"
+	"github.com/robotfleet/fleetlink/protocol"
+	"github.com/stretchr/testify/require"
+)
+
+var topics = protocol.Topics{}
+
+const wait = 15 * time.Second
+
+// watcher is an MQTT subscriber that keeps every message it receives.
+type watcher struct {
+	mu   sync.Mutex
+	msgs []mqtt.Message
+	c    mqtt.Client
+}
+
+func watch(t *testing.T, url, filter string) *watcher {
+	t.Helper()
+	w := &watcher{}
+	o := mqtt.NewClientOptions().AddBroker(url).SetClientID(fmt.Sprintf("w-%d", time.Now().UnixNano())).
+		SetAutoReconnect(true).SetConnectRetry(true).SetConnectRetryInterval(100 * time.Millisecond).
+		SetMaxReconnectInterval(200 * time.Millisecond).SetOrderMatters(true)
+	o.SetOnConnectHandler(func(c mqtt.Client) {
+		c.Subscribe(filter, 1, func(_ mqtt.Client, m mqtt.Message) {
+			w.mu.Lock()
+			w.msgs = append(w.msgs, m)
+			w.mu.Unlock()
+		})
+	})
+	w.c = mqtt.NewClient(o)
+	tok := w.c.Connect()
+	require.True(t, tok.WaitTimeout(wait))
+	require.NoError(t, tok.Error())
+	t.Cleanup(func() { w.c.Disconnect(0) })
+	return w
+}
+
+type got struct {
+	topic    string
+	retained bool
+	ev       *protocol.Event
+}
+
+func (w *watcher) events(t *testing.T) []got {
+	t.Helper()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var out []got
+	for _, m := range w.msgs {
+		if len(m.Payload()) == 0 || strings.HasSuffix(m.Topic(), "/commands") {
+			continue // retained clears; what the test itself sends
+		}
+		ev, err := protocol.Decode(m.Payload())
+		require.NoError(t, err, "topic %s payload %s", m.Topic(), m.Payload())
+		out = append(out, got{m.Topic(), m.Retained(), ev})
+	}
+	return out
+}
+
+// lastStatus returns the latest robot.status seen, or nil.
+func (w *watcher) lastStatus(t *testing.T) (*protocol.RobotStatus, got) {
+	t.Helper()
+	evs := w.events(t)
+	for i := len(evs) - 1; i >= 0; i-- {
+		if st, ok := evs[i].ev.Data.(protocol.RobotStatus); ok {
+			return &st, evs[i]
+		}
+	}
+	return nil, got{}
+}
+
+func waitStatus(t *testing.T, w *watcher, state, reason string) got {
+	t.Helper()
+	var g got
+	require.Eventually(t, func() bool {
+		st, last := w.lastStatus(t)
+		g = last
+		return st != nil && st.State == state && st.Reason == reason
+	}, wait, 20*time.Millisecond, "no status %s/%s", state, reason)
+	return g
+}
+
+func TestOnlineStatusThenLastWillOnKill9(t *testing.T) {
+	m := brokertest.StartMosquitto(t)
+	a := agenttest.Start(t, agenttest.Options{Broker: m.URL(), RobotID: "r-kill"})
+	w := watch(t, m.URL(), topics.Status("r-kill"))
+	online := waitStatus(t, w, "online", "")
+	st := online.ev.Data.(protocol.RobotStatus)
+	require.Equal(t, []string{"quantize-int8", "quantize-fp16"}, st.Pipelines)
+	require.NotNil(t, st.Models)
+	require.NotEmpty(t, st.AgentVersion)
+	require.Equal(t, "r-kill", online.ev.Robot)
+
+	a.Kill()
+	lost := waitStatus(t, w, "offline", "lost")
+	require.Equal(t, st.StartedAt, lost.ev.Data.(protocol.RobotStatus).StartedAt)
+	// Retained: a late subscriber reads offline/lost.
+	late := watch(t, m.URL(), topics.Status("r-kill"))
+	g := waitStatus(t, late, "offline", "lost")
+	require.True(t, g.retained)
+}
+
+func TestOfflineShutdownOnSIGTERM(t *testing.T) {
+	b := brokertest.StartMochi(t)
+	a := agenttest.Start(t, agenttest.Options{Broker: b.URL(), RobotID: "r-term"})
+	w := watch(t, b.URL(), topics.Status("r-term"))
+	on := waitStatus(t, w, "online", "")
+	require.Zero(t, a.Stop(), "exit code after SIGTERM")
+	off := waitStatus(t, w, "offline", "shutdown")
+	require.Greater(t, off.ev.Seq, on.ev.Seq)
+	require.Contains(t, a.Output(), "disconnected from the broker")
+	late := watch(t, b.URL(), topics.Status("r-term"))
+	g := waitStatus(t, late, "offline", "shutdown")
+	require.True(t, g.retained)
+}
+
+func TestMetricsHaveEverySpecFieldAndValidate(t *testing.T) {
+	b := brokertest.StartMochi(t)
+	agenttest.Start(t, agenttest.Options{Broker: b.URL(), RobotID: "r-met"})
+	w := watch(t, b.URL(), "fleet/v1/robots/r-met/#")
+	var ms []got
+	require.Eventually(t, func() bool {
+		ms = ms[:0]
+		for _, g := range w.events(t) {
+			if g.ev.Type == protocol.TypeRobotMetrics {
+				ms = append(ms, g)
+			}
+		}
+		return len(ms) >= 2
+	}, wait, 20*time.Millisecond)
+	require.Equal(t, topics.Metrics("r-met"), ms[0].topic)
+	require.Greater(t, ms[1].ev.Seq, ms[0].ev.Seq)
+	// Every spec field is present in the JSON (Decode validated the values).
+	raw, err := json.Marshal(ms[1].ev)
+	require.NoError(t, err)
+	var data map[string]json.RawMessage
+	require.NoError(t, json.Unmarshal(raw, &struct {
+		Data *map[string]json.RawMessage `json:"data"`
+	}{&data}))
+	for _, k := range []string{"cpu", "memory", "swap", "disks", "net", "temperatures", "gpus", "uptime_s", "agent"} {
+		require.Contains(t, data, k)
+	}
+	m := ms[1].ev.Data.(protocol.RobotMetrics)
+	require.NotEmpty(t, m.CPU.PerCore)
+	require.NotEmpty(t, m.Disks)
+	require.NotNil(t, m.GPUs)
+	require.Positive(t, m.Agent.RSSBytes)
+	// Retained: a late subscriber gets the latest sample at once.
+	late := watch(t, b.URL(), topics.Metrics("r-met"))
+	require.Eventually(t, func() bool { evs := late.events(t); return len(evs) > 0 && evs[0].retained }, wait, 20*time.Millisecond)
+}
+
+func TestBootWithoutBrokerThenConnects(t *testing.T) {
+	m := brokertest.StartMosquitto(t)
+	m.Stop()
+	a := agenttest.Start(t, agenttest.Options{Broker: m.URL(), RobotID: "r-boot"})
+	require.Eventually(t, func() bool { return strings.Contains(a.Output(), "cannot connect to the broker") }, wait, 20*time.Millisecond)
+	require.False(t, a.Exited())
+	m.Start()
+	w := watch(t, m.URL(), topics.Status("r-boot"))
+	waitStatus(t, w, "online", "")
+}
+
+// Events spooled while the broker is down survive kill -9 and are
+// delivered, once, after the restart; seq keeps increasing across it.
+func TestKill9SpooledEventsDeliveredAfterRestart(t *testing.T) {
+	m := brokertest.StartMosquitto(t)
+	m.Stop()
+	state := t.TempDir()
+	trip := "alerts:\n  rules:\n    - {name: always_on, metric: cpu_percent, op: \">=\", threshold: 0, severity: info}\n"
+	a := agenttest.Start(t, agenttest.Options{Broker: m.URL(), RobotID: "r-spool", StateDir: state, Config: trip})
+	require.Eventually(t, func() bool { return strings.Contains(a.Output(), "alert=always_on") }, wait, 20*time.Millisecond)
+	a.Kill()
+
+	out, err := spool.Open(spool.Options{Path: filepath.Join(state, "spool.db")})
+	require.NoError(t, err)
+	held, err := out.Read(0, 100)
+	require.NoError(t, err)
+	require.NoError(t, out.Close())
+	require.Len(t, held, 1)
+	spooled, err := protocol.Decode(held[0].Payload)
+	require.NoError(t, err)
+	require.Equal(t, protocol.TypeRobotAlert, spooled.Type)
+
+	m.Start()
+	w := watch(t, m.URL(), "fleet/v1/robots/r-spool/#")
+	a2 := agenttest.Start(t, agenttest.Options{Broker: m.URL(), RobotID: "r-spool", StateDir: state, Config: "alerts: {rules: []}\n"})
+	require.Eventually(t, func() bool {
+		for _, g := range w.events(t) {
+			if g.ev.ID == spooled.ID {
+				return true
+			}
+		}
+		return false
+	}, wait, 20*time.Millisecond)
+	on := waitStatus(t, w, "online", "")
+	require.Greater(t, on.ev.Seq, spooled.Seq, "seq went backwards across the restart")
+	require.Zero(t, a2.Stop())
+
+	// Acknowledged, so not sent again by a third run.
+	out, err = spool.Open(spool.Options{Path: filepath.Join(state, "spool.db")})
+	require.NoError(t, err)
+	require.Zero(t, out.Stats().Depth)
+	require.NoError(t, out.Close())
+	count := 0
+	for _, g := range w.events(t) {
+		if g.ev.ID == spooled.ID {
+			count++
+		}
+	}
+	require.Equal(t, 1, count)
+}
+
+func TestPingCommandIsAnswered(t *testing.T) {
+	b := brokertest.StartMochi(t)
+	agenttest.Start(t, agenttest.Options{Broker: b.URL(), RobotID: "r-cmd"})
+	w := watch(t, b.URL(), "fleet/v1/robots/r-cmd/#")
+	waitStatus(t, w, "online", "")
+	cmd := protocol.NewEvent("r-cmd", protocol.Command{Name: protocol.CmdPing})
+	payload, err := protocol.Encode(cmd)
+	require.NoError(t, err)
+	w.c.Publish(topics.Commands("r-cmd"), 1, false, payload).Wait()
+	w.c.Publish(topics.Commands("r-cmd"), 1, false, []byte("not json")).Wait()
+	var replies []protocol.CommandReply
+	require.Eventually(t, func() bool {
+		replies = replies[:0]
+		for _, g := range w.events(t) {
+			if r, ok := g.ev.Data.(protocol.CommandReply); ok {
+				require.Equal(t, topics.Replies("r-cmd"), g.topic)
+				replies = append(replies, r)
+			}
+		}
+		return len(replies) == 2
+	}, wait, 20*time.Millisecond)
+	require.True(t, replies[0].OK)
+	require.Equal(t, cmd.ID, replies[0].CommandID)
+	require.False(t, replies[1].OK)
+	require.Equal(t, protocol.CodeInvalidCommand, replies[1].Error.Code)
+}
+
+// A config error exits non-zero with the field and the rule, before any
+// connection is attempted.
+func TestConfigErrorsExitBeforeTheNetwork(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer l.Close()
+	var mu sync.Mutex
+	accepted := 0
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			accepted++
+			mu.Unlock()
+			c.Close()
+		}
+	}()
+	addr := l.Addr().String()
+	badFile := filepath.Join(t.TempDir(), "agent.yaml")
+	require.NoError(t, os.WriteFile(badFile, []byte("mqtt:\n  broker: tcp://"+addr+"\nmetrics:\n  interval: 100ms\n"), 0o600))
+	tests := []struct {
+		name string
+		env  []string
+		args []string
+		want string
+	}{
+		{"scheme", []string{"ROBOT_AGENT_MQTT_BROKER=http://" + addr}, []string{"run"}, `mqtt.broker: unsupported scheme "http" (want tcp, ssl, tls, ws, wss)`},
+		{"file", []string{"ROBOT_AGENT_STATE_DIR=" + t.TempDir()}, []string{"run", "--config", badFile}, "metrics.interval: must be at least 1s, got 100ms"},
+		{"missing file", nil, []string{"run", "--config", "/nonexistent/agent.yaml"}, "/nonexistent/agent.yaml"},
+		{"state dir", []string{"ROBOT_AGENT_MQTT_BROKER=tcp://" + addr, "ROBOT_AGENT_STATE_DIR=/dev/null/state"}, []string{"run"}, "ROBOT_AGENT_STATE_DIR"},
+		{"robot id", []string{"ROBOT_AGENT_ROBOT_ID=a/b", "ROBOT_AGENT_MQTT_BROKER=tcp://" + addr}, []string{"run"}, `robot_id: "a/b" must match`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, stderr, code := agenttest.Run(t, tc.env, tc.args...)
+			require.NotZero(t, code)
+			require.Contains(t, stderr, tc.want)
+		})
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	require.Zero(t, accepted, "an invalid config must not touch the network")
+}
+
+func TestCLI(t *testing.T) {
+	out, _, code := agenttest.Run(t, nil, "config", "example")
+	require.Zero(t, code)
+	require.Equal(t, string(config.Example()), out)
+
+	f := filepath.Join(t.TempDir(), "agent.yaml")
+	require.NoError(t, os.WriteFile(f, []byte("mqtt: {username: u, password: hunter2}\n"), 0o600))
+	out, _, code = agenttest.Run(t, []string{"ROBOT_AGENT_ROBOT_ID=r-9"}, "config", "check", "--config", f)
+	require.Zero(t, code)
+	require.Contains(t, out, "robot_id: r-9")
+	require.Contains(t, out, "password: '***'")
+	require.NotContains(t, out, "hunter2")
+
+	out, _, code = agenttest.Run(t, nil, "install", "--print-unit", "--config", "/etc/ra.yaml")
+	require.Zero(t, code)
+	require.Contains(t, out, "ExecStart="+agenttest.Binary(t)+" run --config /etc/ra.yaml")
+	require.Contains(t, out, "RestartSec=5")
+
+	out, _, code = agenttest.Run(t, nil, "--version")
+	require.Zero(t, code)
+	require.True(t, strings.HasPrefix(out, "robot-agent "))
+	out, _, code = agenttest.Run(t, nil, "--help")
+	require.Zero(t, code)
+	require.Contains(t, out, "robot-agent run [--config FILE]")
+	_, _, code = agenttest.Run(t, nil, "frobnicate")
+	require.NotZero(t, code)
+}
