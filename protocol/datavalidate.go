@@ -29,7 +29,8 @@ func validateData(d Data) error {
 		return err
 	}
 	val := reflect.New(info.goType).Elem()
-	if err := fill("data", info.dataNode, tree, val); err != nil {
+	path := rootPath("data")
+	if err := fill(&path, info.dataNode, tree, val); err != nil {
 		return withType(err, typ)
 	}
 	if c, ok := val.Interface().(crossChecker); ok {

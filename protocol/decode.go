@@ -20,7 +20,7 @@ var unmarshalerType = reflect.TypeFor[json.Unmarshaler]()
 // fill sets rv from val, a value decoded with json.Decoder.UseNumber that
 // conforms to n. Values of `any` fields become what encoding/json would make
 // (float64 for numbers), so callers see the usual types.
-func fill(path string, n *node, val any, rv reflect.Value) error {
+func fill(path *pathBuf, n *node, val any, rv reflect.Value) error {
 	if val == nil {
 		return nil // null or absent: the zero value
 	}
@@ -32,7 +32,7 @@ func fill(path string, n *node, val any, rv reflect.Value) error {
 		}
 		tm, err := parseWireTime(s)
 		if err != nil {
-			return &ValidationError{Fields: []FieldError{{Path: path, Msg: "must be an RFC 3339 time, got " + strconv.Quote(clip(s))}}}
+			return &ValidationError{Fields: []FieldError{{Path: path.String(), Msg: "must be an RFC 3339 time, got " + strconv.Quote(clip(s))}}}
 		}
 		rv.Set(reflect.ValueOf(tm))
 		return nil
@@ -40,10 +40,10 @@ func fill(path string, n *node, val any, rv reflect.Value) error {
 	if t.Kind() != reflect.Pointer && t.Kind() != reflect.Interface && reflect.PointerTo(t).Implements(unmarshalerType) {
 		b, err := json.Marshal(val) // json.Number marshals as its literal
 		if err != nil {
-			return fmt.Errorf("%s: %w", path, err)
+			return fmt.Errorf("%s: %w", path.String(), err)
 		}
 		if err := rv.Addr().Interface().(json.Unmarshaler).UnmarshalJSON(b); err != nil {
-			return &ValidationError{Fields: []FieldError{{Path: path, Msg: err.Error()}}}
+			return &ValidationError{Fields: []FieldError{{Path: path.String(), Msg: err.Error()}}}
 		}
 		return nil
 	}
@@ -70,7 +70,10 @@ func fill(path string, n *node, val any, rv reflect.Value) error {
 			if !present || p.index == nil {
 				continue
 			}
-			if err := fill(join(path, p.name), p.node, pv, rv.FieldByIndex(p.index)); err != nil {
+			path.push(p.name)
+			err := fill(path, p.node, pv, rv.FieldByIndex(p.index))
+			path.pop()
+			if err != nil {
 				return err
 			}
 		}
@@ -82,7 +85,10 @@ func fill(path string, n *node, val any, rv reflect.Value) error {
 		}
 		s := reflect.MakeSlice(t, len(arr), len(arr))
 		for i, e := range arr {
-			if err := fill(path+"["+strconv.Itoa(i)+"]", n.items, e, s.Index(i)); err != nil {
+			path.pushIdx(i)
+			err := fill(path, n.items, e, s.Index(i))
+			path.pop()
+			if err != nil {
 				return err
 			}
 		}
@@ -95,7 +101,10 @@ func fill(path string, n *node, val any, rv reflect.Value) error {
 		m := reflect.MakeMapWithSize(t, len(obj))
 		for k, e := range obj {
 			ev := reflect.New(t.Elem()).Elem()
-			if err := fill(join(path, k), n.additional, e, ev); err != nil {
+			path.push(k)
+			err := fill(path, n.additional, e, ev)
+			path.pop()
+			if err != nil {
 				return err
 			}
 			m.SetMapIndex(reflect.ValueOf(k).Convert(t.Key()), ev)
@@ -120,7 +129,7 @@ func fill(path string, n *node, val any, rv reflect.Value) error {
 		}
 		i, ok := parseInt(num)
 		if !ok || rv.OverflowInt(i) {
-			return &ValidationError{Fields: []FieldError{{Path: path, Msg: fmt.Sprintf("must be an integer that fits in %d bits, got %s", t.Bits(), clip(num.String()))}}}
+			return &ValidationError{Fields: []FieldError{{Path: path.String(), Msg: fmt.Sprintf("must be an integer that fits in %d bits, got %s", t.Bits(), clip(num.String()))}}}
 		}
 		rv.SetInt(i)
 	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
@@ -130,7 +139,7 @@ func fill(path string, n *node, val any, rv reflect.Value) error {
 		}
 		i, ok := parseInt(num)
 		if !ok || i < 0 || rv.OverflowUint(uint64(i)) {
-			return &ValidationError{Fields: []FieldError{{Path: path, Msg: fmt.Sprintf("must be a non-negative integer that fits in %d bits, got %s", t.Bits(), clip(num.String()))}}}
+			return &ValidationError{Fields: []FieldError{{Path: path.String(), Msg: fmt.Sprintf("must be a non-negative integer that fits in %d bits, got %s", t.Bits(), clip(num.String()))}}}
 		}
 		rv.SetUint(uint64(i))
 	case reflect.Float32, reflect.Float64:
@@ -140,33 +149,35 @@ func fill(path string, n *node, val any, rv reflect.Value) error {
 		}
 		f, err := strconv.ParseFloat(string(num), 64)
 		if err != nil || math.IsInf(f, 0) || rv.OverflowFloat(f) {
-			return &ValidationError{Fields: []FieldError{{Path: path, Msg: "must be a finite number, got " + clip(num.String())}}}
+			return &ValidationError{Fields: []FieldError{{Path: path.String(), Msg: "must be a finite number, got " + clip(num.String())}}}
 		}
 		rv.SetFloat(f)
 	default:
-		return fmt.Errorf("%s: no decoder for Go type %s", path, t)
+		return fmt.Errorf("%s: no decoder for Go type %s", path.String(), t)
 	}
 	return nil
 }
 
-func fillErr(path, want string, val any) error {
-	return &ValidationError{Fields: []FieldError{{Path: path, Msg: "must be " + want + ", got " + jsonKind(val)}}}
+func fillErr(path *pathBuf, want string, val any) error {
+	return &ValidationError{Fields: []FieldError{{Path: path.String(), Msg: "must be " + want + ", got " + jsonKind(val)}}}
 }
 
 // plain turns a UseNumber tree into what encoding/json decodes into `any`:
 // numbers become float64. It converts in place. A number too large for
 // float64 is an error, as with encoding/json: it could not be re-encoded.
-func plain(path string, val any) (any, error) {
+func plain(path *pathBuf, val any) (any, error) {
 	switch v := val.(type) {
 	case json.Number:
 		f, err := strconv.ParseFloat(string(v), 64)
 		if err != nil {
-			return nil, &ValidationError{Fields: []FieldError{{Path: path, Msg: "must be a finite number, got " + clip(v.String())}}}
+			return nil, &ValidationError{Fields: []FieldError{{Path: path.String(), Msg: "must be a finite number, got " + clip(v.String())}}}
 		}
 		return f, nil
 	case map[string]any:
 		for k, e := range v {
-			pe, err := plain(join(path, k), e)
+			path.push(k)
+			pe, err := plain(path, e)
+			path.pop()
 			if err != nil {
 				return nil, err
 			}
@@ -174,7 +185,9 @@ func plain(path string, val any) (any, error) {
 		}
 	case []any:
 		for i, e := range v {
-			pe, err := plain(path+"["+strconv.Itoa(i)+"]", e)
+			path.pushIdx(i)
+			pe, err := plain(path, e)
+			path.pop()
 			if err != nil {
 				return nil, err
 			}

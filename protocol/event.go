@@ -117,7 +117,8 @@ func Decode(payload []byte) (*Event, error) {
 		return nil, &ValidationError{Type: typ, Fields: []FieldError{{Path: "ts", Msg: err.Error()}}}
 	}
 	data := reflect.New(info.goType).Elem()
-	if err := fill("data", info.dataNode, tree["data"], data); err != nil {
+	path := rootPath("data")
+	if err := fill(&path, info.dataNode, tree["data"], data); err != nil {
 		return nil, withType(err, typ)
 	}
 	ev.Data = data.Interface().(Data)

@@ -55,10 +55,30 @@ type conditioner interface {
 
 var conditionerType = reflect.TypeFor[conditioner]()
 
-// patterns are the named string patterns rules may use.
+// patterns are the named string patterns rules may use; the regexps go
+// into the schemas.
 var patterns = map[string]*regexp.Regexp{
 	"id":     idRe,
 	"sha256": regexp.MustCompile(`^[0-9a-f]{64}$`),
+}
+
+// patternMatch are the same patterns as code, for speed; a test holds each
+// equal to its regexp.
+var patternMatch = map[string]func(string) bool{
+	"id":     ValidID,
+	"sha256": isSHA256Hex,
+}
+
+func isSHA256Hex(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for i := range len(s) {
+		if c := s[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 var (

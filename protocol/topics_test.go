@@ -1,6 +1,7 @@
 package protocol
 
 import (
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -215,5 +216,37 @@ func TestNewIDMonotonic(t *testing.T) {
 			t.Fatalf("id %q after %q", id, prev)
 		}
 		prev = id
+	}
+}
+
+// TestPatternFuncsMatchRegexps: the hand-written matchers accept exactly
+// what the published regexps accept.
+func TestPatternFuncsMatchRegexps(t *testing.T) {
+	inputs := []string{"", "a", "-", "a-", "A.b_c-9", strings.Repeat("z", 63), strings.Repeat("z", 64), strings.Repeat("z", 65),
+		"a b", "a/b", "a\n", "\na", "é", "aé", strings.Repeat("0", 64), strings.Repeat("f", 64), strings.Repeat("F", 64), strings.Repeat("g", 64)}
+	// Every 1- and 2-byte string over a mixed alphabet, and the fixtures' strings.
+	alphabet := "aZ09._-/+# \x00\xff"
+	for i := range len(alphabet) {
+		inputs = append(inputs, alphabet[i:i+1])
+		for j := range len(alphabet) {
+			inputs = append(inputs, alphabet[i:i+1]+alphabet[j:j+1])
+		}
+	}
+	for _, f := range Fixtures {
+		var tree map[string]any
+		if json.Unmarshal(f.Payload, &tree) == nil {
+			for _, k := range []string{"id", "robot", "session"} {
+				if s, ok := tree[k].(string); ok {
+					inputs = append(inputs, s)
+				}
+			}
+		}
+	}
+	for name, re := range patterns {
+		for _, s := range inputs {
+			if got, want := patternMatch[name](s), re.MatchString(s); got != want {
+				t.Errorf("pattern %s on %q: func %v, regexp %v", name, s, got, want)
+			}
+		}
 	}
 }

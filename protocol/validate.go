@@ -42,6 +42,51 @@ func (e *ValidationError) Unwrap() error { return ErrInvalid }
 
 type validator struct {
 	errs []FieldError
+	at   pathBuf // where check is, turned into a string only for an error
+}
+
+// pathBuf is a JSON path kept as segments while walking a tree, so valid
+// payloads cost no path strings.
+type pathBuf struct {
+	segs []pathSeg
+}
+
+type pathSeg struct {
+	name  string // object key
+	idx   int    // array index, when isIdx
+	isIdx bool
+}
+
+func (p *pathBuf) push(name string) { p.segs = append(p.segs, pathSeg{name: name}) }
+func (p *pathBuf) pushIdx(i int)    { p.segs = append(p.segs, pathSeg{idx: i, isIdx: true}) }
+func (p *pathBuf) pop()             { p.segs = p.segs[:len(p.segs)-1] }
+
+// String renders the path as errors name it: data.disks[0].mount.
+func (p *pathBuf) String() string {
+	var b strings.Builder
+	for i, s := range p.segs {
+		switch {
+		case s.isIdx:
+			b.WriteByte('[')
+			b.WriteString(strconv.Itoa(s.idx))
+			b.WriteByte(']')
+		case i > 0:
+			b.WriteByte('.')
+			b.WriteString(s.name)
+		default:
+			b.WriteString(s.name)
+		}
+	}
+	return b.String()
+}
+
+// rootPath returns a pathBuf starting at root ("" for the envelope).
+func rootPath(root string) pathBuf {
+	var p pathBuf
+	if root != "" {
+		p.push(root)
+	}
+	return p
 }
 
 func (v *validator) addf(path, format string, args ...any) {
@@ -57,18 +102,31 @@ func (v *validator) err(typ string) error {
 	return &ValidationError{Type: typ, Fields: v.errs}
 }
 
-func join(path, name string) string {
-	if path == "" {
-		return name
-	}
-	return path + "." + name
+// check validates a value decoded with json.Decoder.UseNumber against n;
+// path names the value in errors.
+func (v *validator) check(path string, n *node, val any) {
+	v.at = rootPath(path)
+	v.walk(n, val)
 }
 
-// check validates a value decoded with json.Decoder.UseNumber against n.
-func (v *validator) check(path string, n *node, val any) {
+// here records a broken rule at the current path.
+func (v *validator) here(format string, args ...any) {
+	if len(v.errs) < maxReported {
+		v.errs = append(v.errs, FieldError{Path: v.at.String(), Msg: fmt.Sprintf(format, args...)})
+	}
+}
+
+// under records a broken rule at the current path's child name.
+func (v *validator) under(name, format string, args ...any) {
+	v.at.push(name)
+	v.here(format, args...)
+	v.at.pop()
+}
+
+func (v *validator) walk(n *node, val any) {
 	if val == nil {
 		if !n.nullable && n.kind != "any" {
-			v.addf(path, "must be %s, got null", describe(n))
+			v.here("must be %s, got null", describe(n))
 		}
 		return
 	}
@@ -77,22 +135,24 @@ func (v *validator) check(path string, n *node, val any) {
 	case "object":
 		obj, ok := val.(map[string]any)
 		if !ok {
-			v.addf(path, "must be an object, got %s", jsonKind(val))
+			v.here("must be an object, got %s", jsonKind(val))
 			return
 		}
 		for _, p := range n.props {
 			pv, present := obj[p.name]
 			if !present {
 				if p.required {
-					v.addf(join(path, p.name), "is required")
+					v.under(p.name, "is required")
 				}
 				continue
 			}
-			v.check(join(path, p.name), p.node, pv)
+			v.at.push(p.name)
+			v.walk(p.node, pv)
+			v.at.pop()
 		}
 		for _, name := range n.forbidden {
 			if _, present := obj[name]; present {
-				v.addf(join(path, name), "must be absent")
+				v.under(name, "must be absent")
 			}
 		}
 		for _, c := range n.conds {
@@ -101,12 +161,12 @@ func (v *validator) check(path string, n *node, val any) {
 			}
 			for _, name := range c.require {
 				if obj[name] == nil {
-					v.addf(join(path, name), "is required when %s is %v", c.field, c.equals)
+					v.under(name, "is required when %s is %v", c.field, c.equals)
 				}
 			}
 			for _, name := range c.forbid {
 				if obj[name] != nil {
-					v.addf(join(path, name), "must be absent when %s is %v", c.field, c.equals)
+					v.under(name, "must be absent when %s is %v", c.field, c.equals)
 				}
 			}
 		}
@@ -117,72 +177,76 @@ func (v *validator) check(path string, n *node, val any) {
 			}
 			slices.Sort(keys) // deterministic error order
 			for _, k := range keys {
-				v.check(join(path, k), n.additional, obj[k])
+				v.at.push(k)
+				v.walk(n.additional, obj[k])
+				v.at.pop()
 			}
 		}
 	case "array":
 		arr, ok := val.([]any)
 		if !ok {
-			v.addf(path, "must be an array, got %s", jsonKind(val))
+			v.here("must be an array, got %s", jsonKind(val))
 			return
 		}
 		for i, e := range arr {
-			v.check(path+"["+strconv.Itoa(i)+"]", n.items, e)
+			v.at.pushIdx(i)
+			v.walk(n.items, e)
+			v.at.pop()
 		}
 	case "string":
 		s, ok := val.(string)
 		if !ok {
-			v.addf(path, "must be a string, got %s", jsonKind(val))
+			v.here("must be a string, got %s", jsonKind(val))
 			return
 		}
 		if n.nonEmpty && s == "" {
-			v.addf(path, "must not be empty")
+			v.here("must not be empty")
 		}
 		if n.constant != nil && s != n.constant {
-			v.addf(path, "must be %q, got %q", n.constant, clip(s))
+			v.here("must be %q, got %q", n.constant, clip(s))
 		}
 		if len(n.enum) > 0 && !slices.Contains(n.enum, s) {
-			v.addf(path, "must be one of %s, got %q", strings.Join(n.enum, ", "), clip(s))
+			v.here("must be one of %s, got %q", strings.Join(n.enum, ", "), clip(s))
 		}
-		if n.pattern != "" && !patterns[n.pattern].MatchString(s) {
-			v.addf(path, "must match %s, got %q", patterns[n.pattern], clip(s))
+		if n.pattern != "" && !patternMatch[n.pattern](s) {
+			v.here("must match %s, got %q", patterns[n.pattern], clip(s))
 		}
 		if n.format == "date-time" {
 			if err := parseTime(s); err != nil {
-				v.addf(path, "must be an RFC 3339 time, got %q", clip(s))
+				v.here("must be an RFC 3339 time, got %q", clip(s))
 			}
 		}
 	case "number", "integer":
 		num, ok := val.(json.Number)
 		if !ok {
-			v.addf(path, "must be %s, got %s", describe(n), jsonKind(val))
+			v.here("must be %s, got %s", describe(n), jsonKind(val))
 			return
 		}
 		f, err := num.Float64()
 		if err != nil || math.IsInf(f, 0) {
-			v.addf(path, "must be a finite number, got %s", clip(num.String()))
+			v.here("must be a finite number, got %s", clip(num.String()))
 			return
 		}
 		if n.kind == "integer" {
 			if _, ok := parseInt(num); !ok {
-				v.addf(path, "must be an integer, got %s", clip(num.String()))
+				v.here("must be an integer, got %s", clip(num.String()))
 				return
 			}
 		}
 		if n.constant != nil && f != float64(n.constant.(int)) {
-			v.addf(path, "must be %v, got %s", n.constant, num)
+			v.here("must be %v, got %s", n.constant, num)
 		}
 		switch {
 		case n.min != nil && n.max != nil && (f < *n.min || f > *n.max):
-			v.addf(path, "must be between %v and %v, got %s", *n.min, *n.max, num)
+			v.here("must be between %v and %v, got %s", *n.min, *n.max, num)
 		case n.min != nil && f < *n.min:
-			v.addf(path, "must be at least %v, got %s", *n.min, num)
+			v.here("must be at least %v, got %s", *n.min, num)
 		case n.max != nil && f > *n.max:
-			v.addf(path, "must be at most %v, got %s", *n.max, num)
+			v.here("must be at most %v, got %s", *n.max, num)
 		}
 	case "boolean":
 		if _, ok := val.(bool); !ok {
-			v.addf(path, "must be a boolean, got %s", jsonKind(val))
+			v.here("must be a boolean, got %s", jsonKind(val))
 		}
 	}
 }
