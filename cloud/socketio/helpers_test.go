@@ -118,6 +118,8 @@ type driver struct {
 
 	mu  sync.Mutex // guards log
 	log []string
+
+	pending []line // read but not yet matched, in order; test goroutine only
 }
 
 // sioDir returns scripts/sio, failing the test when node or the npm
@@ -192,10 +194,17 @@ func (d *driver) send(cmd map[string]any) {
 	require.NoError(d.t, err)
 }
 
-// next returns the next line that match accepts, skipping others; it fails
-// the test after 10 s.
+// next returns the first line that match accepts and has not been returned
+// yet; lines it passes over stay for later calls. It fails the test after
+// 10 s.
 func (d *driver) next(what string, match func(line) bool) line {
 	d.t.Helper()
+	for i, l := range d.pending {
+		if match(l) {
+			d.pending = append(d.pending[:i], d.pending[i+1:]...)
+			return l
+		}
+	}
 	timeout := time.After(10 * time.Second)
 	for {
 		select {
@@ -206,14 +215,14 @@ func (d *driver) next(what string, match func(line) bool) line {
 			if match(l) {
 				return l
 			}
+			d.pending = append(d.pending, l)
 		case <-timeout:
 			d.t.Fatalf("no %s within 10s; the driver printed:\n%s", what, d.printed())
 		}
 	}
 }
 
-// nextEvent returns the next event line (any name), failing on other lines
-// that are not acks.
+// nextEvent returns the next event line, whatever its name.
 func (d *driver) nextEvent() line {
 	d.t.Helper()
 	return d.next("event", func(l line) bool { return l.Type == "event" })

@@ -43,7 +43,7 @@ func TestClientTransports(t *testing.T) {
 			d := newDriver(t)
 			c := d.connect(e.ts.URL, token(t, auth.RoleViewer), tc.transports)
 			require.Equal(t, "connect", c.Type, c.raw)
-			require.Equal(t, tc.first, c.Transport)
+			require.Equal(t, tc.first, d.next("open", func(l line) bool { return l.Type == "open" }).Transport)
 			conn := decodeJSON[struct {
 				ClientID   string `json:"client_id"`
 				ServerTime string `json:"server_time"`
@@ -122,6 +122,7 @@ func TestClientResumeSinceSeq(t *testing.T) {
 	ingest(t, e.hub, protocol.TypeSessionStarted, robot, sess, 10, nil)
 	d.emit("s1", "subscribe_session", map[string]any{"session_id": sess})
 	d.ack("s1")
+	d.event("subscribed")
 	d.event("session_started")
 	ingest(t, e.hub, protocol.TypeSessionProgress, robot, sess, 11, nil)
 	require.Equal(t, int64(11), d.event("session_progress").envelope(t).Seq)
@@ -135,6 +136,7 @@ func TestClientResumeSinceSeq(t *testing.T) {
 
 	d.emit("s2", "subscribe_session", map[string]any{"session_id": sess, "since_seq": 11})
 	ack := decodeJSON[subscribedView](t, d.ack("s2").Data)
+	d.event("subscribed")
 	assert.True(t, ack.Recovered)
 	require.Len(t, ack.Snapshot, 2)
 	for _, want := range []int64{12, 13} {
@@ -148,10 +150,13 @@ func TestClientRoomsAndNames(t *testing.T) {
 	const robot = "r-003"
 	d := newDriver(t)
 	require.Equal(t, "connect", d.connect(e.ts.URL, token(t, auth.RoleViewer), []string{"websocket"}).Type)
+	d.event("connected")
 	d.emit("f", "subscribe_fleet", map[string]any{})
 	assert.Equal(t, "fleet", decodeJSON[subscribedView](t, d.ack("f").Data).Room)
+	d.event("subscribed")
 	d.emit("r", "subscribe_robot", map[string]any{"robot_id": robot})
 	assert.Equal(t, robot, decodeJSON[subscribedView](t, d.ack("r").Data).RobotID)
+	d.event("subscribed")
 
 	// One of each type; robot.status goes to fleet and robot:<id> but
 	// arrives once.
