@@ -198,3 +198,30 @@ func TestCatalog(t *testing.T) {
 		t.Fatal("Example shares maps with the catalog")
 	}
 }
+
+// TestEventInOtherJSON: an envelope nested in a relay frame marshals and
+// unmarshals through encoding/json with its typed data and validation.
+func TestEventInOtherJSON(t *testing.T) {
+	type frame struct {
+		Type  string   `json:"type"`
+		Room  string   `json:"room"`
+		Event *Event   `json:"event"`
+		Snap  []*Event `json:"snapshot,omitempty"`
+	}
+	ev := catalogByType[TypeSessionProgress].Example()
+	b, err := json.Marshal(frame{Type: "event", Room: "session:s-7f3a", Event: ev, Snap: []*Event{ev}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got frame
+	if err := json.Unmarshal(b, &got); err != nil {
+		t.Fatal(err)
+	}
+	if p, ok := got.Event.Data.(SessionProgress); !ok || p.Percent != 42.5 || len(got.Snap) != 1 {
+		t.Fatalf("got %#v", got)
+	}
+	bad := strings.Replace(string(b), `"percent":42.5`, `"percent":420`, 1)
+	if err := json.Unmarshal([]byte(bad), &got); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "data.percent: must be between 0 and 100, got 420") {
+		t.Fatalf("invalid nested event: %v", err)
+	}
+}

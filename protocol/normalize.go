@@ -15,7 +15,10 @@ import (
 // a decoded event equals the event its encoding decodes to.
 
 // MarshalJSON encodes the envelope with nil slices and maps in its data
-// written as [] and {}.
+// written as [] and {}. It does not validate; Encode does.
+//
+// Because Event is a json.Marshaler, a struct that embeds Event (or *Event)
+// marshals as the envelope alone: give the envelope a named field instead.
 func (ev Event) MarshalJSON() ([]byte, error) {
 	type plainEvent Event // without methods: no recursion
 	if ev.Data != nil {
@@ -150,4 +153,16 @@ func fixNil(v reflect.Value) {
 			}
 		}
 	}
+}
+
+// UnmarshalJSON decodes and validates an envelope with Decode, so an event
+// nested in other JSON (a relay frame, a snapshot) gets its typed data and
+// the same checks as a payload.
+func (ev *Event) UnmarshalJSON(b []byte) error {
+	d, err := Decode(b)
+	if err != nil {
+		return err
+	}
+	*ev = *d
+	return nil
 }
