@@ -79,6 +79,29 @@ func (t Topics) Prefix() string {
 
 func (t Topics) robot(r string) string { return t.Prefix() + "/v1/robots/" + r + "/" }
 
+// Build returns the topic of tp under prefix t after checking it: the ids
+// follow the rule of spec §1, the kind is known, and a session is given for
+// exactly the session kinds. The unchecked builders below are for ids the
+// caller has already checked (CheckID).
+func (t Topics) Build(tp Topic) (string, error) {
+	if err := CheckID("robot id", tp.Robot); err != nil {
+		return "", err
+	}
+	switch tp.Kind {
+	case KindStatus, KindMetrics, KindAlerts, KindNotifications, KindReplies, KindCommands:
+		if tp.Session != "" {
+			return "", fmt.Errorf("%w: kind %q has no session, got %q", ErrInvalidTopic, tp.Kind, tp.Session)
+		}
+	case KindSessionEvents, KindSessionState:
+		if err := CheckID("session id", tp.Session); err != nil {
+			return "", err
+		}
+	default:
+		return "", fmt.Errorf("%w: unknown kind %q", ErrInvalidTopic, tp.Kind)
+	}
+	return tp.String(t), nil
+}
+
 // Robot returns the topic of a robot-level kind (not the session kinds).
 func (t Topics) Robot(r string, k Kind) string { return t.robot(r) + string(k) }
 
@@ -177,18 +200,11 @@ func (t Topics) For(ev *Event) (string, error) {
 	if !ok || info.Kind == "" {
 		return "", fmt.Errorf("%w: %q is not published over MQTT", ErrInvalidTopic, ev.Type)
 	}
-	tp := Topic{Robot: ev.Robot, Session: ev.Session, Kind: info.Kind}
-	if err := CheckID("robot id", tp.Robot); err != nil {
-		return "", err
+	tp := Topic{Robot: ev.Robot, Kind: info.Kind}
+	if info.Kind.IsSession() {
+		tp.Session = ev.Session
 	}
-	if info.Kind == KindSessionEvents || info.Kind == KindSessionState {
-		if err := CheckID("session id", tp.Session); err != nil {
-			return "", err
-		}
-	} else {
-		tp.Session = ""
-	}
-	return tp.String(t), nil
+	return t.Build(tp)
 }
 
 // Matches checks that ev may be carried on topic tp: its type belongs to the

@@ -250,3 +250,34 @@ func TestPatternFuncsMatchRegexps(t *testing.T) {
 		}
 	}
 }
+
+func TestBuild(t *testing.T) {
+	tp := MustTopics("acme")
+	tests := []struct {
+		in   Topic
+		want string
+		err  error
+		msg  string
+	}{
+		{Topic{Robot: "r-1", Kind: KindStatus}, "acme/v1/robots/r-1/status", nil, ""},
+		{Topic{Robot: "r-1", Session: "s-1", Kind: KindSessionState}, "acme/v1/robots/r-1/sessions/s-1/state", nil, ""},
+		{Topic{Robot: "r/1", Kind: KindStatus}, "", ErrInvalidID, "robot id"},
+		{Topic{Robot: "", Kind: KindStatus}, "", ErrInvalidID, "robot id is empty"},
+		{Topic{Robot: "r-1", Kind: KindSessionEvents}, "", ErrInvalidID, "session id is empty"},
+		{Topic{Robot: "r-1", Session: "s+", Kind: KindSessionEvents}, "", ErrInvalidID, "session id"},
+		{Topic{Robot: "r-1", Session: "s-1", Kind: KindAlerts}, "", ErrInvalidTopic, `kind "alerts" has no session`},
+		{Topic{Robot: "r-1", Kind: "logs"}, "", ErrInvalidTopic, `unknown kind "logs"`},
+	}
+	for _, tt := range tests {
+		got, err := tp.Build(tt.in)
+		if tt.err == nil {
+			if err != nil || got != tt.want {
+				t.Errorf("Build(%+v) = %q, %v; want %q", tt.in, got, err, tt.want)
+			}
+			continue
+		}
+		if !errors.Is(err, tt.err) || !strings.Contains(err.Error(), tt.msg) {
+			t.Errorf("Build(%+v) = %q, %v; want %v containing %q", tt.in, got, err, tt.err, tt.msg)
+		}
+	}
+}
