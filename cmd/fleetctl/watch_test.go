@@ -158,3 +158,24 @@ func TestWatchLineSummaries(t *testing.T) {
 		}
 	}
 }
+
+// TestWatchSurvivesBrokerRestart: watch reconnects and subscribes again
+// after the broker restarts, and keeps printing.
+func TestWatchSurvivesBrokerRestart(t *testing.T) {
+	broker := brokertest.StartMosquitto(t)
+	w := startWatch(t, "--broker", broker.URL(), "--count", "2", "r-1")
+	tp := protocol.Topics{}
+	first := dial(t, broker.URL(), "robot-before")
+	publish(t, first, tp.Notifications("r-1"), encode(t, protocol.NewEvent("r-1", protocol.RobotNotification{Level: "info", Title: "before"}), 1), false)
+	require.Eventually(t, func() bool { return strings.Contains(w.stdout.String(), `"before"`) }, 5*time.Second, 10*time.Millisecond)
+
+	broker.Stop()
+	broker.Start()
+	require.Eventually(t, func() bool { return strings.Count(w.stderr.String(), "fleetctl watch: watching ") == 2 },
+		20*time.Second, 50*time.Millisecond, "no resubscription: %s", w.stderr)
+	require.Contains(t, w.stderr.String(), "connection lost")
+	second := dial(t, broker.URL(), "robot-after")
+	publish(t, second, tp.Notifications("r-1"), encode(t, protocol.NewEvent("r-1", protocol.RobotNotification{Level: "info", Title: "after"}), 2), false)
+	require.NoError(t, w.wait(t))
+	require.Contains(t, w.stdout.String(), `"after"`)
+}
