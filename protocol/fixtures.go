@@ -34,6 +34,16 @@ func (f Fixture) Valid() bool { return f.Err == "" }
 // variants, and invalid payloads each breaking one rule.
 var Fixtures = buildFixtures()
 
+// FixtureNamed returns the fixture called name, e.g. "data/out-of-range".
+func FixtureNamed(name string) (Fixture, bool) {
+	for _, f := range Fixtures {
+		if f.Name == name {
+			return f, true
+		}
+	}
+	return Fixture{}, false
+}
+
 // ValidFixtures returns the valid fixtures.
 func ValidFixtures() []Fixture { return filterFixtures(true) }
 

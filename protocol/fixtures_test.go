@@ -68,6 +68,12 @@ func TestFixturesCoverEveryType(t *testing.T) {
 	if n := len(InvalidFixtures()); n < 50 {
 		t.Errorf("only %d invalid fixtures", n)
 	}
+	if f, ok := FixtureNamed("data/out-of-range"); !ok || f.Valid() {
+		t.Errorf("FixtureNamed: %+v %v", f, ok)
+	}
+	if _, ok := FixtureNamed("nope"); ok {
+		t.Errorf("FixtureNamed(nope) found")
+	}
 	if len(ValidFixtures())+len(InvalidFixtures()) != len(Fixtures) {
 		t.Errorf("ValidFixtures and InvalidFixtures do not partition Fixtures")
 	}
