@@ -560,6 +560,39 @@ func TestSessionsEndToEnd(t *testing.T) {
 		}
 	})
 
+	t.Run("SIGTERM cancels the running session, the queued one runs after restart", func(t *testing.T) {
+		pidfile := filepath.Join(t.TempDir(), "pids")
+		running := cl.start("c-term-run", map[string]any{"pipeline": "spawner", "model": "m.onnx", "params": map[string]any{"pidfile": pidfile}})
+		pids := sesPids(t, pidfile)
+		queued := cl.start("c-term-queued", map[string]any{"pipeline": "fake-optimize", "model": "m.onnx", "params": map[string]any{"steps": 1}})
+		cl.waitType(queued, protocol.TypeSessionQueued)
+
+		require.Equal(t, 0, e.agent.Stop(), "clean stop")
+		fin := cl.final(running)
+		require.Equal(t, protocol.TypeSessionCancelled, fin.Type)
+		c := fin.Data.(protocol.SessionCancelled)
+		assert.Equal(t, "agent", c.By)
+		assert.Equal(t, "agent shutting down", c.Reason)
+		sesRequireGone(t, pids)
+
+		// The queued session's state says it waits for the restart. That
+		// state may reach the broker before the agent disconnects or,
+		// from the durable spool, right after it reconnects.
+		e.start()
+		require.Equal(t, protocol.TypeSessionCompleted, cl.final(queued).Type)
+		started := cl.waitType(queued, protocol.TypeSessionStarted)
+		cl.mu.Lock()
+		waiting := slices.ContainsFunc(cl.msgs, func(m sesMsg) bool {
+			if m.topic != sesTopics.SessionState(sesRobot, queued) || m.ev == nil || m.ev.Seq > started.Seq {
+				return false
+			}
+			st := m.ev.Data.(protocol.SessionState)
+			return st.Status == protocol.StatusQueued && st.Message == "waiting for the agent to restart"
+		})
+		cl.mu.Unlock()
+		assert.True(t, waiting, "no queued session.state saying it waits for the restart")
+	})
+
 	// Last: it restarts the agent.
 	t.Run("kill -9 mid-session then restart reports agent_restarted", func(t *testing.T) {
 		pidfile := filepath.Join(t.TempDir(), "pids")
