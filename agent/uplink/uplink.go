@@ -359,32 +359,63 @@ type inflight struct {
 	tok mqtt.Token
 }
 
+// maxAckBatch caps the records deleted in one spool transaction.
+const maxAckBatch = 4096
+
+// acker deletes acknowledged records from the spool, batching every ack
+// that arrived while the previous transaction was committing, so the
+// sender never waits for the disk. It reports the first error on done.
+func (u *Uplink) acker(in <-chan int64, done chan<- error) {
+	var (
+		batch    []int64
+		firstErr error
+	)
+	for s := range in {
+		batch = append(batch[:0], s)
+	more:
+		for len(batch) < maxAckBatch {
+			select {
+			case s, ok := <-in:
+				if !ok {
+					break more
+				}
+				batch = append(batch, s)
+			default:
+				break more
+			}
+		}
+		if err := u.src.Ack(batch...); err != nil && firstErr == nil {
+			firstErr = err
+		}
+		u.sent.Add(int64(len(batch)))
+	}
+	done <- firstErr
+}
+
 // serve sends the spool over connection c until the connection is lost or
 // ctx is cancelled. It starts from the oldest unacknowledged record: what
 // the previous connection left in flight is sent again (the relay
-// de-duplicates by event id).
-func (u *Uplink) serve(ctx context.Context, c mqtt.Client, lost <-chan error) error {
-	var (
-		cursor int64 // highest seq handed to this connection
-		queue  []inflight
-		buf    []spool.Entry
-		acked  []int64
-		more   = true // the spool may hold records above cursor
-	)
-	flush := func() error {
-		if len(acked) == 0 {
-			return nil
-		}
-		err := u.src.Ack(acked...)
-		u.sent.Add(int64(len(acked)))
-		acked = acked[:0]
-		return err
-	}
+// de-duplicates by event id). Before it returns, every ack it received is
+// committed to the spool, so the next connection does not resend them.
+func (u *Uplink) serve(ctx context.Context, c mqtt.Client, lost <-chan error) (err error) {
+	acks := make(chan int64, maxAckBatch)
+	ackDone := make(chan error, 1)
+	go u.acker(acks, ackDone)
+	var queue []inflight
 	defer func() {
-		if err := flush(); err != nil {
-			u.log.Error("spool ack failed", "err", err)
+		if ctx.Err() != nil {
+			u.drain(queue, acks)
+		}
+		close(acks)
+		if aerr := <-ackDone; aerr != nil && err == nil {
+			err = fmt.Errorf("spool ack: %w", aerr)
 		}
 	}()
+	var (
+		cursor int64 // highest seq handed to this connection
+		buf    []spool.Entry
+		more   = true // the spool may hold records above cursor
+	)
 	for {
 		// Fill the window in seq order.
 		for more && len(queue) < u.opts.Window {
@@ -410,7 +441,7 @@ func (u *Uplink) serve(ctx context.Context, c mqtt.Client, lost <-chan error) er
 		}
 		select {
 		case <-ctx.Done():
-			return u.drain(queue, flush)
+			return nil
 		case err := <-lost:
 			return fmt.Errorf("%w: %v", ErrConnectionLost, err)
 		case <-u.src.Notify():
@@ -420,12 +451,8 @@ func (u *Uplink) serve(ctx context.Context, c mqtt.Client, lost <-chan error) er
 				if err := queue[0].tok.Error(); err != nil {
 					return fmt.Errorf("%w: publish seq %d: %v", ErrConnectionLost, queue[0].seq, err)
 				}
-				acked = append(acked, queue[0].seq)
+				acks <- queue[0].seq
 				queue = queue[1:]
-			}
-			// One spool transaction for every PUBACK that has arrived.
-			if err := flush(); err != nil {
-				return err
 			}
 		}
 	}
@@ -442,27 +469,20 @@ func isDone(t mqtt.Token) bool {
 
 // drain waits (bounded) for the PUBACKs of what is in flight at shutdown so
 // the spool does not resend it after the restart.
-func (u *Uplink) drain(queue []inflight, flush func() error) error {
-	if err := flush(); err != nil {
-		return err
-	}
+func (u *Uplink) drain(queue []inflight, acks chan<- int64) {
 	deadline := time.NewTimer(u.opts.ShutdownTimeout)
 	defer deadline.Stop()
-	var acked []int64
-loop:
 	for _, f := range queue {
 		select {
 		case <-f.tok.Done():
 		case <-deadline.C:
-			break loop
+			return
 		}
 		if f.tok.Error() != nil {
-			break
+			return
 		}
-		acked = append(acked, f.seq)
+		acks <- f.seq
 	}
-	u.sent.Add(int64(len(acked)))
-	return u.src.Ack(acked...)
 }
 
 // shutdown publishes the retained offline status and disconnects.
