@@ -30,35 +30,40 @@ func TestStartSessionThroughRelay(t *testing.T) {
 	})
 	c.send(map[string]any{"op": "command", "robot": "r-e2e-1", "name": "start_session", "ref": "1",
 		"args": map[string]any{"pipeline": "quantize-int8", "model": "cnn_opset17.onnx", "session_id": "s-e2e-1"}})
-	reply := c.waitFor(15*time.Second, "command_reply", func(f map[string]any) bool { return f["type"] == "command_reply" })
+	// The robot room carries every session event; collect them in order,
+	// whether they arrive before or after the command's reply.
+	var types []string
+	var lastSeq float64
+	var reply map[string]any
+	done := false
+	c.waitFor(60*time.Second, "command_reply and session.completed", func(f map[string]any) bool {
+		switch f["type"] {
+		case "command_reply":
+			reply = f
+		case "event":
+			ev := f["event"].(map[string]any)
+			if ev["session"] != "s-e2e-1" {
+				break
+			}
+			if seq := ev["seq"].(float64); seq <= lastSeq {
+				t.Fatalf("seq went from %v to %v", lastSeq, seq)
+			} else {
+				lastSeq = seq
+			}
+			typ := ev["type"].(string)
+			if typ != "session.state" {
+				types = append(types, typ)
+			}
+			if typ == "session.failed" {
+				t.Fatalf("session failed: %v", ev["data"])
+			}
+			done = done || typ == "session.completed"
+		}
+		return done && reply != nil
+	})
 	if reply["ok"] != true || reply["ref"] != "1" {
 		t.Fatalf("command_reply %v", reply)
 	}
-	// The robot room carries every session event; collect them in order.
-	var types []string
-	var lastSeq float64
-	c.waitFor(60*time.Second, "session.completed", func(f map[string]any) bool {
-		if f["type"] != "event" {
-			return false
-		}
-		ev := f["event"].(map[string]any)
-		if ev["session"] != "s-e2e-1" {
-			return false
-		}
-		if seq := ev["seq"].(float64); seq <= lastSeq {
-			t.Fatalf("seq went from %v to %v", lastSeq, seq)
-		} else {
-			lastSeq = seq
-		}
-		typ := ev["type"].(string)
-		if typ != "session.state" {
-			types = append(types, typ)
-		}
-		if typ == "session.failed" {
-			t.Fatalf("session failed: %v", ev["data"])
-		}
-		return typ == "session.completed"
-	})
 	joined := strings.Join(types, " ")
 	if !strings.HasPrefix(joined, "session.queued session.started") || !strings.HasSuffix(joined, "session.completed") {
 		t.Fatalf("session events out of order: %s", joined)
