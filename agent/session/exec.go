@@ -139,7 +139,8 @@ func (execRunner) Run(ctx context.Context, job *Job, report func(Update)) (Outco
 	cmd.Dir = job.Dir
 	cmd.Env = childEnv(job)
 	// Own process group, so a cancel reaches grandchildren too; Pdeathsig
-	// so the child dies with the agent (the journal handles the rest).
+	// so the child dies with the agent (the journal handles the rest; see
+	// startProcess for why a dedicated thread starts it).
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 
 	// Our own pipes rather than cmd.StdoutPipe: Wait must not wait for a
@@ -155,7 +156,7 @@ func (execRunner) Run(ctx context.Context, job *Job, report func(Update)) (Outco
 		return Outcome{}, fmt.Errorf("exec: stderr pipe: %w", err)
 	}
 	cmd.Stdout, cmd.Stderr = outW, errW
-	if err := cmd.Start(); err != nil {
+	if err := startProcess(cmd); err != nil {
 		for _, f := range []*os.File{outR, outW, errR, errW} {
 			f.Close()
 		}

@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
+	"runtime"
 	"strconv"
+	"sync"
 	"syscall"
 )
 
@@ -98,4 +101,36 @@ func killLeftovers(pgid int, start uint64) int {
 func groupAlive(pgid int) bool {
 	err := syscall.Kill(-pgid, 0)
 	return err == nil || errors.Is(err, syscall.EPERM)
+}
+
+// Child processes are started from one goroutine locked to its OS thread
+// for the life of the agent. Linux sends the Pdeathsig signal when the
+// *thread* that forked the child exits, not the process; a Go thread can
+// exit while the agent runs (when a goroutine locked to it ends), which
+// would kill a healthy runner.
+var (
+	spawnOnce sync.Once
+	spawnReqs chan spawnReq
+)
+
+type spawnReq struct {
+	cmd  *exec.Cmd
+	done chan error
+}
+
+// startProcess runs cmd.Start on the spawner thread. cmd's stdio must be
+// *os.File (or nil) so that Start starts no copying goroutines.
+func startProcess(cmd *exec.Cmd) error {
+	spawnOnce.Do(func() {
+		spawnReqs = make(chan spawnReq)
+		go func() {
+			runtime.LockOSThread() // never unlocked: the thread lives as long as the agent
+			for r := range spawnReqs {
+				r.done <- r.cmd.Start()
+			}
+		}()
+	})
+	done := make(chan error, 1)
+	spawnReqs <- spawnReq{cmd: cmd, done: done}
+	return <-done
 }
