@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -136,6 +137,12 @@ func New(cfg Config, robotID, stateDir string, topics protocol.Topics, out Emitt
 	for i := range m.cfg.Pipelines {
 		p := &m.cfg.Pipelines[i]
 		m.pipelines[p.Name] = p
+		if p.Runner == RunnerExec && !placeholder.MatchString(p.Command[0]) {
+			if _, err := exec.LookPath(p.Command[0]); err != nil {
+				// Not an error: the toolchain may be installed later.
+				m.log.Warn("pipeline program not found; its sessions will fail with runner_error", "pipeline", p.Name, "program", p.Command[0], "err", err)
+			}
+		}
 	}
 	if err := os.MkdirAll(filepath.Join(stateDir, "sessions"), 0o750); err != nil {
 		return nil, fmt.Errorf("session manager: %w", err)
