@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -418,3 +419,7 @@ func newRelayNoCleanup(t testing.TB, cfg config.Config) (*relay.Relay, error) {
 	t.Helper()
 	return relay.New(cfg, testLogger(t))
 }
+
+func splitLines(s string) []string { return strings.Split(s, "\n") }
+
+func fmtSscanf(s, format string, args ...any) (int, error) { return fmt.Sscanf(s, format, args...) }
