@@ -6,6 +6,7 @@ package brokertest
 
 import (
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -61,7 +62,9 @@ func (m *Mochi) URL() string { return "tcp://" + m.Addr }
 // StartMochi starts an in-process broker on a free port.
 func StartMochi(t testing.TB) *Mochi {
 	t.Helper()
-	srv := mqtt.New(&mqtt.Options{InlineClient: true})
+	// Warnings only: mochi's per-client INFO lines drown test output.
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	srv := mqtt.New(&mqtt.Options{InlineClient: true, Logger: logger})
 	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
 		t.Fatalf("mochi: %v", err)
 	}
