@@ -1,0 +1,185 @@
+package hub_test
+
+import (
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/robotfleet/fleetlink/cloud/hub"
+	"github.com/robotfleet/fleetlink/protocol"
+)
+
+// rawFormat frames an event as its raw envelope; it counts encodes.
+type rawFormat struct {
+	mu sync.Mutex
+	n  int
+}
+
+func (f *rawFormat) Event(_ string, _ *protocol.Event, raw []byte) ([]byte, error) {
+	f.mu.Lock()
+	f.n++
+	f.mu.Unlock()
+	return raw, nil
+}
+
+type sub struct {
+	f    hub.Format
+	mu   sync.Mutex
+	msgs []hub.Message
+}
+
+func (s *sub) Format() hub.Format { return s.f }
+func (s *sub) Send(m hub.Message) {
+	s.mu.Lock()
+	s.msgs = append(s.msgs, m)
+	s.mu.Unlock()
+}
+
+type all struct{}
+
+func (all) CanRobot(string) bool { return true }
+func (all) AllRobots() bool      { return true }
+
+type only string
+
+func (o only) CanRobot(id string) bool { return id == string(o) }
+func (only) AllRobots() bool           { return false }
+
+var seq int64
+
+func ingest(t *testing.T, h *hub.Hub, robot, session string, d protocol.Data, retained bool) *protocol.Event {
+	t.Helper()
+	seq++
+	ev := protocol.NewEvent(robot, d)
+	ev.Session, ev.Seq = session, seq
+	raw, err := protocol.Encode(ev)
+	require.NoError(t, err)
+	dec, err := protocol.Decode(raw)
+	require.NoError(t, err)
+	require.True(t, h.Ingest(dec, raw, retained))
+	return dec
+}
+
+func subscribe(t *testing.T, h *hub.Hub, s hub.Subscriber, who hub.Authorizer, room string, since int64) hub.Snapshot {
+	t.Helper()
+	var snap hub.Snapshot
+	require.NoError(t, h.Subscribe(s, who, room, since, func(sn hub.Snapshot) { snap = sn }))
+	return snap
+}
+
+// TestEncodeOncePerFormat: the fan-out encodes an event once per room and
+// format, whatever the number of subscribers.
+func TestEncodeOncePerFormat(t *testing.T) {
+	h := hub.New(hub.Options{})
+	f1, f2 := &rawFormat{}, &rawFormat{}
+	var subs []*sub
+	for i := 0; i < 50; i++ {
+		f := hub.Format(f1)
+		if i%2 == 1 {
+			f = f2
+		}
+		s := &sub{f: f}
+		subs = append(subs, s)
+		subscribe(t, h, s, all{}, "robot:r-1", -1)
+	}
+	ingest(t, h, "r-1", "", protocol.RobotNotification{Level: "info", Title: "x"}, false)
+	require.Equal(t, 1, f1.n)
+	require.Equal(t, 1, f2.n)
+	for _, s := range subs {
+		require.Len(t, s.msgs, 1)
+	}
+}
+
+// TestRingAndResume exercises the coverage rule of since_seq.
+func TestRingAndResume(t *testing.T) {
+	h := hub.New(hub.Options{RingEvents: 3})
+	s := &sub{f: &rawFormat{}}
+	// A retained status (the broker kept only the latest) means anything
+	// before it may be missing.
+	st := ingest(t, h, "r-1", "", protocol.RobotStatus{State: "online", AgentVersion: "1", StartedAt: protocol.Now()}, true)
+	snap := subscribe(t, h, s, all{}, "robot:r-1", st.Seq-1)
+	require.False(t, snap.Recovered)
+	snap = subscribe(t, h, s, all{}, "robot:r-1", st.Seq)
+	require.True(t, snap.Recovered)
+	require.Empty(t, snap.Events)
+
+	var evs []*protocol.Event
+	for i := 0; i < 3; i++ {
+		evs = append(evs, ingest(t, h, "r-1", "", protocol.RobotNotification{Level: "info", Title: "n"}, false))
+	}
+	snap = subscribe(t, h, s, all{}, "robot:r-1", evs[0].Seq)
+	require.True(t, snap.Recovered)
+	require.Equal(t, []*protocol.Event{evs[1], evs[2]}, events(snap))
+	snap = subscribe(t, h, s, all{}, "robot:r-1", st.Seq)
+	require.True(t, snap.Recovered, "the status fell out, but nothing after it did")
+	require.Len(t, snap.Events, 3)
+	// One more pushes evs[0] out: asking from before it can no longer be
+	// answered.
+	ingest(t, h, "r-1", "", protocol.RobotNotification{Level: "info", Title: "n"}, false)
+	snap = subscribe(t, h, s, all{}, "robot:r-1", st.Seq)
+	require.False(t, snap.Recovered)
+	snap = subscribe(t, h, s, all{}, "robot:r-1", evs[0].Seq)
+	require.True(t, snap.Recovered)
+}
+
+func events(s hub.Snapshot) []*protocol.Event {
+	var out []*protocol.Event
+	for _, e := range s.Events {
+		out = append(out, e.Ev)
+	}
+	return out
+}
+
+// TestAuthorization: robot and session rooms follow the robots claim.
+func TestAuthorization(t *testing.T) {
+	h := hub.New(hub.Options{MaxRoomsPerClient: 2})
+	ingest(t, h, "r-1", "s-1", protocol.SessionQueued{Pipeline: "p", Model: "m"}, false)
+	s := &sub{f: &rawFormat{}}
+	cases := []struct {
+		room string
+		who  hub.Authorizer
+		err  error
+	}{
+		{"robot:r-1", only("r-1"), nil},
+		{"robot:r-2", only("r-1"), hub.ErrForbidden},
+		{"session:s-1", only("r-1"), nil},
+		{"session:s-1", only("r-2"), hub.ErrForbidden},
+		{"session:s-unseen", only("r-1"), hub.ErrForbidden},
+		{"room", all{}, hub.ErrUnknownRoom},
+		{"robot:", all{}, hub.ErrUnknownRoom},
+		{"session:a/b", all{}, hub.ErrUnknownRoom},
+		{"fleet", all{}, hub.ErrTooManyRooms},
+	}
+	for _, tc := range cases {
+		err := h.Subscribe(s, tc.who, tc.room, -1, func(hub.Snapshot) {})
+		if tc.err == nil {
+			require.NoError(t, err, tc.room)
+		} else {
+			require.ErrorIs(t, err, tc.err, tc.room)
+		}
+	}
+	h.Leave(s)
+	require.Zero(t, h.Counts().Subscriptions)
+}
+
+// TestEviction: robots beyond MaxRobots and past RobotTTL leave the caches.
+func TestEviction(t *testing.T) {
+	h := hub.New(hub.Options{MaxRobots: 2})
+	for _, r := range []string{"a", "b", "c"} {
+		ingest(t, h, r, "s-"+r, protocol.SessionQueued{Pipeline: "p", Model: "m"}, false)
+	}
+	c := h.Counts()
+	require.Equal(t, 2, c.RobotsKnown)
+	require.Equal(t, 2, c.Sessions)
+	require.Equal(t, int64(1), h.Stats().Evicted.Load())
+}
+
+// TestDedup: the same id twice is forwarded once.
+func TestDedup(t *testing.T) {
+	h := hub.New(hub.Options{DedupIDs: 2})
+	ev := ingest(t, h, "r-1", "", protocol.RobotNotification{Level: "info", Title: "x"}, false)
+	raw, _ := protocol.Encode(ev)
+	require.False(t, h.Ingest(ev, raw, false))
+	require.Equal(t, int64(1), h.Stats().Duplicates.Load())
+}
