@@ -58,8 +58,6 @@ type Agent struct {
 	cmds        chan []byte
 	cmdsDropped atomic.Int64
 	cmdWarn     atomic.Int64 // unix seconds of the last drop warning
-	// notifiedDrops is the spool drop count already reported in a notification.
-	notifiedDrops atomic.Int64
 }
 
 // NewLogger returns the slog logger the config asks for, writing to w.
@@ -191,25 +189,27 @@ func (a *Agent) enqueueCommand(_ string, payload []byte) {
 	}
 }
 
-// reportDrops publishes one robot.notification warning per connect when
-// the spool dropped events since the last report.
+// reportDrops publishes one robot.notification warning on connect when the
+// spool dropped events since the last report (drop counts and the reported
+// mark are persisted in the spool, so drops before a crash are reported too).
 func (a *Agent) reportDrops() {
 	st := a.out.Stats()
 	total := st.TotalDropped()
-	prev := a.notifiedDrops.Load()
-	if total <= prev {
+	if total <= st.DropsReported {
 		return
 	}
 	ev := protocol.NewEvent(a.robot, protocol.RobotNotification{
 		Level: "warning", Title: "Spool full: events dropped",
-		Message: fmt.Sprintf("%d events dropped since the agent started (%d progress, %d notifications, %d other) because the %s outbox was full while the broker was unreachable",
-			total, st.Dropped[spool.ClassProgress], st.Dropped[spool.ClassNotification], st.Dropped[spool.ClassOther], a.cfg.Spool.MaxBytes),
+		Message: fmt.Sprintf("%d events dropped (%d progress, %d notifications, %d other; %d in total so far) because the %s outbox was full while the broker was unreachable",
+			total-st.DropsReported, st.Dropped[spool.ClassProgress], st.Dropped[spool.ClassNotification], st.Dropped[spool.ClassOther], total, a.cfg.Spool.MaxBytes),
 	})
 	if err := a.out.Emit(ev); err != nil {
 		a.log.Warn("spool drop notification failed", "err", err)
 		return
 	}
-	a.notifiedDrops.Store(total)
+	if err := a.out.MarkDropsReported(total); err != nil {
+		a.log.Warn("spool drop notification", "err", err)
+	}
 }
 
 // Run runs the agent until ctx is cancelled, then shuts down: the session

@@ -329,3 +329,50 @@ func TestCLI(t *testing.T) {
 	_, _, code = agenttest.Run(t, nil, "frobnicate")
 	require.NotZero(t, code)
 }
+
+// Drops while the spool was full (here: before a restart) are reported
+// once, as a robot.notification warning, when the agent is connected.
+func TestSpoolDropsAreReportedOnceConnected(t *testing.T) {
+	b := brokertest.StartMochi(t)
+	state := t.TempDir()
+	out, err := spool.Open(spool.Options{Path: filepath.Join(state, "spool.db"), MaxBytes: 2000})
+	require.NoError(t, err)
+	for i := range 20 {
+		ev := protocol.NewEvent("r-drop", protocol.RobotNotification{Level: "info", Title: fmt.Sprintf("queued %d", i)})
+		require.NoError(t, out.Emit(ev))
+	}
+	st := out.Stats()
+	require.Positive(t, st.TotalDropped())
+	require.NoError(t, out.Close())
+
+	w := watch(t, b.URL(), "fleet/v1/robots/r-drop/#")
+	a := agenttest.Start(t, agenttest.Options{Broker: b.URL(), RobotID: "r-drop", StateDir: state})
+	var warn *protocol.RobotNotification
+	require.Eventually(t, func() bool {
+		queued := 0
+		for _, g := range w.events(t) {
+			if n, ok := g.ev.Data.(protocol.RobotNotification); ok {
+				if n.Level == "warning" {
+					warn = &n
+				} else {
+					queued++
+				}
+			}
+		}
+		return warn != nil && int64(queued) == st.Depth
+	}, wait, 20*time.Millisecond)
+	require.Equal(t, "Spool full: events dropped", warn.Title)
+	require.Contains(t, warn.Message, fmt.Sprintf("%d events dropped", st.TotalDropped()))
+	require.Zero(t, a.Stop())
+
+	// Reported once: a restart does not repeat it.
+	w2 := watch(t, b.URL(), "fleet/v1/robots/r-drop/#")
+	a2 := agenttest.Start(t, agenttest.Options{Broker: b.URL(), RobotID: "r-drop", StateDir: state})
+	waitStatus(t, w2, "online", "")
+	require.Zero(t, a2.Stop())
+	for _, g := range w2.events(t) {
+		if n, ok := g.ev.Data.(protocol.RobotNotification); ok {
+			require.NotEqual(t, "warning", n.Level)
+		}
+	}
+}

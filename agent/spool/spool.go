@@ -18,6 +18,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -40,6 +42,10 @@ type Options struct {
 	// NoSync skips the fsync of each commit: records then survive kill -9
 	// but not a power cut. Default false (every commit is fsynced).
 	NoSync bool
+	// CompactAbove: when the spool becomes empty and its file is larger
+	// than this, the file is rewritten small (an outage can grow it to
+	// MaxBytes plus overhead; bbolt never shrinks a file). Zero means 8 MiB.
+	CompactAbove int64
 	// LockTimeout is how long Open waits for another process's file lock.
 	// Zero means 1s.
 	LockTimeout time.Duration
@@ -56,6 +62,9 @@ func (o *Options) fillDefaults() {
 	}
 	if o.LockTimeout == 0 {
 		o.LockTimeout = time.Second
+	}
+	if o.CompactAbove == 0 {
+		o.CompactAbove = 8 << 20
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -108,7 +117,11 @@ type Entry struct {
 type Stats struct {
 	Depth   int64             // records waiting
 	Bytes   int64             // bytes they take (record sizes)
-	Dropped [numClasses]int64 // dropped since Open, per class
+	Dropped [numClasses]int64 // dropped per class, over the spool file's life (persisted)
+	// DropsReported is the drop total the agent has already reported
+	// (MarkDropsReported); persisted so a restart does not report twice.
+	DropsReported int64
+	Compactions   int64 // file rewrites since Open
 	Written int64             // records written since Open
 	Acked   int64             // records acknowledged since Open
 }
@@ -124,8 +137,10 @@ func (s Stats) TotalDropped() int64 {
 
 var (
 	bucketOut  = []byte("out")  // seq → record
-	bucketMeta = []byte("meta") // seq_hw → int64
+	bucketMeta = []byte("meta") // seq_hw, drop counters → int64
 	keySeqHW   = []byte("seq_hw")
+	keyDropped = [numClasses][]byte{[]byte("dropped_other"), []byte("dropped_notification"), []byte("dropped_progress")}
+	keyDropRep = []byte("drops_reported")
 	// one index bucket per droppable class: seq → nothing
 	bucketIdx = [numClasses][]byte{nil, []byte("idx-notification"), []byte("idx-progress")}
 )
@@ -137,7 +152,13 @@ type Outbox struct {
 	opts   Options
 	topics protocol.Topics
 	log    *slog.Logger
-	db     *bolt.DB
+	boltOp *bolt.Options
+
+	// dbMu guards the db handle against Compact swapping it: every
+	// transaction holds it for reading. Lock order: mu before dbMu; never
+	// take mu while holding dbMu.
+	dbMu sync.RWMutex
+	db   *bolt.DB
 
 	// mu guards next, hw, pending, closed and stats. It is held while a seq
 	// is assigned and its write is queued, so queue order is seq order.
@@ -169,12 +190,14 @@ func Open(opts Options) (*Outbox, error) {
 	if opts.Path == "" {
 		return nil, errors.New("open spool: no path")
 	}
-	db, err := bolt.Open(opts.Path, 0o600, &bolt.Options{
+	_ = os.Remove(opts.Path + ".compact") // left by a crash during Compact
+	boltOp := &bolt.Options{
 		Timeout:        opts.LockTimeout,
 		NoSync:         opts.NoSync,
 		NoFreelistSync: true, // smaller commits; the freelist is rebuilt on open
 		FreelistType:   bolt.FreelistMapType,
-	})
+	}
+	db, err := bolt.Open(opts.Path, 0o600, boltOp)
 	if errors.Is(err, bolterr.ErrTimeout) {
 		return nil, fmt.Errorf("open spool %s: %w", opts.Path, ErrLocked)
 	}
@@ -182,30 +205,20 @@ func Open(opts Options) (*Outbox, error) {
 		return nil, fmt.Errorf("open spool %s: %w", opts.Path, err)
 	}
 	o := &Outbox{
-		opts: opts, topics: opts.Topics, log: opts.Logger.With("component", "spool"), db: db,
+		opts: opts, topics: opts.Topics, log: opts.Logger.With("component", "spool"), db: db, boltOp: boltOp,
 		kick: make(chan struct{}, 1), notify: make(chan struct{}, 1), done: make(chan struct{}),
 		dropWarn: rateLimit{every: time.Minute},
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		out, err := tx.CreateBucketIfNotExists(bucketOut)
-		if err != nil {
+		if err := createBuckets(tx); err != nil {
 			return err
 		}
-		for _, b := range bucketIdx {
-			if b != nil {
-				if _, err := tx.CreateBucketIfNotExists(b); err != nil {
-					return err
-				}
-			}
+		out, meta := tx.Bucket(bucketOut), tx.Bucket(bucketMeta)
+		hw := getInt(meta, keySeqHW)
+		for c := range o.stats.Dropped {
+			o.stats.Dropped[c] = getInt(meta, keyDropped[c])
 		}
-		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
-		if err != nil {
-			return err
-		}
-		var hw int64
-		if v := meta.Get(keySeqHW); len(v) == 8 {
-			hw = int64(binary.BigEndian.Uint64(v))
-		}
+		o.stats.DropsReported = getInt(meta, keyDropRep)
 		// Recover depth and bytes; the highest stored seq can never exceed
 		// hw, but take it into account should the file have been edited.
 		err = out.ForEach(func(k, v []byte) error {
@@ -243,7 +256,25 @@ func (o *Outbox) Close() error {
 	o.mu.Unlock()
 	close(o.kick)
 	<-o.done
+	o.dbMu.Lock()
+	defer o.dbMu.Unlock()
 	return o.db.Close()
+}
+
+func createBuckets(tx *bolt.Tx) error {
+	for _, b := range append([][]byte{bucketOut, bucketMeta}, bucketIdx[1:]...) {
+		if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func getInt(b *bolt.Bucket, k []byte) int64 {
+	if v := b.Get(k); len(v) == 8 {
+		return int64(binary.BigEndian.Uint64(v))
+	}
+	return 0
 }
 
 func u64(v int64) []byte {
@@ -257,7 +288,9 @@ func u64(v int64) []byte {
 func (o *Outbox) nextSeqLocked() (int64, error) {
 	if o.next > o.hw {
 		hw := o.next + o.opts.SeqBlock - 1
+		o.dbMu.RLock()
 		err := o.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keySeqHW, u64(hw)) })
+		o.dbMu.RUnlock()
 		if err != nil {
 			return 0, fmt.Errorf("reserve seq block: %w", err)
 		}
@@ -369,6 +402,7 @@ func (o *Outbox) flushPending() {
 	}
 	var dropped [numClasses]int64
 	var droppedBytes, addedBytes int64
+	o.dbMu.RLock()
 	err := o.db.Update(func(tx *bolt.Tx) error {
 		dropped, droppedBytes, addedBytes = [numClasses]int64{}, 0, 0
 		out := tx.Bucket(bucketOut)
@@ -397,8 +431,18 @@ func (o *Outbox) flushPending() {
 			size += int64(len(r.rec))
 			addedBytes += int64(len(r.rec))
 		}
+		// Drop counters persist with the drops, so they survive kill -9.
+		meta := tx.Bucket(bucketMeta)
+		for c, d := range dropped {
+			if d > 0 {
+				if err := meta.Put(keyDropped[c], u64(getInt(meta, keyDropped[c])+d)); err != nil {
+					return err
+				}
+			}
+		}
 		return nil
 	})
+	o.dbMu.RUnlock()
 	if err != nil {
 		err = fmt.Errorf("spool write: %w", err)
 	}
@@ -469,6 +513,8 @@ func evictOne(tx *bolt.Tx) (Class, int64, error) {
 // Read returns up to max records with a seq above after, in seq order.
 func (o *Outbox) Read(after int64, max int) ([]Entry, error) {
 	var es []Entry
+	o.dbMu.RLock()
+	defer o.dbMu.RUnlock()
 	err := o.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketOut).Cursor()
 		for k, v := c.Seek(u64(after + 1)); k != nil && len(es) < max; k, v = c.Next() {
@@ -494,6 +540,7 @@ func (o *Outbox) Ack(seqs ...int64) error {
 		return nil
 	}
 	var n, nbytes int64
+	o.dbMu.RLock()
 	err := o.db.Update(func(tx *bolt.Tx) error {
 		n, nbytes = 0, 0
 		out := tx.Bucket(bucketOut)
@@ -516,6 +563,7 @@ func (o *Outbox) Ack(seqs ...int64) error {
 		}
 		return nil
 	})
+	o.dbMu.RUnlock()
 	if err != nil {
 		return fmt.Errorf("spool ack: %w", err)
 	}
@@ -523,7 +571,104 @@ func (o *Outbox) Ack(seqs ...int64) error {
 	o.stats.Depth -= n
 	o.stats.Bytes -= nbytes
 	o.stats.Acked += n
+	empty := o.stats.Depth == 0
 	o.mu.Unlock()
+	if empty {
+		if fi, err := os.Stat(o.opts.Path); err == nil && fi.Size() > o.opts.CompactAbove {
+			if err := o.Compact(); err != nil {
+				o.log.Warn("spool compaction failed", "err", err)
+			}
+		}
+	}
+	return nil
+}
+
+// Compact rewrites an empty spool as a small new file, keeping the seq
+// high-water mark and the drop counters. It does nothing when the spool
+// holds records. The new file is written beside the old one and renamed
+// over it, so a crash leaves one or the other, never neither.
+func (o *Outbox) Compact() error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.closed {
+		return ErrClosed
+	}
+	o.dbMu.Lock()
+	defer o.dbMu.Unlock()
+	var meta [][2][]byte
+	empty := true
+	err := o.db.View(func(tx *bolt.Tx) error {
+		if k, _ := tx.Bucket(bucketOut).Cursor().First(); k != nil {
+			empty = false
+			return nil
+		}
+		return tx.Bucket(bucketMeta).ForEach(func(k, v []byte) error {
+			meta = append(meta, [2][]byte{bytes.Clone(k), bytes.Clone(v)})
+			return nil
+		})
+	})
+	if err != nil || !empty {
+		return err
+	}
+	tmp := o.opts.Path + ".compact"
+	_ = os.Remove(tmp)
+	ndb, err := bolt.Open(tmp, 0o600, o.boltOp)
+	if err != nil {
+		return fmt.Errorf("compact spool: %w", err)
+	}
+	err = ndb.Update(func(tx *bolt.Tx) error {
+		if err := createBuckets(tx); err != nil {
+			return err
+		}
+		for _, kv := range meta {
+			if err := tx.Bucket(bucketMeta).Put(kv[0], kv[1]); err != nil {
+				return err
+			}
+		}
+		return tx.Bucket(bucketMeta).Put(keySeqHW, u64(o.hw))
+	})
+	if cerr := ndb.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("compact spool: %w", err)
+	}
+	if err := o.db.Close(); err != nil {
+		return fmt.Errorf("compact spool: %w", err)
+	}
+	renameErr := os.Rename(tmp, o.opts.Path)
+	if renameErr == nil {
+		if d, err := os.Open(filepath.Dir(o.opts.Path)); err == nil {
+			_ = d.Sync()
+			d.Close()
+		}
+	}
+	// Reopen whichever file is now at Path.
+	db, err := bolt.Open(o.opts.Path, 0o600, o.boltOp)
+	if err != nil {
+		return fmt.Errorf("compact spool: reopen: %w", err)
+	}
+	o.db = db
+	if renameErr != nil {
+		return fmt.Errorf("compact spool: %w", renameErr)
+	}
+	o.stats.Bytes = 0
+	o.stats.Compactions++
+	return nil
+}
+
+// MarkDropsReported records that the drop total n has been reported to
+// the fleet (robot.notification), durably.
+func (o *Outbox) MarkDropsReported(n int64) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.dbMu.RLock()
+	defer o.dbMu.RUnlock()
+	if err := o.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keyDropRep, u64(n)) }); err != nil {
+		return fmt.Errorf("spool: mark drops reported: %w", err)
+	}
+	o.stats.DropsReported = n
 	return nil
 }
 

@@ -3,7 +3,9 @@ package spool_test
 import (
 	"encoding/json"
 	"fmt"
+	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 
@@ -218,4 +220,63 @@ func decode(t *testing.T, b []byte) *protocol.Event {
 	ev, err := protocol.Decode(b)
 	require.NoError(t, err, "payload %s", json.RawMessage(b))
 	return ev
+}
+
+func TestDropCountersPersist(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "spool.db")
+	probe := open(t, filepath.Join(t.TempDir(), "probe.db"), 0)
+	mustEmit(t, probe, alert(0))
+	capBytes := probe.Stats().Bytes * 3
+	o, err := spool.Open(spool.Options{Path: path, MaxBytes: capBytes})
+	require.NoError(t, err)
+	mustEmit(t, o, alert(0), alert(1), alert(2), alert(3), alert(4))
+	require.EqualValues(t, 2, o.Stats().TotalDropped())
+	require.NoError(t, o.MarkDropsReported(1))
+	require.NoError(t, o.Close())
+	o = open(t, path, capBytes)
+	st := o.Stats()
+	require.EqualValues(t, 2, st.Dropped[spool.ClassOther])
+	require.EqualValues(t, 1, st.DropsReported)
+	require.EqualValues(t, 3, st.Depth)
+}
+
+// An emptied spool whose file grew during an outage is rewritten small,
+// keeping seq and drop counters.
+func TestCompactWhenEmpty(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "spool.db")
+	o, err := spool.Open(spool.Options{Path: path, CompactAbove: 256 << 10, SeqBlock: 10})
+	require.NoError(t, err)
+	defer o.Close()
+	big := strings.Repeat("x", 4000)
+	var seqs []int64
+	var last int64
+	for i := range 300 {
+		ev := protocol.NewEvent("r-1", protocol.RobotNotification{Level: "info", Title: fmt.Sprint(i), Message: big})
+		require.NoError(t, o.Emit(ev))
+		seqs = append(seqs, ev.Seq)
+		last = ev.Seq
+	}
+	fi, err := os.Stat(path)
+	require.NoError(t, err)
+	require.Greater(t, fi.Size(), int64(1<<20))
+	require.NoError(t, o.Ack(seqs[:299]...))
+	require.Zero(t, o.Stats().Compactions, "not empty yet")
+	require.NoError(t, o.Ack(seqs[299]))
+	require.EqualValues(t, 1, o.Stats().Compactions)
+	fi, err = os.Stat(path)
+	require.NoError(t, err)
+	require.Less(t, fi.Size(), int64(256<<10))
+	// Still usable, seq still increasing, also after a reopen.
+	ev := note(1)
+	require.NoError(t, o.Emit(ev))
+	require.Greater(t, ev.Seq, last)
+	es, err := o.Read(0, 10)
+	require.NoError(t, err)
+	require.Len(t, es, 1)
+	require.NoError(t, o.Close())
+	o2 := open(t, path, 0)
+	s, err := o2.NextSeq()
+	require.NoError(t, err)
+	require.Greater(t, s, ev.Seq)
+	require.EqualValues(t, 1, o2.Stats().Depth)
 }

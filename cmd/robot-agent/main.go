@@ -138,6 +138,10 @@ func cmdRun(args []string, stderr io.Writer) int {
 		}
 		return exitError
 	}
+	// Package initialisation (the protocol catalog) and config loading leave
+	// a few MiB of garbage; hand it back to the OS once instead of waiting
+	// for the background scavenger.
+	debug.FreeOSMemory()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := a.Run(ctx); err != nil {
