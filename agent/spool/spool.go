@@ -122,8 +122,8 @@ type Stats struct {
 	// (MarkDropsReported); persisted so a restart does not report twice.
 	DropsReported int64
 	Compactions   int64 // file rewrites since Open
-	Written int64             // records written since Open
-	Acked   int64             // records acknowledged since Open
+	Written       int64 // records written since Open
+	Acked         int64 // records acknowledged since Open
 }
 
 // TotalDropped is the sum of Dropped.
