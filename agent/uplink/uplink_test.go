@@ -2,7 +2,16 @@ package uplink_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"fmt"
+	"math/big"
+	"os"
+	"os/exec"
 	"log/slog"
 	"path/filepath"
 	"sync"
@@ -252,4 +261,131 @@ func firstSeqs(evs []*protocol.Event) []int64 {
 		s = append(s, ev.Seq)
 	}
 	return s
+}
+
+func TestWebSocketBroker(t *testing.T) {
+	m := brokertest.StartMosquitto(t, brokertest.Options{WebSockets: true})
+	h := start(t, fmt.Sprintf("ws://127.0.0.1:%d", m.WSPort))
+	sub := subscribe(t, m.URL(), "ws-watch", false, topics.Notifications(robot))
+	require.Eventually(t, h.up.Connected, 10*time.Second, 20*time.Millisecond)
+	ev := note(1)
+	require.NoError(t, h.out.Emit(ev))
+	require.Eventually(t, func() bool { evs := sub.events(t); return len(evs) == 1 && evs[0].ID == ev.ID }, 10*time.Second, 20*time.Millisecond)
+}
+
+// Mutual TLS: the broker requires a client certificate signed by its CA;
+// the uplink verifies the broker against a CA file and a server name.
+func TestMutualTLSBroker(t *testing.T) {
+	dir := t.TempDir()
+	ca, caKey := makeCert(t, dir, "ca", nil, nil, "")
+	makeCert(t, dir, "server", ca, caKey, "broker.test")
+	makeCert(t, dir, "client", ca, caKey, "")
+	port := brokertest.FreePort(t)
+	// "user root": as root, Mosquitto otherwise drops to user mosquitto,
+	// which cannot read the keys in the test's private temp dir.
+	m := brokertest.StartMosquitto(t, brokertest.Options{Extra: fmt.Sprintf("user root\n"+
+		"listener %d 127.0.0.1\ncafile %s/ca.pem\ncertfile %s/server.pem\nkeyfile %s/server.key\nrequire_certificate true\n", port, dir, dir, dir)})
+	out, err := spool.Open(spool.Options{Path: filepath.Join(t.TempDir(), "spool.db")})
+	require.NoError(t, err)
+	defer out.Close()
+	opts := uplink.Options{
+		Broker: fmt.Sprintf("ssl://127.0.0.1:%d", port), ClientID: robot, StatusTopic: topics.Status(robot),
+		Will: status("offline", "lost"), Online: status("online", ""), Offline: status("offline", "shutdown"),
+		BackoffMin: 50 * time.Millisecond, BackoffMax: 100 * time.Millisecond, Logger: slog.New(slog.DiscardHandler),
+		TLS: uplink.TLS{CAFile: dir + "/ca.pem", CertFile: dir + "/client.pem", KeyFile: dir + "/client.key", ServerName: "broker.test"},
+	}
+	up, err := uplink.New(opts, out)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- up.Run(ctx) }()
+	require.Eventually(t, up.Connected, 10*time.Second, 20*time.Millisecond)
+	sub := subscribe(t, m.URL(), "tls-watch", false, topics.Status(robot))
+	require.Eventually(t, func() bool { return len(sub.events(t)) == 1 }, 10*time.Second, 20*time.Millisecond)
+	cancel()
+	require.NoError(t, <-done)
+
+	// Without the client certificate the broker refuses the connection.
+	opts.TLS.CertFile, opts.TLS.KeyFile = "", ""
+	up, err = uplink.New(opts, out)
+	require.NoError(t, err)
+	ctx, cancel = context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = up.Run(ctx) }()
+	require.Eventually(t, func() bool { return up.Stats().LastConnectErr != "" }, 10*time.Second, 20*time.Millisecond)
+	require.False(t, up.Connected())
+
+	_, err = uplink.New(uplink.Options{Broker: "http://x:1", ClientID: "r", StatusTopic: "t", Will: opts.Will, Online: opts.Online, Offline: opts.Offline}, out)
+	require.ErrorIs(t, err, uplink.ErrBadBroker)
+	opts.TLS.CAFile = dir + "/missing.pem"
+	_, err = uplink.New(opts, out)
+	require.ErrorIs(t, err, uplink.ErrBadBroker)
+}
+
+// makeCert writes name.pem and name.key to dir: a CA when parent is nil,
+// else a certificate signed by parent (a server one when dnsName is set).
+func makeCert(t *testing.T, dir, name string, parent *x509.Certificate, parentKey *ecdsa.PrivateKey, dnsName string) (*x509.Certificate, *ecdsa.PrivateKey) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: name},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+	}
+	if dnsName != "" {
+		tmpl.DNSNames = []string{dnsName}
+	}
+	signer, signKey := parent, parentKey
+	if parent == nil {
+		tmpl.IsCA, tmpl.BasicConstraintsValid = true, true
+		tmpl.KeyUsage |= x509.KeyUsageCertSign
+		signer, signKey = tmpl, key
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, signer, &key.PublicKey, signKey)
+	require.NoError(t, err)
+	kder, err := x509.MarshalECPrivateKey(key)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, name+".pem"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, name+".key"), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600))
+	cert, err := x509.ParseCertificate(der)
+	require.NoError(t, err)
+	return cert, key
+}
+
+func TestUsernamePassword(t *testing.T) {
+	dir := t.TempDir()
+	pw := filepath.Join(dir, "passwd")
+	out, err := exec.Command("mosquitto_passwd", "-b", "-c", pw, "robot", "s3cret").CombinedOutput()
+	require.NoError(t, err, "mosquitto_passwd: %s", out)
+	m := brokertest.StartMosquitto(t, brokertest.Options{Extra: "user root\nallow_anonymous false\npassword_file " + pw})
+	sp, err := spool.Open(spool.Options{Path: filepath.Join(t.TempDir(), "spool.db")})
+	require.NoError(t, err)
+	defer sp.Close()
+	for _, tc := range []struct {
+		password string
+		ok       bool
+	}{{"s3cret", true}, {"wrong", false}} {
+		t.Run(tc.password, func(t *testing.T) {
+			up, err := uplink.New(uplink.Options{
+				Broker: m.URL(), ClientID: robot, Username: "robot", Password: tc.password, StatusTopic: topics.Status(robot),
+				Will: status("offline", "lost"), Online: status("online", ""), Offline: status("offline", "shutdown"),
+				BackoffMin: 50 * time.Millisecond, Logger: slog.New(slog.DiscardHandler),
+			}, sp)
+			require.NoError(t, err)
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- up.Run(ctx) }()
+			if tc.ok {
+				require.Eventually(t, up.Connected, 10*time.Second, 20*time.Millisecond)
+			} else {
+				require.Eventually(t, func() bool { return up.Stats().LastConnectErr != "" }, 10*time.Second, 20*time.Millisecond)
+				require.Contains(t, up.Stats().LastConnectErr, "not Authorized")
+				require.False(t, up.Connected())
+			}
+			cancel()
+			require.NoError(t, <-done)
+		})
+	}
 }
