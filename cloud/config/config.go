@@ -182,11 +182,13 @@ type Log struct {
 // Default returns the defaults; every other constructor starts from it.
 func Default() Config {
 	return Config{
-		Listen:      "127.0.0.1:8080",
-		TopicPrefix: protocol.DefaultPrefix,
+		Listen:         "127.0.0.1:8080",
+		AllowedOrigins: []string{},
+		TopicPrefix:    protocol.DefaultPrefix,
 		MQTT: MQTT{QueueMessages: 16384, QueueBytes: 64 << 20, ReconnectMin: 250 * time.Millisecond,
 			ReconnectMax: 30 * time.Second, ConnectTimeout: 10 * time.Second},
-		Embedded: Embedded{Listen: "127.0.0.1:1883"},
+		Embedded: Embedded{Listen: "127.0.0.1:1883", Users: []broker.User{}},
+		Auth:     Auth{StaticTokens: []auth.StaticToken{}},
 		WS: WS{Heartbeat: 25 * time.Second, ClientGrace: 20 * time.Second, WriteTimeout: 10 * time.Second,
 			QueueBytes: 1 << 20, ReadLimit: 64 << 10, MaxRooms: 128, OpsPerSecond: 20, OpsBurst: 40},
 		Hub: Hub{RingEvents: 300, RingBytes: 1 << 20, DedupIDs: 65536, MaxRobots: 10000, SessionsPerRobot: 32,
