@@ -70,6 +70,8 @@ func run(bin string, seconds, events int) error {
 	cmd := fmt.Sprintf("`BENCH_AGENT_SECONDS=%d bash scripts/bench/agent.sh`", seconds)
 	rows = append(rows,
 		row{fmt.Sprintf("RSS at 1 Hz metrics, %d s (max / mean)", seconds), "≤ 10 MiB", fmt.Sprintf("%.2f / %.2f MiB", fp.rssMax/(1<<20), fp.rssMean/(1<<20)), cmd},
+		row{"RSS split (mean): private (RssAnon) / file-backed (RssFile: binary pages, bbolt files)", "context",
+			fmt.Sprintf("%.2f / %.2f MiB", fp.anonMean/(1<<20), fp.fileMean/(1<<20)), cmd},
 		row{fmt.Sprintf("CPU at 1 Hz metrics, %d s", seconds), "≤ 0.5 % of one core", fmt.Sprintf("%.3f %%", fp.cpuPercent), cmd},
 		row{"metrics received by a subscriber", "1 per second", fmt.Sprintf("%d in %d s", fp.metrics, seconds), cmd},
 	)
@@ -83,7 +85,8 @@ func run(bin string, seconds, events int) error {
 		row{fmt.Sprintf("spool replay of %d events (reconnect → last event at subscriber)", events), "≥ 5,000 events/s, in order, none lost",
 			fmt.Sprintf("%.0f events/s (%.2f s), %d received, %d duplicates, in order: %v", float64(events)/rp.elapsed.Seconds(), rp.elapsed.Seconds(), rp.unique, rp.dups, rp.inOrder), rcmd},
 		row{fmt.Sprintf("queueing %d events into the spool (64 writers, fsync per group commit)", events), "context", fmt.Sprintf("%.0f events/s", float64(events)/rp.fill.Seconds()), rcmd},
-		row{"agent RSS right after the replay", "context", fmt.Sprintf("%.2f MiB", rp.rssAfter/(1<<20)), rcmd},
+		row{"agent RSS at the end of the replay / 10 s later (spool emptied and compacted)", "context",
+			fmt.Sprintf("%.2f / %.2f MiB", rp.rssAfter/(1<<20), rp.rssLater/(1<<20)), rcmd},
 	)
 
 	host, _ := os.Hostname()
@@ -204,7 +207,12 @@ func cpuSeconds(pid int) (float64, error) {
 }
 
 // rssBytes reads VmRSS of pid from /proc/pid/status.
-func rssBytes(pid int) (float64, error) {
+func rssBytes(pid int) (float64, error) { return statusField(pid, "VmRSS:") }
+
+// statusField reads one kB field of /proc/pid/status in bytes: VmRSS (all
+// resident pages), RssAnon (private memory: heap, stacks) or RssFile (pages
+// of mapped files: the binary itself and the bbolt files).
+func statusField(pid int, field string) (float64, error) {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0, err
@@ -212,12 +220,12 @@ func rssBytes(pid int) (float64, error) {
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+		if v, ok := strings.CutPrefix(sc.Text(), field); ok {
 			kb, err := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 64)
 			return kb * 1024, err
 		}
 	}
-	return 0, errors.New("no VmRSS")
+	return 0, fmt.Errorf("no %s in /proc/%d/status", field, pid)
 }
 
 // --- subscriber -------------------------------------------------------------
@@ -287,8 +295,8 @@ func subscribe(url, robot string) (*sub, error) {
 // --- scenarios --------------------------------------------------------------
 
 type fpResult struct {
-	rssMax, rssMean, cpuPercent float64
-	metrics                     int64
+	rssMax, rssMean, anonMean, fileMean, cpuPercent float64
+	metrics                                         int64
 }
 
 func footprint(bin, broker, state string, window time.Duration) (fpResult, error) {
@@ -316,7 +324,7 @@ func footprint(bin, broker, state string, window time.Duration) (fpResult, error
 	}
 	m0 := s.metrics.Load()
 	start := time.Now()
-	var sum float64
+	var sum, anon, file float64
 	n := 0
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
@@ -326,7 +334,9 @@ func footprint(bin, broker, state string, window time.Duration) (fpResult, error
 		if err != nil {
 			return r, err
 		}
-		sum += rss
+		a, _ := statusField(pid, "RssAnon:")
+		f, _ := statusField(pid, "RssFile:")
+		sum, anon, file = sum+rss, anon+a, file+f
 		n++
 		r.rssMax = max(r.rssMax, rss)
 	}
@@ -335,7 +345,7 @@ func footprint(bin, broker, state string, window time.Duration) (fpResult, error
 		return r, err
 	}
 	r.cpuPercent = (cpu1 - cpu0) / time.Since(start).Seconds() * 100
-	r.rssMean = sum / float64(n)
+	r.rssMean, r.anonMean, r.fileMean = sum/float64(n), anon/float64(n), file/float64(n)
 	r.metrics = s.metrics.Load() - m0
 	return r, nil
 }
@@ -345,6 +355,7 @@ type replayResult struct {
 	unique, dups  int
 	inOrder       bool
 	rssAfter      float64
+	rssLater      float64
 }
 
 func replay(bin, broker, state string, n int) (replayResult, error) {
@@ -424,5 +435,7 @@ func replay(bin, broker, state string, n int) (replayResult, error) {
 	r.unique, r.dups, r.inOrder = s.unique, s.dups, s.inOrder
 	s.mu.Unlock()
 	r.rssAfter, _ = rssBytes(a.cmd.Process.Pid)
+	time.Sleep(10 * time.Second)
+	r.rssLater, _ = rssBytes(a.cmd.Process.Pid)
 	return r, nil
 }
