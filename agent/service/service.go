@@ -60,12 +60,12 @@ RestartSec=5
 # /var/lib/robot-agent: the durable spool, session journal and outputs.
 StateDirectory=robot-agent
 StateDirectoryMode=0750
-Environment=ROBOT_AGENT_STATE_DIR=/var/lib/robot-agent
 # SIGTERM makes the agent publish its retained offline status, then exit.
 KillSignal=SIGTERM
 TimeoutStopSec=30
 # Session runners live in their own process groups; stop them with the agent.
 KillMode=mixed
+# Secrets and overrides as ROBOT_AGENT_* variables, e.g. ROBOT_AGENT_MQTT_PASSWORD.
 EnvironmentFile=-/etc/default/{{.Name}}
 
 [Install]
