@@ -235,7 +235,7 @@ func (u *Uplink) Run(ctx context.Context) error {
 			if !sleep(ctx, jitter(backoff)) {
 				return nil
 			}
-			backoff = min(backoff*2, u.opts.BackoffMax)
+			backoff = nextBackoff(backoff, u.opts.BackoffMax)
 			continue
 		}
 		backoff = u.opts.BackoffMin
@@ -268,6 +268,9 @@ func (u *Uplink) noteConnectErr(err error, next time.Duration) {
 		u.log.Warn("cannot connect to the broker; retrying", "broker", u.opts.Broker, "err", err, "failures", n, "next_in", next.String())
 	}
 }
+
+// nextBackoff doubles d up to limit.
+func nextBackoff(d, limit time.Duration) time.Duration { return min(d*2, limit) }
 
 // jitter spreads d by ±20% so a fleet does not reconnect in lockstep.
 func jitter(d time.Duration) time.Duration {
