@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -375,4 +376,54 @@ func TestSpoolDropsAreReportedOnceConnected(t *testing.T) {
 			require.NotEqual(t, "warning", n.Level)
 		}
 	}
+}
+
+// A start_session command runs a configured exec pipeline: the reply and
+// every session event go out through the spool, in seq order, and the
+// session's state is retained.
+func TestStartSessionEventsFlowThroughTheSpool(t *testing.T) {
+	b := brokertest.StartMochi(t)
+	state := t.TempDir()
+	require.NoError(t, os.MkdirAll(filepath.Join(state, "models"), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(state, "models", "m.onnx"), []byte("not really onnx"), 0o644))
+	cfg := `sessions:
+  pipelines:
+    - name: echo
+      runner: exec
+      command: ["/bin/sh", "-c", "echo hello > {output_dir}/out.txt"]
+`
+	agenttest.Start(t, agenttest.Options{Broker: b.URL(), RobotID: "r-sess", StateDir: state, Config: cfg})
+	w := watch(t, b.URL(), "fleet/v1/robots/r-sess/#")
+	on := waitStatus(t, w, "online", "")
+	require.Equal(t, []string{"echo"}, on.ev.Data.(protocol.RobotStatus).Pipelines)
+	require.Equal(t, []string{"m.onnx"}, on.ev.Data.(protocol.RobotStatus).Models)
+
+	cmd := protocol.NewEvent("r-sess", protocol.Command{Name: protocol.CmdStartSession, Args: map[string]any{"pipeline": "echo", "model": "m.onnx", "session_id": "s-1"}})
+	payload, err := protocol.Encode(cmd)
+	require.NoError(t, err)
+	w.c.Publish(topics.Commands("r-sess"), 1, false, payload).Wait()
+
+	var types []string
+	require.Eventually(t, func() bool {
+		types = types[:0]
+		var last int64
+		for _, g := range w.events(t) {
+			if g.ev.Type == protocol.TypeRobotMetrics || g.ev.Type == protocol.TypeRobotStatus {
+				continue
+			}
+			require.Greater(t, g.ev.Seq, last, "spooled events out of seq order")
+			last = g.ev.Seq
+			types = append(types, g.ev.Type)
+		}
+		return slices.Contains(types, protocol.TypeSessionCompleted) || slices.Contains(types, protocol.TypeSessionFailed)
+	}, wait, 20*time.Millisecond, "events so far: %v", types)
+	require.Contains(t, types, protocol.TypeCommandReply)
+	require.Contains(t, types, protocol.TypeSessionStarted)
+	require.Contains(t, types, protocol.TypeSessionCompleted, "events: %v", types)
+
+	late := watch(t, b.URL(), topics.SessionState("r-sess", "s-1"))
+	require.Eventually(t, func() bool {
+		evs := late.events(t)
+		return len(evs) > 0 && evs[len(evs)-1].retained && evs[len(evs)-1].ev.Data.(protocol.SessionState).Status == protocol.StatusCompleted
+	}, wait, 20*time.Millisecond)
 }
