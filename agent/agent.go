@@ -20,6 +20,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -53,6 +54,10 @@ type Agent struct {
 	eval *alerts.Evaluator
 	mgr  *session.Manager
 	disp *command.Dispatcher
+
+	// catalog is the pipelines and models last published in robot.status
+	// (joined), so a change can be re-announced.
+	catalog atomic.Value // string
 
 	// cmds is the bounded queue between the paho callback and the dispatcher.
 	cmds        chan []byte
@@ -152,10 +157,14 @@ func checkStateDir(dir string) error {
 
 // status encodes a robot.status with a fresh seq.
 func (a *Agent) status(state, reason string) []byte {
+	pipelines, models := nonNil(a.mgr.Pipelines()), nonNil(a.mgr.Models())
+	if state == "online" {
+		a.catalog.Store(catalogKey(pipelines, models))
+	}
 	ev := protocol.NewEvent(a.robot, protocol.RobotStatus{
 		State: state, Reason: reason, AgentVersion: version.Version, Hostname: a.hostname,
 		OS: runtime.GOOS, Arch: runtime.GOARCH, StartedAt: a.startedAt,
-		Pipelines: nonNil(a.mgr.Pipelines()), Models: nonNil(a.mgr.Models()),
+		Pipelines: pipelines, Models: models,
 	})
 	seq, err := a.out.NextSeq()
 	if err != nil {
@@ -167,6 +176,24 @@ func (a *Agent) status(state, reason string) []byte {
 		a.log.Error("encode status", "err", err)
 	}
 	return b
+}
+
+func catalogKey(pipelines, models []string) string {
+	return strings.Join(pipelines, "\x00") + "\x01" + strings.Join(models, "\x00")
+}
+
+// refreshStatus re-publishes the retained online status when the
+// pipelines or models changed since it was last published (a model was
+// copied into a model directory).
+func (a *Agent) refreshStatus() {
+	if !a.up.Connected() {
+		return
+	}
+	key := catalogKey(nonNil(a.mgr.Pipelines()), nonNil(a.mgr.Models()))
+	if prev, _ := a.catalog.Load().(string); prev == key {
+		return
+	}
+	_ = a.up.PublishDirect(a.topics.Status(a.robot), 1, true, a.status("online", ""))
 }
 
 func nonNil(s []string) []string {
@@ -268,6 +295,8 @@ func (a *Agent) metricsLoop(ctx context.Context) error {
 	t := time.NewTimer(next)
 	defer t.Stop()
 	metricsTopic := a.topics.Metrics(a.robot)
+	// Model directories are listed every status_refresh, not each tick.
+	lastCatalogCheck := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
@@ -284,6 +313,10 @@ func (a *Agent) metricsLoop(ctx context.Context) error {
 		}
 		if !a.up.Connected() {
 			continue // metrics are latest-only: nothing to keep
+		}
+		if time.Since(lastCatalogCheck) >= a.cfg.Metrics.StatusRefresh {
+			lastCatalogCheck = time.Now()
+			a.refreshStatus()
 		}
 		seq, err := a.out.NextSeq()
 		if err != nil {

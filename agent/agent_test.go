@@ -427,3 +427,21 @@ func TestStartSessionEventsFlowThroughTheSpool(t *testing.T) {
 		return len(evs) > 0 && evs[len(evs)-1].retained && evs[len(evs)-1].ev.Data.(protocol.SessionState).Status == protocol.StatusCompleted
 	}, wait, 20*time.Millisecond)
 }
+
+// A model copied into a model directory is announced by a new retained
+// robot.status, without a reconnect.
+func TestNewModelRepublishesStatus(t *testing.T) {
+	b := brokertest.StartMochi(t)
+	state := t.TempDir()
+	agenttest.Start(t, agenttest.Options{Broker: b.URL(), RobotID: "r-models", StateDir: state,
+		Env: []string{"ROBOT_AGENT_METRICS_STATUS_REFRESH=1s"}})
+	w := watch(t, b.URL(), topics.Status("r-models"))
+	on := waitStatus(t, w, "online", "")
+	require.Empty(t, on.ev.Data.(protocol.RobotStatus).Models)
+	require.NoError(t, os.MkdirAll(filepath.Join(state, "models", "yolo"), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(state, "models", "yolo", "v8n.onnx"), []byte("x"), 0o644))
+	require.Eventually(t, func() bool {
+		st, _ := w.lastStatus(t)
+		return st != nil && st.State == "online" && slices.Contains(st.Models, "yolo/v8n.onnx")
+	}, wait, 50*time.Millisecond)
+}

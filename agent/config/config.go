@@ -121,6 +121,9 @@ type Metrics struct {
 	GPU string `yaml:"gpu"`
 	// NvidiaSMI is the nvidia-smi binary. Default "nvidia-smi" (looked up in PATH).
 	NvidiaSMI string `yaml:"nvidia_smi"`
+	// StatusRefresh is how often the model directories are listed; a change
+	// in models or pipelines re-publishes robot.status. Default 1m.
+	StatusRefresh time.Duration `yaml:"status_refresh"`
 }
 
 // Alerts configures the alert rules.
@@ -184,6 +187,7 @@ func (c *Config) FillDefaults() {
 	}
 	def(&c.Metrics.GPU, "auto")
 	def(&c.Metrics.NvidiaSMI, "nvidia-smi")
+	defD(&c.Metrics.StatusRefresh, time.Minute)
 	if c.Alerts.Rules == nil {
 		c.Alerts.Rules = alerts.DefaultRules()
 	}
@@ -250,6 +254,7 @@ func (c *Config) Validate() error {
 		{"mqtt.reconnect_max", c.MQTT.ReconnectMax, c.MQTT.ReconnectMin},
 		{"mqtt.shutdown_timeout", c.MQTT.ShutdownTimeout, 0},
 		{"metrics.interval", c.Metrics.Interval, time.Second},
+		{"metrics.status_refresh", c.Metrics.StatusRefresh, time.Second},
 	} {
 		if d.v < d.min {
 			return invalid(d.field, "must be at least %s, got %s", d.min, d.v)
