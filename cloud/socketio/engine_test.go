@@ -30,12 +30,15 @@ type handshakeView struct {
 
 // poller is a raw long-polling client.
 type poller struct {
-	t    *testing.T
-	base string
-	sid  string
+	t       *testing.T
+	base    string
+	sid     string
+	pending []string // packets read but not yet matched by until
 }
 
 func (e *env) url(query string) string { return e.ts.URL + "/socket.io/?EIO=4&" + query }
+
+var httpClient = &http.Client{Timeout: 15 * time.Second}
 
 func do(t *testing.T, method, url, body string, hdr map[string]string) (int, string, http.Header) {
 	t.Helper()
@@ -44,7 +47,7 @@ func do(t *testing.T, method, url, body string, hdr map[string]string) (int, str
 	for k, v := range hdr {
 		req.Header.Set(k, v)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := httpClient.Do(req)
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
@@ -90,7 +93,12 @@ func (p *poller) until(what string, match func(string) bool) string {
 	p.t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
-		for _, pkt := range p.packets() {
+		if len(p.pending) == 0 {
+			p.pending = p.packets()
+		}
+		for len(p.pending) > 0 {
+			pkt := p.pending[0]
+			p.pending = p.pending[1:]
 			if match(pkt) {
 				return pkt
 			}
