@@ -79,7 +79,25 @@ func TestSpecEnvVars(t *testing.T) {
 	require.Equal(t, []string{"/srv/ra/models"}, c.Sessions.ModelDirs)
 }
 
-func TestEveryScalarOptionHasAnEnvVar(t *testing.T) {
+func TestListsOfObjectsFromEnv(t *testing.T) {
+	c, err := config.Load(write(t, ""), false, env(map[string]string{
+		"ROBOT_AGENT_ALERTS_RULES": "[{name: hot, metric: cpu_temperature, threshold: 80, for: 10s}]",
+	}))
+	require.NoError(t, err)
+	require.Len(t, c.Alerts.Rules, 1)
+	require.Equal(t, "hot", c.Alerts.Rules[0].Name)
+	require.Equal(t, 10*time.Second, c.Alerts.Rules[0].For)
+	require.Equal(t, ">=", c.Alerts.Rules[0].Op, "defaults fill env values too")
+
+	c, err = config.Load(write(t, ""), false, env(map[string]string{"ROBOT_AGENT_ALERTS_RULES": "[]"}))
+	require.NoError(t, err)
+	require.Empty(t, c.Alerts.Rules)
+
+	_, err = config.Load(write(t, ""), false, env(map[string]string{"ROBOT_AGENT_ALERTS_RULES": "[{nme: x}]"}))
+	require.ErrorContains(t, err, "alerts.rules (from ROBOT_AGENT_ALERTS_RULES): want a YAML list")
+}
+
+func TestEveryOptionHasAnEnvVar(t *testing.T) {
 	names := map[string]bool{}
 	for _, v := range config.EnvVars() {
 		names[v.Name] = true
@@ -87,7 +105,7 @@ func TestEveryScalarOptionHasAnEnvVar(t *testing.T) {
 	for _, want := range []string{"ROBOT_AGENT_ROBOT_ID", "ROBOT_AGENT_MQTT_BROKER", "ROBOT_AGENT_MQTT_USERNAME",
 		"ROBOT_AGENT_MQTT_PASSWORD", "ROBOT_AGENT_STATE_DIR", "ROBOT_AGENT_MODEL_DIRS", "ROBOT_AGENT_METRICS_INTERVAL",
 		"ROBOT_AGENT_TOPIC_PREFIX", "ROBOT_AGENT_MQTT_TLS_CA_FILE", "ROBOT_AGENT_SESSIONS_MAX_CONCURRENT",
-		"ROBOT_AGENT_METRICS_DISKS", "ROBOT_AGENT_LOG_LEVEL"} {
+		"ROBOT_AGENT_METRICS_DISKS", "ROBOT_AGENT_LOG_LEVEL", "ROBOT_AGENT_ALERTS_RULES", "ROBOT_AGENT_SESSIONS_PIPELINES"} {
 		require.True(t, names[want], want)
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"go.yaml.in/yaml/v3"
 )
 
 var ioEOF = io.EOF
@@ -23,9 +25,11 @@ type EnvVar struct {
 	Path string // mqtt.broker
 }
 
-// EnvVars lists every override: one per scalar option (and string lists,
-// colon-separated), named ROBOT_AGENT_ + the YAML path in upper case with
-// '.' as '_', plus the spec's aliases.
+// EnvVars lists every override: one per option, named ROBOT_AGENT_ + the
+// YAML path in upper case with '.' as '_', plus the spec's aliases. String
+// lists are colon-separated; lists of objects (alerts.rules,
+// sessions.pipelines) take YAML flow syntax, e.g.
+// ROBOT_AGENT_ALERTS_RULES='[{name: hot, metric: cpu_temperature, threshold: 80}]'.
 func EnvVars() []EnvVar {
 	var out []EnvVar
 	walk(reflect.ValueOf(&Config{}).Elem(), "", func(path string, _ reflect.Value) error {
@@ -47,7 +51,7 @@ var (
 	byteSizeType = reflect.TypeOf(ByteSize(0))
 )
 
-// walk calls fn for every settable leaf: scalars and []string.
+// walk calls fn for every settable leaf: scalars and lists.
 func walk(v reflect.Value, prefix string, fn func(path string, f reflect.Value) error) error {
 	t := v.Type()
 	for i := range t.NumField() {
@@ -66,8 +70,6 @@ func walk(v reflect.Value, prefix string, fn func(path string, f reflect.Value) 
 			if err := walk(f, path, fn); err != nil {
 				return err
 			}
-		case f.Kind() == reflect.Slice && f.Type().Elem().Kind() != reflect.String:
-			// lists of structs (pipelines, rules) are YAML only
 		default:
 			if err := fn(path, f); err != nil {
 				return err
@@ -139,6 +141,15 @@ func setFromString(f reflect.Value, s string) error {
 			}
 		}
 		f.Set(reflect.ValueOf(parts))
+	case f.Kind() == reflect.Slice:
+		// Lists of objects: YAML flow syntax, checked like the file.
+		v := reflect.New(f.Type())
+		dec := yaml.NewDecoder(strings.NewReader(s))
+		dec.KnownFields(true)
+		if err := dec.Decode(v.Interface()); err != nil {
+			return fmt.Errorf("want a YAML list, e.g. '[{name: x, ...}]': %v", err)
+		}
+		f.Set(v.Elem())
 	default:
 		return fmt.Errorf("cannot be set from the environment")
 	}
