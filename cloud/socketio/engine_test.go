@@ -502,3 +502,13 @@ func TestShutdown(t *testing.T) {
 	status, _, _ := do(t, http.MethodGet, e.url("transport=polling"), "", nil)
 	assert.Equal(t, http.StatusServiceUnavailable, status)
 }
+
+// A long-poll waits up to a ping interval, longer than a relay's HTTP
+// WriteTimeout may be; the answer must still get through.
+func TestLongPollOutlivesHTTPWriteTimeout(t *testing.T) {
+	e := startHTTP(t, func(o *Options) { o.PingInterval = 400 * time.Millisecond },
+		func(s *http.Server) { s.WriteTimeout = 100 * time.Millisecond })
+	p, _ := e.handshake(t)
+	p.connect(token(t, auth.RoleViewer))
+	assert.Equal(t, "2", p.until("ping", func(s string) bool { return s == "2" }))
+}

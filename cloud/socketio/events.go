@@ -273,6 +273,12 @@ func (s *session) subscribe(ack int64, event, room string, a roomArgs) {
 	})
 	if err != nil {
 		s.fail(ack, event, hub.Code(err), "subscribe "+room+": "+err.Error())
+		return
+	}
+	if s.closed() {
+		// close may have left the hub just before Subscribe joined: leave
+		// again so that no closed session stays in a room.
+		s.srv.hub.Leave(s)
 	}
 }
 

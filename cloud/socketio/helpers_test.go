@@ -34,6 +34,12 @@ type env struct {
 // start serves a Server with test-friendly timings; edit tweaks its options.
 func start(t *testing.T, edit func(*Options)) *env {
 	t.Helper()
+	return startHTTP(t, edit, nil)
+}
+
+// startHTTP is start with a hook on the HTTP server's settings.
+func startHTTP(t *testing.T, edit func(*Options), httpEdit func(*http.Server)) *env {
+	t.Helper()
 	h := hub.New(hub.Options{})
 	a, err := auth.New(auth.Options{Secret: testSecret})
 	require.NoError(t, err)
@@ -45,7 +51,11 @@ func start(t *testing.T, edit func(*Options)) *env {
 	srv := New(o)
 	mux := http.NewServeMux()
 	mux.Handle("/socket.io/", srv)
-	ts := httptest.NewServer(mux)
+	ts := httptest.NewUnstartedServer(mux)
+	if httpEdit != nil {
+		httpEdit(ts.Config)
+	}
+	ts.Start()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = srv.Run(ctx); close(done) }()

@@ -235,7 +235,7 @@ func (s *session) poll(w http.ResponseWriter, r *http.Request) {
 	var batch []hub.Message
 	for {
 		if s.closed() {
-			writePayload(w, []byte{eioClose})
+			s.respond(w, []byte{eioClose})
 			return
 		}
 		batch = s.q.Pop(batch[:0], s.srv.o.BatchBytes)
@@ -246,7 +246,7 @@ func (s *session) poll(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-s.wake:
 		case <-s.kick:
-			writePayload(w, []byte{eioNoop})
+			s.respond(w, []byte{eioNoop})
 			return
 		case <-s.done:
 		case <-r.Context().Done():
@@ -281,10 +281,17 @@ func (s *session) writePoll(w http.ResponseWriter, batch []hub.Message, drops []
 			buf.Write(f)
 		}
 	}
-	writePayload(w, buf.Bytes())
+	s.respond(w, buf.Bytes())
 	if flushed {
 		s.close(reasonFlushed)
 	}
+}
+
+// respond writes a long-polling answer. The poll may have waited longer
+// than the HTTP server's WriteTimeout, so the write gets its own deadline.
+func (s *session) respond(w http.ResponseWriter, b []byte) {
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(s.srv.o.WriteTimeout))
+	writePayload(w, b)
 }
 
 // sent counts a written message.
