@@ -3,11 +3,15 @@ package socketio
 import (
 	"encoding/json"
 	"errors"
+	"io"
+	"log/slog"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/robotfleet/fleetlink/cloud/auth"
+	"github.com/robotfleet/fleetlink/cloud/hub"
 	"github.com/robotfleet/fleetlink/protocol"
 )
 
@@ -196,6 +200,53 @@ func FuzzDecode(f *testing.F) {
 					t.Fatal("empty event name accepted")
 				}
 			}
+		}
+	})
+}
+
+// FuzzSession feeds arbitrary long-polling payloads through a session's
+// whole inbound path (Engine.IO, Socket.IO, event handlers, hub) and checks
+// that nothing panics and a closed session leaves nothing in the hub.
+func FuzzSession(f *testing.F) {
+	for _, s := range []string{
+		`40{"token":""}` + "\x1e" + `421["subscribe_session",{"session_id":"s-1","since_seq":0}]`,
+		`40` + "\x1e" + `42["subscribe_robot","r-1"]` + "\x1e" + `42["subscribe_fleet"]` + "\x1e" + `42["unsubscribe_fleet"]`,
+		`40` + "\x1e" + `427["ping",{"timestamp":[1,2]}]` + "\x1e" + `42["command",{"robot":"r-1","name":"ping"}]`,
+		`40/x,{}` + "\x1e" + `41` + "\x1e" + `3` + "\x1e" + `2probe`,
+		`40` + "\x1e" + `42["subscribe_session",{"session_id":"a/b"}]` + "\x1e" + `bAAA` + "\x1e" + `5`,
+	} {
+		f.Add([]byte(s))
+	}
+	h := hub.New(hub.Options{})
+	a, err := auth.New(auth.Options{}) // auth off: every CONNECT gets in
+	if err != nil {
+		f.Fatal(err)
+	}
+	srv := New(Options{Hub: h, Auth: a, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	ti, _ := protocol.Lookup(protocol.TypeSessionState)
+	ev := ti.Example()
+	ev.Session = "s-1"
+	raw, _ := protocol.Encode(ev)
+	ev, _ = protocol.Decode(raw)
+	h.Ingest(ev, raw, false)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		s := srv.open()
+		if s == nil {
+			t.Fatal("session table full: sessions leak")
+		}
+		s.inMu.Lock()
+		for _, pkt := range SplitPayload(b) {
+			if !s.handle(pkt) {
+				break
+			}
+		}
+		s.inMu.Unlock()
+		s.close(reasonClientClose)
+		if c := h.Counts(); c.Subscribers != 0 || c.Subscriptions != 0 {
+			t.Fatalf("closed session left in the hub: %+v", c)
+		}
+		if n := srv.Sessions(); n != 0 {
+			t.Fatalf("%d sessions left in the table", n)
 		}
 	})
 }
