@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -146,4 +147,76 @@ func BenchmarkFormat(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkIdle measures the memory of idle WebSocket connections, each in
+// room fleet, for the Socket.IO endpoint and for the JSON /ws API in the
+// same run. The clients live in the same process and cost the same for
+// both, so compare the two figures rather than reading either as the
+// server's alone.
+//
+//	go test -run x -bench Idle -benchtime 1x ./cloud/socketio/
+func BenchmarkIdle(b *testing.B) {
+	const conns = 2000
+	for _, sio := range []bool{true, false} {
+		name := "wsapi"
+		if sio {
+			name = "socketio"
+		}
+		b.Run(fmt.Sprintf("%s/conns=%d", name, conns), func(b *testing.B) {
+			for range b.N {
+				benchIdle(b, conns, sio)
+			}
+		})
+	}
+}
+
+func benchIdle(b *testing.B, conns int, sio bool) {
+	h := hub.New(hub.Options{})
+	a, err := auth.New(auth.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	var handler http.Handler
+	var path string
+	if sio {
+		srv := New(Options{Hub: h, Auth: a, PingInterval: time.Hour, PingTimeout: time.Hour})
+		defer srv.Close()
+		handler, path = srv, "/socket.io/?EIO=4&transport=websocket"
+	} else {
+		handler, path = wsapi.New(wsapi.Options{Hub: h, Auth: a}), "/ws"
+	}
+	ts := httptest.NewServer(handler)
+	defer ts.Close()
+	dialer := websocket.Dialer{ReadBufferSize: 512, WriteBufferSize: 512}
+	before := memInUse()
+	list := make([]*websocket.Conn, 0, conns)
+	for range conns {
+		conn, _, err := dialer.Dial(strings.Replace(ts.URL, "http", "ws", 1)+path, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		list = append(list, conn)
+		if sio {
+			mustRead(b, conn, "0{")
+			mustWrite(b, conn, `40{}`)
+			mustWrite(b, conn, `42["subscribe_fleet"]`)
+			mustRead(b, conn, `42["subscribed"`)
+		} else {
+			mustWrite(b, conn, `{"op":"subscribe","room":"fleet"}`)
+			mustRead(b, conn, `{"type":"subscribed"`)
+		}
+	}
+	b.ReportMetric(float64(memInUse()-before)/float64(conns), "bytes/conn")
+	for _, c := range list {
+		c.Close()
+	}
+}
+
+// memInUse returns heap and stack bytes in use after a GC.
+func memInUse() int64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return int64(m.HeapInuse + m.StackInuse)
 }

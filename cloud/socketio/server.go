@@ -348,7 +348,7 @@ func writePayload(w http.ResponseWriter, b []byte) {
 // Run sends heartbeats and closes silent sessions until ctx ends, then
 // closes every session.
 func (s *Server) Run(ctx context.Context) error {
-	tick := min(s.o.PingInterval, s.o.PingTimeout) / 8
+	tick := min(s.o.PingInterval, s.o.PingTimeout, s.o.ConnectTimeout) / 8
 	tick = max(5*time.Millisecond, min(tick, time.Second))
 	t := time.NewTicker(tick)
 	defer t.Stop()
