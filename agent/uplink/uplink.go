@@ -398,26 +398,28 @@ func (u *Uplink) acker(in <-chan int64, done chan<- error) {
 // serve sends the spool over connection c until the connection is lost or
 // ctx is cancelled. It starts from the oldest unacknowledged record: what
 // the previous connection left in flight is sent again (the relay
-// de-duplicates by event id). Before it returns, every ack it received is
-// committed to the spool, so the next connection does not resend them.
+// de-duplicates by event id). When ctx is cancelled it keeps sending for
+// up to ShutdownTimeout so that the last events (a session cancelled by
+// the shutdown) go out before the offline status. Before it returns, every
+// ack it received is committed to the spool, so the next connection (or
+// the next start) does not resend them.
 func (u *Uplink) serve(ctx context.Context, c mqtt.Client, lost <-chan error) (err error) {
 	acks := make(chan int64, maxAckBatch)
 	ackDone := make(chan error, 1)
 	go u.acker(acks, ackDone)
-	var queue []inflight
 	defer func() {
-		if ctx.Err() != nil {
-			u.drain(queue, acks)
-		}
 		close(acks)
 		if aerr := <-ackDone; aerr != nil && err == nil {
 			err = fmt.Errorf("spool ack: %w", aerr)
 		}
 	}()
 	var (
-		cursor int64 // highest seq handed to this connection
-		buf    []spool.Entry
-		more   = true // the spool may hold records above cursor
+		queue    []inflight
+		cursor   int64 // highest seq handed to this connection
+		buf      []spool.Entry
+		more     = true // the spool may hold records above cursor
+		stop     = ctx.Done()
+		deadline <-chan time.Time // set once stopping
 	)
 	for {
 		// Fill the window in seq order.
@@ -438,13 +440,22 @@ func (u *Uplink) serve(ctx context.Context, c mqtt.Client, lost <-chan error) (e
 			queue = append(queue, inflight{seq: e.Seq, tok: c.Publish(e.Topic, e.QoS, e.Retained, e.Payload)})
 			cursor = e.Seq
 		}
+		if deadline != nil && len(queue) == 0 && !more {
+			return nil // stopping, and everything was acknowledged
+		}
 		var head <-chan struct{}
 		if len(queue) > 0 {
 			head = queue[0].tok.Done()
 		}
 		select {
-		case <-ctx.Done():
-			return nil
+		case <-stop:
+			stop = nil
+			t := time.NewTimer(u.opts.ShutdownTimeout)
+			defer t.Stop()
+			deadline = t.C
+			more = true
+		case <-deadline:
+			return nil // what is still in flight stays in the spool
 		case err := <-lost:
 			return fmt.Errorf("%w: %v", ErrConnectionLost, err)
 		case <-u.src.Notify():
@@ -467,24 +478,6 @@ func isDone(t mqtt.Token) bool {
 		return true
 	default:
 		return false
-	}
-}
-
-// drain waits (bounded) for the PUBACKs of what is in flight at shutdown so
-// the spool does not resend it after the restart.
-func (u *Uplink) drain(queue []inflight, acks chan<- int64) {
-	deadline := time.NewTimer(u.opts.ShutdownTimeout)
-	defer deadline.Stop()
-	for _, f := range queue {
-		select {
-		case <-f.tok.Done():
-		case <-deadline.C:
-			return
-		}
-		if f.tok.Error() != nil {
-			return
-		}
-		acks <- f.seq
 	}
 }
 

@@ -389,3 +389,30 @@ func TestUsernamePassword(t *testing.T) {
 		})
 	}
 }
+
+// On shutdown the spool is flushed before the offline status goes out.
+func TestShutdownFlushesTheSpoolFirst(t *testing.T) {
+	b := brokertest.StartMochi(t)
+	h := start(t, b.URL())
+	sub := subscribe(t, b.URL(), "flush-watch", false, "fleet/v1/robots/"+robot+"/#")
+	require.Eventually(t, h.up.Connected, 10*time.Second, 20*time.Millisecond)
+	var ids []string
+	for i := range 200 {
+		ev := note(i)
+		require.NoError(t, h.out.Emit(ev))
+		ids = append(ids, ev.ID)
+	}
+	h.stop(t)
+	require.Zero(t, h.out.Stats().Depth)
+	require.Eventually(t, func() bool {
+		evs := sub.events(t)
+		return len(evs) > 0 && evs[len(evs)-1].Type == protocol.TypeRobotStatus && evs[len(evs)-1].Data.(protocol.RobotStatus).State == "offline"
+	}, 10*time.Second, 20*time.Millisecond)
+	var got []string
+	for _, ev := range uniq(sub.events(t)) {
+		if ev.Type == protocol.TypeRobotNotification {
+			got = append(got, ev.ID)
+		}
+	}
+	require.Equal(t, ids, got)
+}
