@@ -89,7 +89,9 @@ type idSet struct {
 	next int
 }
 
-func newIDSet(n int) *idSet { return &idSet{ids: make(map[string]struct{}, n), fifo: make([]string, n)} }
+func newIDSet(n int) *idSet {
+	return &idSet{ids: make(map[string]struct{}, n), fifo: make([]string, n)}
+}
 
 // add records id and reports whether it was new.
 func (s *idSet) add(id string) bool {

@@ -108,7 +108,7 @@ type Client struct {
 	ready       atomic.Bool   // connected and the SUBACK granted the subscription
 	lost        chan struct{} // signalled when the connection drops (cap 1)
 
-	logMu     sync.Mutex           // guards lastLogged
+	logMu      sync.Mutex           // guards lastLogged
 	lastLogged map[string]time.Time // robot → last invalid-message warning
 }
 

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
-	"github.com/gorilla/websocket"
 	"github.com/stretchr/testify/require"
 
 	"github.com/robotfleet/fleetlink/cloud/auth"
@@ -175,5 +174,4 @@ func TestSecureByDefault(t *testing.T) {
 	cfg.InsecureNoAuth = true
 	r := startRelay(t, cfg)
 	require.NotEmpty(t, r.Addr())
-	_ = websocket.CloseGoingAway
 }

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -408,11 +407,6 @@ func httpGet(t testing.TB, url string) (int, string) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
-}
-
-func isLoopbackListener(addr string) bool {
-	host, _, _ := net.SplitHostPort(addr)
-	return strings.HasPrefix(host, "127.")
 }
 
 func newRelayNoCleanup(t testing.TB, cfg config.Config) (*relay.Relay, error) {

@@ -103,11 +103,11 @@ func TestInvalidMQTTPayloads(t *testing.T) {
 			}{
 				{tp.Status("r-1"), "not json"},
 				{tp.Status("r-1"), `{"v":1}`},
-				{tp.Metrics("r-1"), string(good)},        // a status on the metrics topic
-				{tp.Status("r-1"), string(spoof)},        // a robot speaking for another
-				{tp.Alerts("r-1"), `[1,2,3]`},            // not an object
-				{"fleet/v1/robots/r 1/status", "{}"},     // bad robot id in the topic
-				{tp.Notifications("r-1"), ""},            // empty, not retained kind
+				{tp.Metrics("r-1"), string(good)},          // a status on the metrics topic
+				{tp.Status("r-1"), string(spoof)},          // a robot speaking for another
+				{tp.Alerts("r-1"), `[1,2,3]`},              // not an object
+				{"fleet/v1/robots/r 1/status", "{}"},       // bad robot id in the topic
+				{tp.Notifications("r-1"), ""},              // empty, not retained kind
 				{"fleet/v1/robots/r-1/unknown", `{"x":1}`}, // unknown kind
 			}
 			for _, x := range bad {

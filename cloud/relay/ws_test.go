@@ -65,10 +65,6 @@ func TestSlowConsumer(t *testing.T) {
 	require.Eventually(t, func() bool { return r.Hub().Stats().Connections.Load() == 1 }, wait, 10*time.Millisecond)
 }
 
-// TestLatestOnlyMetrics: a client behind on robot.metrics gets the newest,
-// not a backlog; lossy progress is dropped with a dropped notice.
-// (Unit-level coverage is in hub's queue tests; this checks the wiring.)
-
 // TestHeartbeat: the server pings every heartbeat; a client that answers
 // stays, a silent one is closed after heartbeat + grace.
 func TestHeartbeat(t *testing.T) {
@@ -78,15 +74,13 @@ func TestHeartbeat(t *testing.T) {
 	r := startRelay(t, cfg)
 
 	alive := connect(t, r, "") // its reader answers pings
-	require.Equal(t, 0.2, alive.frames2connected(t, r))
+	require.Equal(t, 0.2, heartbeatOf(t, r))
 
 	silent, _, err := dial(t, r, "", nil)
 	require.NoError(t, err)
 	defer silent.Close()
 	// Read nothing (so no pongs) until the server gives up.
 	require.Eventually(t, func() bool { return r.Hub().Stats().Connections.Load() == 1 }, wait, 20*time.Millisecond)
-	start := time.Now()
-	_ = start
 	s := startReading(t, silent)
 	err = s.closeErr()
 	if code := closeCode(err); code != -1 {
@@ -98,8 +92,9 @@ func TestHeartbeat(t *testing.T) {
 	require.Equal(t, "1", string(f[len(f)-1].Ref))
 }
 
-// frames2connected opens another client and returns its heartbeat_s.
-func (c *wsClient) frames2connected(t *testing.T, r interface{ Addr() string }) float64 {
+// heartbeatOf opens another client and returns the heartbeat_s its
+// connected frame announces.
+func heartbeatOf(t *testing.T, r interface{ Addr() string }) float64 {
 	t.Helper()
 	conn, _, err := websocket.DefaultDialer.Dial("ws://"+r.Addr()+"/ws", nil)
 	require.NoError(t, err)

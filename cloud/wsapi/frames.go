@@ -129,13 +129,13 @@ func (JSON) Event(room string, _ *protocol.Event, raw []byte) ([]byte, error) {
 var _ hub.Format = JSON{}
 
 type connectedFrame struct {
-	Type       string    `json:"type"`
-	ClientID   string    `json:"client_id"`
-	ServerTime string    `json:"server_time"`
-	HeartbeatS float64   `json:"heartbeat_s"`
-	Role       string    `json:"role"`
-	Robots     []string  `json:"robots"`
-	Expires    *string   `json:"expires_at,omitempty"`
+	Type       string   `json:"type"`
+	ClientID   string   `json:"client_id"`
+	ServerTime string   `json:"server_time"`
+	HeartbeatS float64  `json:"heartbeat_s"`
+	Role       string   `json:"role"`
+	Robots     []string `json:"robots"`
+	Expires    *string  `json:"expires_at,omitempty"`
 }
 
 type subscribedFrame struct {
