@@ -238,7 +238,7 @@ func (u *Uplink) Run(ctx context.Context) error {
 			backoff = nextBackoff(backoff, u.opts.BackoffMax)
 			continue
 		}
-		backoff = u.opts.BackoffMin
+		up := time.Now()
 		err = u.serve(ctx, c, lost)
 		u.cur.Store(nil)
 		if ctx.Err() != nil {
@@ -246,10 +246,16 @@ func (u *Uplink) Run(ctx context.Context) error {
 			return nil
 		}
 		c.Disconnect(0)
-		u.log.Warn("broker connection lost; reconnecting", "err", err)
+		// Only a connection that held for a while resets the backoff: a
+		// broker that accepts and drops at once is not hammered every second.
+		if time.Since(up) >= u.opts.BackoffMax {
+			backoff = u.opts.BackoffMin
+		}
+		u.log.Warn("broker connection lost; reconnecting", "err", err, "up_for", time.Since(up).Round(time.Millisecond).String(), "next_in", backoff.String())
 		if !sleep(ctx, jitter(backoff)) {
 			return nil
 		}
+		backoff = nextBackoff(backoff, u.opts.BackoffMax)
 	}
 }
 
