@@ -3,6 +3,7 @@ package hub_test
 import (
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -182,4 +183,20 @@ func TestDedup(t *testing.T) {
 	raw, _ := protocol.Encode(ev)
 	require.False(t, h.Ingest(ev, raw, false))
 	require.Equal(t, int64(1), h.Stats().Duplicates.Load())
+}
+
+// TestRobotTTL: a robot not heard from for RobotTTL is evicted by Sweep.
+func TestRobotTTL(t *testing.T) {
+	now := time.Unix(1000, 0)
+	h := hub.New(hub.Options{RobotTTL: time.Minute, Now: func() time.Time { return now }})
+	ingest(t, h, "old", "", protocol.RobotNotification{Level: "info", Title: "x"}, false)
+	now = now.Add(50 * time.Second)
+	ingest(t, h, "new", "", protocol.RobotNotification{Level: "info", Title: "x"}, false)
+	now = now.Add(20 * time.Second)
+	h.Sweep()
+	require.Equal(t, 1, h.Counts().RobotsKnown)
+	_, known := h.RobotState("new")
+	require.False(t, known, "no status yet, but the robot is still cached")
+	require.Len(t, h.Robots(), 1)
+	require.Equal(t, "new", h.Robots()[0].ID)
 }

@@ -2,6 +2,8 @@ package relay_test
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -417,3 +419,15 @@ func newRelayNoCleanup(t testing.TB, cfg config.Config) (*relay.Relay, error) {
 func splitLines(s string) []string { return strings.Split(s, "\n") }
 
 func fmtSscanf(s, format string, args ...any) (int, error) { return fmt.Sscanf(s, format, args...) }
+
+func newRobotTLS(t testing.TB, url, id string, pool *x509.CertPool) *robot {
+	t.Helper()
+	o := mqtt.NewClientOptions().AddBroker(url).SetClientID("sim-" + id).SetTLSConfig(&tls.Config{RootCAs: pool}).
+		SetConnectTimeout(5 * time.Second).SetAutoReconnect(false)
+	c := mqtt.NewClient(o)
+	tok := c.Connect()
+	require.True(t, tok.WaitTimeout(wait))
+	require.NoError(t, tok.Error())
+	t.Cleanup(func() { c.Disconnect(50) })
+	return &robot{t: t, id: id, c: c, topics: protocol.MustTopics("")}
+}
