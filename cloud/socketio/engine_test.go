@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -511,4 +512,32 @@ func TestLongPollOutlivesHTTPWriteTimeout(t *testing.T) {
 	p, _ := e.handshake(t)
 	p.connect(token(t, auth.RoleViewer))
 	assert.Equal(t, "2", p.until("ping", func(s string) bool { return s == "2" }))
+}
+
+func TestAllowOrigins(t *testing.T) {
+	req := func(origin, host string) *http.Request {
+		r := httptest.NewRequest(http.MethodGet, "http://"+host+"/socket.io/", nil)
+		if origin != "" {
+			r.Header.Set("Origin", origin)
+		}
+		return r
+	}
+	tests := []struct {
+		name    string
+		list    []string
+		origin  string
+		allowed bool
+	}{
+		{"no origin header", []string{"https://dash.example"}, "", true},
+		{"listed", []string{"https://dash.example"}, "https://DASH.example", true},
+		{"not listed", []string{"https://dash.example"}, "https://evil.example", false},
+		{"star", []string{"*"}, "https://any.example", true},
+		{"empty list: same host", nil, "http://relay.example:8080", true},
+		{"empty list: other host", nil, "http://evil.example", false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			assert.Equal(t, tc.allowed, AllowOrigins(tc.list)(req(tc.origin, "relay.example:8080")))
+		})
+	}
 }

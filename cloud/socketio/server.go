@@ -148,6 +148,29 @@ func SameOrigin(r *http.Request) bool {
 	return err == nil && strings.EqualFold(u.Host, r.Host)
 }
 
+// AllowOrigins returns a CheckOrigin for an allowlist of browser origins,
+// with the rules of the /ws API's AllowedOrigins: "*" allows any origin, an
+// empty list only the relay's own host, and requests without an Origin
+// header (non-browsers) are always allowed.
+func AllowOrigins(origins []string) func(r *http.Request) bool {
+	if len(origins) == 0 {
+		return SameOrigin
+	}
+	list := append([]string(nil), origins...)
+	return func(r *http.Request) bool {
+		origin := r.Header.Get("Origin")
+		if origin == "" {
+			return true
+		}
+		for _, a := range list {
+			if a == "*" || strings.EqualFold(a, origin) {
+				return true
+			}
+		}
+		return false
+	}
+}
+
 // Stats are the endpoint's counters. All fields are atomic.
 type Stats struct {
 	Handshakes        atomic.Int64 // Engine.IO sessions opened
