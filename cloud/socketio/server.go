@@ -180,6 +180,7 @@ type Stats struct {
 	Connects          atomic.Int64 // successful Socket.IO CONNECTs
 	ConnectErrors     atomic.Int64 // refused Socket.IO CONNECTs (bad token, bad namespace)
 	HeartbeatTimeouts atomic.Int64 // sessions closed for not answering a ping or not connecting in time
+	Pongs             atomic.Int64 // heartbeat pongs received
 	BadPackets        atomic.Int64 // undecodable packets and refused events
 	Refused           atomic.Int64 // HTTP requests refused (unknown sid, bad transport, origin, full)
 }

@@ -190,6 +190,7 @@ func (s *session) heartbeat(now time.Time) {
 }
 
 func (s *session) pong() {
+	s.srv.stats.Pongs.Add(1)
 	now := time.Now()
 	s.mu.Lock()
 	s.pingSent = time.Time{}

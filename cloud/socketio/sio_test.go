@@ -3,6 +3,7 @@ package socketio
 import (
 	"encoding/json"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -95,6 +96,16 @@ func TestClientTransports(t *testing.T) {
 			d.emit("u1", "unsubscribe_session", map[string]any{"session_id": sess})
 			assert.Equal(t, sess, decodeJSON[subscribedView](t, d.ack("u1").Data).SessionID)
 			d.event("unsubscribed")
+
+			// The client answers the server's heartbeat on every transport
+			// and stays connected.
+			require.Eventually(t, func() bool { return e.srv.Stats().Pongs.Load() >= 3 }, 10*time.Second, 20*time.Millisecond)
+			d.emit("p2", "ping", nil)
+			require.Equal(t, "ack", d.ack("p2").Type)
+			for _, l := range d.pending {
+				assert.NotEqual(t, "disconnect", l.Type, l.raw)
+			}
+			assert.Zero(t, e.srv.Stats().HeartbeatTimeouts.Load())
 		})
 	}
 }
