@@ -541,3 +541,23 @@ func TestAllowOrigins(t *testing.T) {
 		})
 	}
 }
+
+// Without auth.token, the token of the handshake request counts, as on /ws.
+func TestTokenFromHandshakeRequest(t *testing.T) {
+	e := start(t, nil)
+	status, body, _ := do(t, http.MethodGet, e.url("transport=polling&token="+token(t, auth.RoleViewer)), "", nil)
+	require.Equal(t, http.StatusOK, status)
+	hv := decodeJSON[handshakeView](t, []byte(body[1:]))
+	p := &poller{t: t, base: e.url("transport=polling&sid=" + hv.SID), sid: hv.SID}
+	require.Equal(t, http.StatusOK, p.post("40"))
+	p.until("connect", func(s string) bool { return strings.HasPrefix(s, "40{") })
+
+	// A wrong auth.token is not rescued by the request's token.
+	status, body, _ = do(t, http.MethodGet, e.url("transport=polling"), "", map[string]string{"Authorization": "Bearer " + token(t, auth.RoleViewer)})
+	require.Equal(t, http.StatusOK, status)
+	hv = decodeJSON[handshakeView](t, []byte(body[1:]))
+	p = &poller{t: t, base: e.url("transport=polling&sid=" + hv.SID), sid: hv.SID}
+	require.Equal(t, http.StatusOK, p.post(`40{"token":"wrong"}`))
+	pkt := p.until("connect error", func(s string) bool { return strings.HasPrefix(s, "44") })
+	assert.Contains(t, pkt, `"code":"unauthorized"`)
+}

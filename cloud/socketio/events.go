@@ -145,6 +145,11 @@ func (s *session) connect(data json.RawMessage) {
 			return
 		}
 	}
+	if a.Token == "" {
+		// Clients that cannot set auth (old or Python clients) may send the
+		// token as /ws takes it: a bearer header or ?token= on the handshake.
+		a.Token = s.httpToken
+	}
 	p, err := s.srv.o.Auth.Authenticate(a.Token)
 	if err != nil {
 		s.srv.stats.ConnectErrors.Add(1)

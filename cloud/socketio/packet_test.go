@@ -230,7 +230,7 @@ func FuzzSession(f *testing.F) {
 	ev, _ = protocol.Decode(raw)
 	h.Ingest(ev, raw, false)
 	f.Fuzz(func(t *testing.T, b []byte) {
-		s := srv.open()
+		s := srv.open(nil)
 		if s == nil {
 			t.Fatal("session table full: sessions leak")
 		}

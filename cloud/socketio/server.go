@@ -284,7 +284,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			s.refuse(w, http.StatusBadRequest, errBadHandshake)
 			return
 		}
-		s.handshake(w)
+		s.handshake(w, r)
 	default:
 		sess := s.session(sid)
 		if sess == nil {
@@ -316,9 +316,12 @@ func (s *Server) session(sid string) *session {
 }
 
 // open creates and registers a session, or returns nil when the server is
-// full or shutting down.
-func (s *Server) open() *session {
+// full or shutting down. r is the handshake request (nil in tests).
+func (s *Server) open(r *http.Request) *session {
 	sess := newSession(s)
+	if r != nil {
+		sess.httpToken = auth.FromRequest(r)
+	}
 	s.mu.Lock()
 	if s.shutdown || len(s.sessions) >= s.o.MaxSessions {
 		s.mu.Unlock()
@@ -352,8 +355,8 @@ func (s *Server) openPacket(sid string, upgrades []string) []byte {
 	return append([]byte{eioOpen}, b...)
 }
 
-func (s *Server) handshake(w http.ResponseWriter) {
-	sess := s.open()
+func (s *Server) handshake(w http.ResponseWriter, r *http.Request) {
+	sess := s.open(r)
 	if sess == nil {
 		s.stats.Refused.Add(1)
 		http.Error(w, "server full or shutting down", http.StatusServiceUnavailable)

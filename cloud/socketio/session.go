@@ -70,6 +70,8 @@ type session struct {
 	nextPing time.Time
 	expiry   *time.Timer
 
+	httpToken string // the handshake request's bearer token or ?token=, the fallback of CONNECT's auth.token
+
 	inMu     sync.Mutex // serializes inbound packets; guards the fields below
 	p        *auth.Principal
 	clientID string

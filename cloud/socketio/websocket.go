@@ -15,7 +15,7 @@ import (
 func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request, sid string) {
 	var sess *session
 	if sid == "" {
-		sess = s.open()
+		sess = s.open(r)
 		if sess == nil {
 			s.stats.Refused.Add(1)
 			http.Error(w, "server full or shutting down", http.StatusServiceUnavailable)
