@@ -76,10 +76,12 @@ func TestHeartbeat(t *testing.T) {
 	alive := connect(t, r, "") // its reader answers pings
 	require.Equal(t, 0.2, heartbeatOf(t, r))
 
+	require.Eventually(t, func() bool { return r.Hub().Stats().Connections.Load() == 1 }, wait, 5*time.Millisecond)
 	silent, _, err := dial(t, r, "", nil)
 	require.NoError(t, err)
 	defer silent.Close()
 	// Read nothing (so no pongs) until the server gives up.
+	require.Eventually(t, func() bool { return r.Hub().Stats().Connections.Load() == 2 }, wait, 5*time.Millisecond, "silent client registered")
 	require.Eventually(t, func() bool { return r.Hub().Stats().Connections.Load() == 1 }, wait, 20*time.Millisecond)
 	s := startReading(t, silent)
 	err = s.closeErr()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -17,8 +18,14 @@ import (
 
 var jsonFormat hub.Format = JSON{}
 
-// client is one WebSocket connection: the reader goroutine (ServeHTTP's)
-// reads and answers ops, the writer goroutine owns every data write.
+// client is one WebSocket connection. One reader goroutine reads and
+// answers ops for the connection's whole life. Writes need no goroutine
+// while the client is idle: a Send that finds the queue idle starts a drain
+// goroutine, which writes batches until the queue is empty and then exits
+// (writing guarantees at most one). Pings come from a timer, and closing
+// runs on its own goroutine; both use WriteControl, which gorilla allows
+// concurrently with the drain's writes. An idle connection thus costs one
+// parked goroutine, a timer and its buffers.
 type client struct {
 	h    *Handler
 	conn *websocket.Conn
@@ -26,12 +33,14 @@ type client struct {
 	id   string
 	q    *hub.Queue
 
-	writerDone chan struct{} // closed when the writer has closed the connection
+	done       chan struct{} // closed once the connection is closed and the queue released
 	readerDone chan struct{} // closed when the reader has returned
 	closing    chan struct{} // closed by closeWith
 	closeOnce  sync.Once
 	closeCode  int // written before closing is closed; -1 means no close frame
 	closeText  string
+	writing    atomic.Bool // a drain goroutine is running
+	pinger     *time.Timer
 
 	// Reader-goroutine only: the op rate limiter's token bucket.
 	tokens float64
@@ -39,12 +48,14 @@ type client struct {
 }
 
 func newClient(h *Handler, conn *websocket.Conn, p *auth.Principal) *client {
-	return &client{
+	c := &client{
 		h: h, conn: conn, p: p, id: "c-" + protocol.NewID(),
-		q:          hub.NewQueue(h.o.QueueBytes, h.stats),
-		writerDone: make(chan struct{}), readerDone: make(chan struct{}), closing: make(chan struct{}),
+		q:    hub.NewQueue(h.o.QueueBytes, h.stats),
+		done: make(chan struct{}), readerDone: make(chan struct{}), closing: make(chan struct{}),
 		tokens: h.o.OpsBurst, last: time.Now(),
 	}
+	c.startPinger()
+	return c
 }
 
 // Format implements hub.Subscriber.
@@ -52,7 +63,12 @@ func (c *client) Format() hub.Format { return jsonFormat }
 
 // Send implements hub.Subscriber: it never blocks.
 func (c *client) Send(m hub.Message) {
-	if c.q.Push(m) == hub.Overflow {
+	switch c.q.Push(m) {
+	case hub.Queued:
+		if c.writing.CompareAndSwap(false, true) {
+			go c.drain()
+		}
+	case hub.Overflow:
 		c.h.stats.SlowCloses.Add(1)
 		c.h.log.Warn("closing slow consumer", "client", c.id, "sub", c.p.Subject, "queue_bytes", c.q.Len())
 		c.closeWith(CloseSlowConsumer, "slow consumer")
@@ -61,6 +77,12 @@ func (c *client) Send(m hub.Message) {
 		_ = c.conn.NetConn().SetWriteDeadline(time.Now())
 	}
 }
+
+// drainLinger is how long an emptied drain goroutine waits for more frames
+// before it exits, so busy clients keep one writer and idle ones none
+// (100 ms: long enough to span the gaps of a busy stream, short enough
+// that a burst of connects does not keep thousands of writers alive).
+const drainLinger = 100 * time.Millisecond
 
 // closeGrace bounds how long a closing connection may linger: a writer
 // blocked on a full socket cannot see the close request, so the socket is
@@ -76,47 +98,93 @@ func (c *client) closeWith(code int, text string) {
 		c.closeCode, c.closeText = code, text
 		close(c.closing)
 		time.AfterFunc(closeGrace, func() { _ = c.conn.NetConn().Close() })
+		go c.shutdown()
 	})
 }
 
-func (c *client) runWriter() {
-	defer close(c.writerDone)
-	defer c.conn.Close()
-	defer c.q.Close()
-	ping := time.NewTicker(c.h.o.Heartbeat)
-	defer ping.Stop()
+// startPinger pings every Heartbeat until the connection closes. newClient
+// calls it, before the client is shared.
+func (c *client) startPinger() {
+	c.pinger = time.AfterFunc(c.h.o.Heartbeat, func() {
+		select {
+		case <-c.closing:
+			return
+		default:
+		}
+		if err := c.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.h.o.WriteTimeout)); err != nil {
+			c.closeWith(-1, "")
+			return
+		}
+		c.pinger.Reset(c.h.o.Heartbeat)
+	})
+}
+
+// shutdown waits for a running drain to stop, sends the close frame and
+// closes the connection.
+func (c *client) shutdown() {
+	c.pinger.Stop()
+	for deadline := time.Now().Add(closeGrace); c.writing.Load() && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
+	c.writeClose()
+	_ = c.conn.Close()
+	c.q.Close()
+	close(c.done)
+}
+
+// drain writes queued frames until the queue is empty, then exits. Only
+// the goroutine that set writing runs it.
+func (c *client) drain() {
 	var batch []hub.Message
+	var idle *time.Timer
 	for {
 		select {
 		case <-c.closing:
-			c.writeClose()
+			c.writing.Store(false)
 			return
-		case <-ping.C:
-			if err := c.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.h.o.WriteTimeout)); err != nil {
-				c.closeWith(-1, "")
+		default:
+		}
+		batch = c.q.Pop(batch[:0], c.h.o.BatchBytes)
+		for i := range batch {
+			if !c.write(batch[i].Frame) {
+				c.writing.Store(false)
 				return
 			}
+			if !batch[i].TS.IsZero() {
+				c.h.stats.MessagesOut.Add(1)
+				c.h.o.Observe(time.Since(batch[i].TS).Seconds())
+			}
+			batch[i] = hub.Message{}
+		}
+		for room, n := range c.q.TakeDropped() {
+			if !c.write(mustJSON(droppedFrame{Type: "dropped", Room: room, Count: n})) {
+				c.writing.Store(false)
+				return
+			}
+		}
+		if len(batch) > 0 {
+			continue
+		}
+		// Empty: linger a moment, since a busy client would otherwise
+		// start a goroutine per event, then stop — unless a Send queued
+		// something after the Pop and saw writing still set.
+		if idle == nil {
+			idle = time.NewTimer(drainLinger)
+			defer idle.Stop()
+		} else {
+			idle.Reset(drainLinger)
+		}
+		select {
 		case <-c.q.Wake():
-			if c.q.Overflowed() {
-				c.closeWith(CloseSlowConsumer, "slow consumer")
-				continue
-			}
-			batch = c.q.Pop(batch[:0], c.h.o.BatchBytes)
-			for i := range batch {
-				if !c.write(batch[i].Frame) {
-					return
-				}
-				if !batch[i].TS.IsZero() {
-					c.h.stats.MessagesOut.Add(1)
-					c.h.o.Observe(time.Since(batch[i].TS).Seconds())
-				}
-				batch[i] = hub.Message{}
-			}
-			for room, n := range c.q.TakeDropped() {
-				if !c.write(mustJSON(droppedFrame{Type: "dropped", Room: room, Count: n})) {
-					return
-				}
-			}
+			continue
+		case <-c.closing:
+			c.writing.Store(false)
+			return
+		case <-idle.C:
+		}
+		c.writing.Store(false)
+		if c.q.Len() == 0 || !c.writing.CompareAndSwap(false, true) {
+			return
 		}
 	}
 }
@@ -148,6 +216,18 @@ func (c *client) writeClose() {
 	}
 }
 
+// sendConnected queues the connected frame, the first frame of every
+// connection.
+func (c *client) sendConnected() {
+	cf := connectedFrame{Type: "connected", ClientID: c.id, ServerTime: serverTime(),
+		HeartbeatS: c.h.o.Heartbeat.Seconds(), Role: string(c.p.Role), Robots: c.p.Robots}
+	if !c.p.ExpiresAt.IsZero() {
+		s := protocol.T(c.p.ExpiresAt).String()
+		cf.Expires = &s
+	}
+	c.sendControl(mustJSON(cf))
+}
+
 func (c *client) runReader() {
 	defer close(c.readerDone)
 	defer c.h.o.Hub.Leave(c)
@@ -169,13 +249,6 @@ func (c *client) runReader() {
 		t := time.AfterFunc(time.Until(c.p.ExpiresAt), func() { c.closeWith(CloseTokenExpired, "token expired") })
 		defer t.Stop()
 	}
-	cf := connectedFrame{Type: "connected", ClientID: c.id, ServerTime: serverTime(),
-		HeartbeatS: c.h.o.Heartbeat.Seconds(), Role: string(c.p.Role), Robots: c.p.Robots}
-	if !c.p.ExpiresAt.IsZero() {
-		s := protocol.T(c.p.ExpiresAt).String()
-		cf.Expires = &s
-	}
-	c.sendControl(mustJSON(cf))
 	for {
 		mt, data, err := conn.ReadMessage()
 		if err != nil {
@@ -206,7 +279,13 @@ func (c *client) runReader() {
 			c.sendError(CodeBadRequest, "binary frames are not supported; send JSON text frames", nil)
 			continue
 		}
-		c.handle(data)
+		// Handle the op on a short-lived goroutine: subscribe and command
+		// run deep (snapshots, JSON encoding), and a stack grown here would
+		// stay with the idle connection. Ops are rate limited, so the extra
+		// goroutine per op is cheap.
+		done := make(chan struct{})
+		go func() { defer close(done); c.handle(data) }()
+		<-done
 	}
 }
 

@@ -122,7 +122,7 @@ func New(o Options) *Handler {
 	h.upgrader = websocket.Upgrader{
 		// Small read buffers and pooled write buffers keep idle
 		// connections cheap; frames larger than the buffers still work.
-		ReadBufferSize:  1024,
+		ReadBufferSize:  512,
 		WriteBufferSize: 8192,
 		WriteBufferPool: &sync.Pool{},
 		CheckOrigin:     h.checkOrigin,
@@ -170,26 +170,30 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return // Upgrade answered the client already
 	}
-	c := newClient(h, conn, p)
 	h.mu.Lock()
 	if h.shutdown {
 		h.mu.Unlock()
-		c.closeWith(websocket.CloseGoingAway, "server shutting down")
-		c.runWriter()
+		msg := websocket.FormatCloseMessage(websocket.CloseGoingAway, "server shutting down")
+		_ = conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second))
+		_ = conn.Close()
 		return
 	}
+	c := newClient(h, conn, p)
 	h.clients[c] = struct{}{}
 	h.mu.Unlock()
 	h.stats.Connections.Add(1)
-	defer func() {
+	c.sendConnected()
+	// Read on a fresh goroutine and return: the hijacked connection no
+	// longer needs net/http's goroutine, whose deep stack would otherwise
+	// stay with every idle client.
+	go func() {
+		c.runReader()
+		<-c.done
 		h.mu.Lock()
 		delete(h.clients, c)
 		h.mu.Unlock()
 		h.stats.Connections.Add(-1)
 	}()
-	go c.runWriter()
-	c.runReader()
-	<-c.writerDone
 }
 
 // Shutdown closes every client with 1001 (going away) and waits until they
@@ -207,7 +211,7 @@ func (h *Handler) Shutdown(ctx context.Context) error {
 	}
 	for _, c := range cs {
 		select {
-		case <-c.writerDone:
+		case <-c.done:
 		case <-ctx.Done():
 			return ctx.Err()
 		}
