@@ -1,0 +1,90 @@
+package command_test
+
+import (
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/robotfleet/fleetlink/cloud/command"
+	"github.com/robotfleet/fleetlink/protocol"
+)
+
+type pub struct {
+	mu   sync.Mutex
+	sent []*protocol.Event
+	err  error
+}
+
+func (p *pub) Publish(topic string, qos byte, retained bool, payload []byte) error {
+	if p.err != nil {
+		return p.err
+	}
+	ev, err := protocol.Decode(payload)
+	if err != nil {
+		return err
+	}
+	if topic != protocol.MustTopics("").Commands(ev.Robot) || qos != 1 || retained {
+		return errors.New("wrong topic, qos or retain")
+	}
+	p.mu.Lock()
+	p.sent = append(p.sent, ev)
+	p.mu.Unlock()
+	return nil
+}
+
+func reply(robot, id string) *protocol.Event {
+	return protocol.NewEvent(robot, protocol.CommandReply{CommandID: id, OK: true, Result: map[string]any{"pong": true}})
+}
+
+func TestTracker(t *testing.T) {
+	p := &pub{}
+	tr := command.New(command.Options{Publisher: p, Timeout: 200 * time.Millisecond, MaxPending: 2,
+		RobotState: func(r string) (string, bool) { return map[string]string{"off": "offline"}[r], r == "off" }})
+	results := make(chan command.Result, 10)
+	done := func(r command.Result) { results <- r }
+
+	id, err := tr.Send("r-1", "ping", nil, nil, done)
+	require.NoError(t, err)
+	require.Len(t, p.sent, 1)
+	cmd := p.sent[0]
+	require.Equal(t, id, cmd.ID)
+	require.NotNil(t, cmd.Data.(protocol.Command).ExpiresAt)
+
+	require.False(t, tr.Reply(reply("r-2", id), nil), "another robot cannot answer")
+	require.False(t, tr.Reply(reply("r-1", "unknown"), nil))
+	require.True(t, tr.Reply(reply("r-1", id), []byte("raw")))
+	res := <-results
+	require.NoError(t, res.Err)
+	require.True(t, res.Reply.OK)
+	require.False(t, tr.Reply(reply("r-1", id), nil), "answered once, then forgotten")
+
+	_, err = tr.Send("off", "ping", nil, nil, done)
+	require.ErrorIs(t, err, command.ErrRobotOffline)
+
+	_, err = tr.Send("r-1", "ping", nil, nil, done)
+	require.NoError(t, err)
+	res = <-results
+	require.ErrorIs(t, res.Err, command.ErrTimeout)
+	require.Zero(t, tr.Pending())
+
+	_, err = tr.Send("r-1", "a", nil, nil, done)
+	require.NoError(t, err)
+	_, err = tr.Send("r-1", "b", nil, nil, done)
+	require.NoError(t, err)
+	_, err = tr.Send("r-1", "c", nil, nil, done)
+	require.ErrorIs(t, err, command.ErrTooManyPending)
+	tr.Close()
+	require.ErrorIs(t, (<-results).Err, command.ErrClosed)
+	require.ErrorIs(t, (<-results).Err, command.ErrClosed)
+
+	p2 := &pub{err: errors.New("down")}
+	tr2 := command.New(command.Options{Publisher: p2})
+	_, err = tr2.Send("r-1", "ping", nil, nil, done)
+	require.ErrorIs(t, err, command.ErrPublish)
+	require.Zero(t, tr2.Pending())
+	_, err = tr2.Send("r-1", "", nil, nil, done)
+	require.ErrorIs(t, err, command.ErrInvalid)
+}
