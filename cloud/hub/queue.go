@@ -29,18 +29,19 @@ type PushResult int
 const (
 	Queued   PushResult = iota // appended
 	Replaced                   // replaced an older robot.metrics frame of the same robot and room
-	Dropped                    // dropped (lossy type while over the high-water mark); counted for a dropped notice
+	Dropped                    // dropped (session.progress over the high-water mark, robot.metrics over the cap); counted for a dropped notice
 	Overflow                   // over the byte cap: the client must be closed as a slow consumer
 	Closed                     // the queue is closed
 )
 
 // Queue is a client's outgoing queue, capped in bytes. Push never blocks, so
-// a slow client never delays the hub or other clients. Above the high-water
-// mark (half the cap) lossy frames (session.progress, robot.metrics of a
-// robot not already queued) are dropped and counted per room, to be
-// reported with a dropped notice; robot.metrics is latest-only at any
-// level; anything else past the cap overflows, and the owner closes the
-// client (code 4008). Control frames (answers to the client's own ops) may
+// a slow client never delays the hub or other clients. robot.metrics is
+// latest-only: a newer frame replaces the queued one of the same robot and
+// room, so a client holds at most one per robot room. Above the high-water
+// mark (half the cap) session.progress is dropped (the next progress or
+// session.state supersedes it); past the cap, so is robot.metrics. Drops are
+// counted per room, to be reported with a dropped notice. Anything else past
+// the cap overflows, and the owner closes the client (code 4008). Control frames (answers to the client's own ops) may
 // use up to twice the cap: the client asked for them.
 type Queue struct {
 	max   int
@@ -100,15 +101,16 @@ func (q *Queue) Push(m Message) PushResult {
 		}
 	}
 	n := m.size()
-	if lossy(m.Type) && q.bytes+n > q.high {
+	switch {
+	case q.bytes+n > q.max && lossy(m.Type),
+		q.bytes+n > q.high && m.Type == protocol.TypeSessionProgress:
 		if q.dropped == nil {
 			q.dropped = map[string]int{}
 		}
 		q.dropped[m.Room]++
 		q.stats.ClientDropped.Add(1)
 		return Dropped
-	}
-	if q.bytes+n > q.max && (m.Type != "" || q.bytes+n > 2*q.max) {
+	case q.bytes+n > q.max && (m.Type != "" || q.bytes+n > 2*q.max):
 		q.over = true
 		q.stats.ClientDropped.Add(1)
 		q.signal()

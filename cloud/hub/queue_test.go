@@ -43,6 +43,15 @@ func TestQueue(t *testing.T) {
 			require.Nil(t, q.TakeDropped())
 			require.Equal(t, int64(2), s.ClientDropped.Load())
 		}},
+		{"past the cap a new robot's metrics are dropped, not fatal", func(t *testing.T, q *hub.Queue, s *hub.Stats) {
+			for q.Len() < cap-700 {
+				q.Push(msg("fleet", protocol.TypeRobotStatus, "", 500))
+			}
+			require.Equal(t, hub.Dropped, q.Push(msg("robot:r-1", protocol.TypeRobotMetrics, "r-1", 1000)))
+			require.False(t, q.Overflowed())
+			require.Equal(t, hub.Queued, q.Push(msg("robot:r-1", protocol.TypeRobotMetrics, "r-1", 100)))
+			require.Equal(t, hub.Replaced, q.Push(msg("robot:r-1", protocol.TypeRobotMetrics, "r-1", 100)))
+		}},
 		{"past the cap the queue overflows and stays closed", func(t *testing.T, q *hub.Queue, s *hub.Stats) {
 			for q.Push(msg("fleet", protocol.TypeRobotStatus, "", 500)) == hub.Queued {
 			}
