@@ -44,7 +44,7 @@ func TestQueue(t *testing.T) {
 			require.Equal(t, int64(2), s.ClientDropped.Load())
 		}},
 		{"past the cap a new robot's metrics are dropped, not fatal", func(t *testing.T, q *hub.Queue, s *hub.Stats) {
-			for q.Len() < cap-700 {
+			for q.Len() < cap-1200 {
 				q.Push(msg("fleet", protocol.TypeRobotStatus, "", 500))
 			}
 			require.Equal(t, hub.Dropped, q.Push(msg("robot:r-1", protocol.TypeRobotMetrics, "r-1", 1000)))
