@@ -70,7 +70,7 @@ func (c *client) Send(m hub.Message) {
 		}
 	case hub.Overflow:
 		c.h.stats.SlowCloses.Add(1)
-		c.h.log.Warn("closing slow consumer", "client", c.id, "sub", c.p.Subject, "queue_bytes", c.q.Len())
+		c.h.warn("closing slow consumer", "client", c.id, "sub", c.p.Subject, "queue_bytes", c.q.Len())
 		c.closeWith(CloseSlowConsumer, "slow consumer")
 		// The writer is likely blocked on a full socket: cut that write
 		// short so the client is gone now, not after WriteTimeout.
@@ -381,7 +381,7 @@ func (c *client) command(op Op) {
 	case errors.Is(err, command.ErrInvalid):
 		fail(CodeBadRequest, err.Error())
 	default:
-		c.h.log.Warn("command failed", "client", c.id, "robot", robot, "err", err)
+		c.h.warn("command failed", "client", c.id, "robot", robot, "err", err)
 		fail(CodeInternal, err.Error())
 	}
 }
