@@ -239,10 +239,12 @@ const (
 	EnvTopicPrefix    = "FLEET_RELAY_TOPIC_PREFIX"
 )
 
-// ApplyEnv applies the FLEET_RELAY_* overrides that are set.
+// ApplyEnv applies the FLEET_RELAY_* overrides that are set and not empty.
+// An empty value overrides nothing: an empty FLEET_RELAY_AUTH_SECRET left in
+// a unit file must not switch off a secret the config file sets.
 func (c *Config) ApplyEnv(getenv func(string) (string, bool)) {
 	set := func(name string, dst *string) {
-		if v, ok := getenv(name); ok {
+		if v, ok := getenv(name); ok && v != "" {
 			*dst = v
 		}
 	}

@@ -45,6 +45,10 @@ func TestLoad(t *testing.T) {
 	require.Equal(t, "5s", c.WS.Heartbeat.String(), "file over defaults")
 	require.Equal(t, config.Default().WS.QueueBytes, c.WS.QueueBytes)
 
+	c, err = config.Load(path, env(map[string]string{config.EnvListen: ""}))
+	require.NoError(t, err)
+	require.Equal(t, "127.0.0.1:9000", c.Listen, "an empty variable overrides nothing")
+
 	require.NoError(t, os.WriteFile(path, []byte("lisen: x\n"), 0o600))
 	_, err = config.Load(path, env(nil))
 	require.ErrorIs(t, err, config.ErrRead)
