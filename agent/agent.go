@@ -307,10 +307,13 @@ func (a *Agent) metricsLoop(ctx context.Context) error {
 		t.Reset(time.Duration(float64(interval) * (0.9 + 0.2*rand.Float64())))
 		m := a.col.Collect(ctx)
 		for _, al := range a.eval.Evaluate(m, time.Now()) {
-			a.log.Info("alert", "alert", al.Alert, "state", al.State, "value", al.Value, "threshold", al.Threshold)
-			if err := a.out.Emit(protocol.NewEvent(a.robot, al)); err != nil {
+			ev := protocol.NewEvent(a.robot, al)
+			if err := a.out.Emit(ev); err != nil {
 				a.log.Error("spool alert", "alert", al.Alert, "err", err)
+				continue
 			}
+			// Logged once stored, so the line means the alert will be delivered.
+			a.log.Info("alert", "alert", al.Alert, "state", al.State, "value", al.Value, "threshold", al.Threshold, "seq", ev.Seq)
 		}
 		if !a.up.Connected() {
 			continue // metrics are latest-only: nothing to keep
