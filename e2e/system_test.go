@@ -102,7 +102,7 @@ func TestDashboardInBrowser(t *testing.T) {
 		t.Fatalf("browser: %s\n%s", res.Error, out)
 	}
 	if len(res.ConsoleErrors) > 0 {
-		t.Fatalf("console errors in the page: %v", res.ConsoleErrors)
+		t.Fatalf("%d console errors in the page, first: %q", len(res.ConsoleErrors), res.ConsoleErrors[0])
 	}
 	m, _ := res.Result["metrics"].(map[string]any)
 	if r, _ := m["compression_ratio"].(float64); r < 2 {

@@ -12,7 +12,8 @@ import (
 //go:embed static
 var static embed.FS
 
-// Handler serves the dashboard's files, index.html at "/".
+// Handler serves the dashboard: index.html at "/" and its files under
+// "/assets/". Mount it on exactly those two patterns.
 func Handler() http.Handler {
 	sub, err := fs.Sub(static, "static")
 	if err != nil {

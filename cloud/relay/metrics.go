@@ -5,6 +5,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/robotfleet/fleetlink/cloud/hub"
+	"github.com/robotfleet/fleetlink/cloud/socketio"
 )
 
 // newMetrics registers the relay's metrics on a private registry. Counters
@@ -48,4 +49,26 @@ func newMetrics(h *hub.Hub, ready func() bool) (*prometheus.Registry, prometheus
 		Buckets: []float64{.001, .0025, .005, .01, .02, .05, .1, .25, .5, 1, 2.5, 10}})
 	reg.MustRegister(lat)
 	return reg, lat
+}
+
+// registerSocketIOMetrics exports the Socket.IO endpoint's own counters; its
+// deliveries are already in the hub's shared counters.
+func registerSocketIOMetrics(reg *prometheus.Registry, s *socketio.Stats) {
+	counter := func(name, help string, f func() int64) {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "fleet_relay", Subsystem: "socketio", Name: name, Help: help},
+			func() float64 { return float64(f()) }))
+	}
+	gauge := func(name, help string, f func() int64) {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "fleet_relay", Subsystem: "socketio", Name: name, Help: help},
+			func() float64 { return float64(f()) }))
+	}
+	gauge("sessions", "Open Engine.IO sessions.", s.Sessions.Load)
+	gauge("websockets", "Engine.IO sessions on the WebSocket transport.", s.WebSockets.Load)
+	counter("handshakes_total", "Engine.IO sessions opened.", s.Handshakes.Load)
+	counter("upgrades_total", "Polling sessions upgraded to WebSocket.", s.Upgrades.Load)
+	counter("connects_total", "Successful Socket.IO CONNECTs.", s.Connects.Load)
+	counter("connect_errors_total", "Refused Socket.IO CONNECTs (bad token, bad namespace).", s.ConnectErrors.Load)
+	counter("heartbeat_timeouts_total", "Sessions closed for missing heartbeats or not connecting in time.", s.HeartbeatTimeouts.Load)
+	counter("bad_packets_total", "Undecodable packets and refused events.", s.BadPackets.Load)
+	counter("refused_total", "HTTP requests refused (unknown sid, bad transport, origin, full).", s.Refused.Load)
 }

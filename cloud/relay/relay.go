@@ -25,8 +25,10 @@ import (
 	"github.com/robotfleet/fleetlink/cloud/broker"
 	"github.com/robotfleet/fleetlink/cloud/command"
 	"github.com/robotfleet/fleetlink/cloud/config"
+	"github.com/robotfleet/fleetlink/cloud/dashboard"
 	"github.com/robotfleet/fleetlink/cloud/hub"
 	"github.com/robotfleet/fleetlink/cloud/ingest"
+	"github.com/robotfleet/fleetlink/cloud/socketio"
 	"github.com/robotfleet/fleetlink/cloud/wsapi"
 	"github.com/robotfleet/fleetlink/internal/version"
 	"github.com/robotfleet/fleetlink/protocol"
@@ -42,6 +44,7 @@ type Relay struct {
 	ingest   *ingest.Client
 	commands *command.Tracker
 	ws       *wsapi.Handler
+	sio      *socketio.Server
 	reg      *prometheus.Registry
 	ln       net.Listener
 	srv      *http.Server
@@ -131,6 +134,13 @@ func New(cfg config.Config, log *slog.Logger) (*Relay, error) {
 		Heartbeat: cfg.WS.Heartbeat, ClientGrace: cfg.WS.ClientGrace, WriteTimeout: cfg.WS.WriteTimeout,
 		QueueBytes: cfg.WS.QueueBytes, ReadLimit: cfg.WS.ReadLimit, OpsPerSecond: cfg.WS.OpsPerSecond, OpsBurst: cfg.WS.OpsBurst,
 		Observe: lat.Observe, Logger: log.With("component", "ws")})
+	// Socket.IO is a second wire format over the same hub, auth and limits.
+	r.sio = socketio.New(socketio.Options{Hub: r.hub, Auth: authn, Commands: r.commands,
+		CheckOrigin: socketio.AllowOrigins(cfg.AllowedOrigins), PingInterval: cfg.WS.Heartbeat,
+		PingTimeout: cfg.WS.ClientGrace, WriteTimeout: cfg.WS.WriteTimeout, QueueBytes: cfg.WS.QueueBytes,
+		MaxPayload: int(cfg.WS.ReadLimit), OpsPerSecond: cfg.WS.OpsPerSecond, OpsBurst: cfg.WS.OpsBurst,
+		Observe: lat.Observe, Logger: log.With("component", "socketio")})
+	registerSocketIOMetrics(r.reg, r.sio.Stats())
 
 	r.srv = &http.Server{Handler: r.routes(), ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
@@ -210,9 +220,10 @@ func (r *Relay) Run(ctx context.Context) error {
 	if r.srv.TLSConfig != nil {
 		scheme = "https"
 	}
-	wg.Add(2)
+	wg.Add(3)
 	go func() { defer wg.Done(); _ = r.ingest.Run(ctx) }()
 	go func() { defer wg.Done(); _ = r.hub.Run(ctx) }()
+	go func() { defer wg.Done(); _ = r.sio.Run(ctx) }()
 	go func() {
 		var err error
 		if scheme == "https" {
@@ -236,6 +247,11 @@ func (r *Relay) Run(ctx context.Context) error {
 	defer scancel()
 	if err := r.ws.Shutdown(sctx); err != nil {
 		r.log.Warn("websocket clients did not close in time", "err", err)
+	}
+	// Waiting long-polls are active requests: release them before the HTTP
+	// server waits for its requests to finish.
+	if err := r.sio.Shutdown(sctx); err != nil {
+		r.log.Warn("socket.io clients did not close in time", "err", err)
 	}
 	if err := r.srv.Shutdown(sctx); err != nil {
 		_ = r.srv.Close()
@@ -269,10 +285,11 @@ func (r *Relay) routes() http.Handler {
 		writeJSON(w, map[string]any{"robots": r.hub.Robots()})
 	})
 	mux.HandleFunc("GET /api/v1/schema", handleSchema)
-	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		_, _ = w.Write(placeholderPage)
-	})
+	// Engine.IO uses GET, POST and OPTIONS (CORS preflight).
+	mux.Handle("/socket.io/", r.sio)
+	dash := dashboard.Handler()
+	mux.Handle("GET /{$}", dash)
+	mux.Handle("GET /assets/", dash)
 	return mux
 }
 
@@ -298,6 +315,11 @@ func (r *Relay) handleStats(w http.ResponseWriter, _ *http.Request) {
 		"slow_consumer_closes": s.SlowCloses.Load(),
 		"queue_bytes":          s.QueueBytes.Load(),
 		"commands_pending":     r.commands.Pending(),
+		"socketio": map[string]int64{
+			"sessions": r.sio.Stats().Sessions.Load(), "websockets": r.sio.Stats().WebSockets.Load(),
+			"connects": r.sio.Stats().Connects.Load(), "connect_errors": r.sio.Stats().ConnectErrors.Load(),
+			"heartbeat_timeouts": r.sio.Stats().HeartbeatTimeouts.Load(),
+		},
 	})
 }
 
@@ -327,16 +349,3 @@ func writeJSON(w http.ResponseWriter, v any) {
 	enc.SetIndent("", "  ")
 	_ = enc.Encode(v)
 }
-
-var placeholderPage = []byte(`<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>fleet-relay</title></head>
-<body style="font-family:sans-serif;max-width:40em;margin:2em auto">
-<h1>fleet-relay</h1>
-<p>The dashboard is not served yet. The relay's endpoints:</p>
-<ul>
-<li><code>GET /ws</code> — WebSocket API (JSON frames)</li>
-<li><a href="/healthz">/healthz</a>, <a href="/readyz">/readyz</a>, <a href="/metrics">/metrics</a></li>
-<li><a href="/api/v1/stats">/api/v1/stats</a>, <a href="/api/v1/robots">/api/v1/robots</a>, <a href="/api/v1/schema">/api/v1/schema</a></li>
-</ul>
-</body></html>
-`)

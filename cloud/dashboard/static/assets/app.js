@@ -15,6 +15,7 @@ const state = {
   rooms: new Map(),    // room -> highest seq seen (resume point)
   seen: new Set(),     // recent event ids (a snapshot and a live event may repeat)
   seenOrder: [],
+  system: null,        // latest system.status data
   selectedRobot: "",
   selectedSession: "",
   pending: new Map(),  // ref -> callback
@@ -27,6 +28,7 @@ function el(tag, attrs, ...children) {
   const e = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs || {})) {
     if (k === "class") e.className = v;
+    else if (k === "style") e.style.cssText = v; // CSSOM: allowed by the page's CSP, unlike a style attribute
     else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
     else e.setAttribute(k, v);
   }
@@ -169,7 +171,9 @@ function session(id, robotId) {
 function onEvent(room, env) {
   if (!env || !env.type) return;
   if (env.seq && state.rooms.has(room) && env.seq > state.rooms.get(room)) state.rooms.set(room, env.seq);
-  const key = `${room}/${env.id}`;
+  // One event reaches the page once per room it is in (fleet, robot,
+  // session); event ids are unique, so keep the first.
+  const key = env.id;
   if (state.seen.has(key)) return;
   state.seen.add(key);
   state.seenOrder.push(key);
@@ -185,9 +189,7 @@ function onEvent(room, env) {
       break;
     }
     case "system.status":
-      $("sum-online").textContent = d.robots_online;
-      $("sum-known").textContent = d.robots_known;
-      $("sum-running").textContent = d.sessions_running;
+      state.system = d;
       break;
     case "robot.notification":
       console.info("notification", env.robot, d.title, d.message);
@@ -222,9 +224,27 @@ function derive(env) {
 // --- rendering --------------------------------------------------------------
 
 function render() {
+  renderSummary();
   renderRobots();
   renderAlerts();
   renderRobot();
+}
+
+// renderSummary shows the relay's system.status, or what the page itself
+// knows until the first one arrives (every 10 s).
+function renderSummary() {
+  let d = state.system;
+  if (!d) {
+    const robots = [...state.robots.values()];
+    d = {
+      robots_online: robots.filter((r) => r.status && r.status.state === "online").length,
+      robots_known: robots.length,
+      sessions_running: [...state.sessions.values()].filter((s) => s.state && s.state.status === "running").length,
+    };
+  }
+  $("sum-online").textContent = d.robots_online;
+  $("sum-known").textContent = d.robots_known;
+  $("sum-running").textContent = d.sessions_running;
 }
 
 function renderRobots() {
