@@ -58,7 +58,9 @@ func TestSlowConsumer(t *testing.T) {
 	// (or cut, when the close frame could not be written in time).
 	slow := startReading(t, slowConn)
 	err = slow.closeErr()
-	if code := closeCode(err); code != -1 {
+	// 1006 is the cut: the socket buffers were full, so the close frame
+	// could not be written before the relay gave up on the client.
+	if code := closeCode(err); code != -1 && code != websocket.CloseAbnormalClosure {
 		require.Equal(t, 4008, code, "close: %v", err)
 	}
 	require.Equal(t, int64(1), r.Hub().Stats().SlowCloses.Load())
