@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -124,7 +125,7 @@ func StartMosquitto(t testing.TB, opts ...Options) *Mosquitto {
 	m := &Mosquitto{t: t, Port: FreePort(t), dir: t.TempDir()}
 	conf := fmt.Sprintf("per_listener_settings false\nallow_anonymous true\npersistence true\npersistence_location %s/\nautosave_interval 1\nmax_queued_messages 100000\nlistener %d 127.0.0.1\n",
 		m.dir, m.Port)
-	if os.Geteuid() == 0 {
+	if os.Geteuid() == 0 && !strings.Contains(o.Extra, "user ") {
 		// As root Mosquitto drops to user "mosquitto", which cannot write its
 		// persistence file into the test's directory: retained messages
 		// would not survive a restart.
