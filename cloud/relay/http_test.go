@@ -38,7 +38,12 @@ func TestHTTPEndpoints(t *testing.T) {
 
 	code, body := httpGet(t, base+"/")
 	require.Equal(t, http.StatusOK, code)
-	require.Contains(t, body, "fleet-relay")
+	require.Contains(t, body, "<title>Fleet dashboard</title>")
+	code, body = httpGet(t, base+"/assets/app.js")
+	require.Equal(t, http.StatusOK, code)
+	require.Contains(t, body, "/ws")
+	code, _ = httpGet(t, base+"/socket.io/?EIO=4&transport=polling")
+	require.Equal(t, http.StatusOK, code, "Socket.IO handshake")
 	code, _ = httpGet(t, base+"/healthz")
 	require.Equal(t, http.StatusOK, code)
 	code, _ = httpGet(t, base+"/readyz")
