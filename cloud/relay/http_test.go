@@ -78,9 +78,6 @@ func TestHTTPEndpoints(t *testing.T) {
 	require.Equal(t, 1, st.Rooms)
 	require.Equal(t, 1, st.Subscriptions)
 	require.Equal(t, 2, st.Messages.In)
-	// After the counts: an Engine.IO session is a connection too.
-	code, _ = httpGet(t, base+"/socket.io/?EIO=4&transport=polling")
-	require.Equal(t, http.StatusOK, code, "Socket.IO handshake")
 
 	_, body = httpGet(t, base+"/api/v1/schema")
 	var sc struct {
@@ -105,6 +102,10 @@ func TestHTTPEndpoints(t *testing.T) {
 		"fleet_relay_mqtt_reconnects_total", "fleet_relay_fanout_latency_seconds_bucket", "fleet_relay_mqtt_ready 1"} {
 		require.Contains(t, body, m)
 	}
+	// Last, after every count: an Engine.IO session is a connection too.
+	code, _ = httpGet(t, base+"/socket.io/?EIO=4&transport=polling")
+	require.Equal(t, http.StatusOK, code, "Socket.IO handshake")
+
 }
 
 // selfSigned writes a certificate for 127.0.0.1 and its key.
