@@ -459,3 +459,29 @@ func TestNewModelRepublishesStatus(t *testing.T) {
 		return st != nil && st.State == "online" && slices.Contains(st.Models, "yolo/v8n.onnx")
 	}, wait, 50*time.Millisecond)
 }
+
+// A command sent the instant the robot's online status arrives is answered:
+// the agent subscribes to its commands before it announces itself.
+func TestCommandSentOnOnlineIsAnswered(t *testing.T) {
+	b := brokertest.StartMochi(t)
+	w := watch(t, b.URL(), "fleet/v1/robots/r-fast/replies")
+	cmd := protocol.NewEvent("r-fast", protocol.Command{Name: protocol.CmdPing})
+	payload, err := protocol.Encode(cmd)
+	require.NoError(t, err)
+	var once sync.Once
+	tok := w.c.Subscribe(topics.Status("r-fast"), 1, func(c mqtt.Client, m mqtt.Message) {
+		if ev, err := protocol.Decode(m.Payload()); err == nil && ev.Data.(protocol.RobotStatus).State == "online" {
+			once.Do(func() { c.Publish(topics.Commands("r-fast"), 1, false, payload) }) // no Wait: inside a callback
+		}
+	})
+	require.True(t, tok.WaitTimeout(wait))
+	agenttest.Start(t, agenttest.Options{Broker: b.URL(), RobotID: "r-fast"})
+	require.Eventually(t, func() bool {
+		for _, g := range w.events(t) {
+			if r, ok := g.ev.Data.(protocol.CommandReply); ok && r.CommandID == cmd.ID {
+				return r.OK
+			}
+		}
+		return false
+	}, wait, 20*time.Millisecond, "no reply to a command sent when the robot came online")
+}

@@ -294,8 +294,8 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// connect makes one connection attempt, then publishes the online status
-// and subscribes. lost is signalled when paho reports the connection gone.
+// connect makes one connection attempt, then subscribes and publishes the
+// online status. lost is signalled when paho reports the connection gone.
 func (u *Uplink) connect(ctx context.Context) (mqtt.Client, <-chan error, error) {
 	lost := make(chan error, 1)
 	o := mqtt.NewClientOptions().
@@ -326,10 +326,8 @@ func (u *Uplink) connect(ctx context.Context) (mqtt.Client, <-chan error, error)
 		c.Disconnect(0)
 		return nil, nil, fmt.Errorf("connect %s: %w", u.opts.Broker, err)
 	}
-	if err := wait(ctx, c.Publish(u.opts.StatusTopic, 1, true, u.opts.Online()), u.opts.ConnectTimeout); err != nil {
-		c.Disconnect(0)
-		return nil, nil, fmt.Errorf("publish online status: %w", err)
-	}
+	// Subscribe before announcing online: a dashboard that sees "online"
+	// may send a command at once, and it must find the subscription.
 	for _, s := range u.opts.Subscriptions {
 		h := s.Handler
 		tok := c.Subscribe(s.Topic, s.QoS, func(_ mqtt.Client, m mqtt.Message) { h(m.Topic(), m.Payload()) })
@@ -337,6 +335,10 @@ func (u *Uplink) connect(ctx context.Context) (mqtt.Client, <-chan error, error)
 			c.Disconnect(0)
 			return nil, nil, fmt.Errorf("subscribe %q: %w", s.Topic, err)
 		}
+	}
+	if err := wait(ctx, c.Publish(u.opts.StatusTopic, 1, true, u.opts.Online()), u.opts.ConnectTimeout); err != nil {
+		c.Disconnect(0)
+		return nil, nil, fmt.Errorf("publish online status: %w", err)
 	}
 	u.connects.Add(1)
 	u.mu.Lock()
