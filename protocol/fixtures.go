@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // Fixture is one named golden payload, valid or not. The agent's, relay's
@@ -30,13 +31,24 @@ type Fixture struct {
 // Valid reports whether the fixture is a valid payload.
 func (f Fixture) Valid() bool { return f.Err == "" }
 
-// Fixtures are the golden payloads: every type's example, more valid
-// variants, and invalid payloads each breaking one rule.
-var Fixtures = buildFixtures()
+// Fixtures returns the golden payloads: every type's example, more valid
+// variants, and invalid payloads each breaking one rule. They are built on
+// first use, so binaries that never call it (the agent) do not carry them.
+func Fixtures() []Fixture {
+	fixturesOnce.Do(func() { fixtures = buildFixtures() })
+	return fixtures
+}
+
+// A function rather than a package variable: the linker drops what no
+// caller reaches.
+var (
+	fixturesOnce sync.Once
+	fixtures     []Fixture
+)
 
 // FixtureNamed returns the fixture called name, e.g. "data/out-of-range".
 func FixtureNamed(name string) (Fixture, bool) {
-	for _, f := range Fixtures {
+	for _, f := range Fixtures() {
 		if f.Name == name {
 			return f, true
 		}
@@ -52,7 +64,7 @@ func InvalidFixtures() []Fixture { return filterFixtures(false) }
 
 func filterFixtures(valid bool) []Fixture {
 	var out []Fixture
-	for _, f := range Fixtures {
+	for _, f := range Fixtures() {
 		if f.Valid() == valid {
 			out = append(out, f)
 		}

@@ -10,7 +10,7 @@ import (
 
 func TestFixtures(t *testing.T) {
 	names := map[string]bool{}
-	for _, f := range Fixtures {
+	for _, f := range Fixtures() {
 		t.Run(f.Name, func(t *testing.T) {
 			if names[f.Name] {
 				t.Fatalf("duplicate fixture name")
@@ -53,7 +53,7 @@ func TestFixtures(t *testing.T) {
 // one invalid one.
 func TestFixturesCoverEveryType(t *testing.T) {
 	valid, invalid := map[string]int{}, map[string]int{}
-	for _, f := range Fixtures {
+	for _, f := range Fixtures() {
 		if f.Valid() {
 			valid[f.Type]++
 		} else {
@@ -74,8 +74,8 @@ func TestFixturesCoverEveryType(t *testing.T) {
 	if _, ok := FixtureNamed("nope"); ok {
 		t.Errorf("FixtureNamed(nope) found")
 	}
-	if len(ValidFixtures())+len(InvalidFixtures()) != len(Fixtures) {
-		t.Errorf("ValidFixtures and InvalidFixtures do not partition Fixtures")
+	if len(ValidFixtures())+len(InvalidFixtures()) != len(Fixtures()) {
+		t.Errorf("ValidFixtures and InvalidFixtures do not partition Fixtures()")
 	}
 }
 

@@ -68,7 +68,7 @@ func TestExamplesValidateAgainstSchemas(t *testing.T) {
 // fail them unless their rule is one JSON Schema cannot express (GoOnly).
 func TestFixturesAgreeWithSchemas(t *testing.T) {
 	schemas := compileSchemas(t)
-	for _, f := range Fixtures {
+	for _, f := range Fixtures() {
 		t.Run(f.Name, func(t *testing.T) {
 			err := schemaValidate(schemas[EventSchemaFile], f.Payload)
 			if f.Type != "" {

@@ -232,7 +232,7 @@ func TestPatternFuncsMatchRegexps(t *testing.T) {
 			inputs = append(inputs, alphabet[i:i+1]+alphabet[j:j+1])
 		}
 	}
-	for _, f := range Fixtures {
+	for _, f := range Fixtures() {
 		var tree map[string]any
 		if json.Unmarshal(f.Payload, &tree) == nil {
 			for _, k := range []string{"id", "robot", "session"} {

@@ -21,7 +21,7 @@ func writeFile(t *testing.T, name string, b []byte) string {
 // TestValidateFixtures: every golden fixture gets the verdict the protocol
 // package expects, with invalid ones naming the field in the output.
 func TestValidateFixtures(t *testing.T) {
-	for _, f := range protocol.Fixtures {
+	for _, f := range protocol.Fixtures() {
 		t.Run(f.Name, func(t *testing.T) {
 			p := writeFile(t, "event.json", f.Payload)
 			code, out, errOut := runFleetctl(t, "validate", p)
@@ -86,7 +86,7 @@ func TestValidateStdinAndTopic(t *testing.T) {
 
 func TestValidateLines(t *testing.T) {
 	var in strings.Builder
-	for _, f := range protocol.Fixtures {
+	for _, f := range protocol.Fixtures() {
 		if f.Name == "example/session.progress" || f.Name == "data/out-of-range" || f.Name == "envelope/unknown-type" {
 			in.Write(f.Payload)
 			in.WriteString("\n\n")
