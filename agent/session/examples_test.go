@@ -58,4 +58,7 @@ func TestPipelinesDocShowsExampleScript(t *testing.T) {
 	script, err := os.ReadFile(examplePath(t))
 	require.NoError(t, err)
 	assert.Contains(t, string(doc), "```sh\n"+string(script)+"```\n")
+	readme, err := os.ReadFile("../../README.md")
+	require.NoError(t, err)
+	assert.Contains(t, string(readme), "```sh\n"+string(script)+"```\n", "README.md shows the example script too")
 }
