@@ -15,15 +15,28 @@ var (
 	ErrClosed = errors.New("closed")
 )
 
+// The error codes of spec §5, in one place for every wire format.
+const (
+	CodeBadRequest   = "bad_request"
+	CodeUnauthorized = "unauthorized"
+	CodeForbidden    = "forbidden"
+	CodeUnknownRoom  = "unknown_room"
+	CodeTooManyRooms = "too_many_rooms"
+	CodeRobotOffline = "robot_offline"
+	CodeRobotTimeout = "robot_timeout"
+	CodeRateLimited  = "rate_limited"
+	CodeInternal     = "internal"
+)
+
 // Code returns the spec §5 error code of a hub error.
 func Code(err error) string {
 	switch {
 	case errors.Is(err, ErrUnknownRoom):
-		return "unknown_room"
+		return CodeUnknownRoom
 	case errors.Is(err, ErrForbidden):
-		return "forbidden"
+		return CodeForbidden
 	case errors.Is(err, ErrTooManyRooms):
-		return "too_many_rooms"
+		return CodeTooManyRooms
 	}
-	return "internal"
+	return CodeInternal
 }

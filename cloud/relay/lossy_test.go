@@ -18,6 +18,9 @@ import (
 func TestLossyBehindClient(t *testing.T) {
 	cfg := testConfig()
 	cfg.WS.QueueBytes = 256 << 10
+	// This client does not read, so it cannot answer pings: keep the
+	// heartbeat out of the way however long the filling takes.
+	cfg.WS.Heartbeat, cfg.WS.ClientGrace = time.Minute, time.Minute
 	r := startRelay(t, cfg)
 	d := websocket.Dialer{NetDial: func(network, addr string) (net.Conn, error) {
 		c, err := net.Dial(network, addr)
@@ -37,10 +40,28 @@ func TestLossyBehindClient(t *testing.T) {
 	stats := r.Hub().Stats()
 	// Stop reading; fill the socket and then the queue past half its cap
 	// with notifications (never dropped).
+	// One message at a time, each seen by a fast probe client in the same
+	// room before the next: then the hub has queued it for this client too,
+	// and the queue stops just past half its cap (an overshoot would pass
+	// the cap and close the client as a slow consumer).
+	probe := connect(t, r, "")
+	probe.subscribe("robot:r-1")
 	big := strings.Repeat("n", 8000)
 	for i := 0; stats.QueueBytes.Load() <= int64(cfg.WS.QueueBytes/2); i++ {
 		require.Less(t, i, 5000, "queue never filled")
-		rb.send("", notification(big))
+		id := rb.send("", notification(big)).ID
+		probe.until(func(f frame) bool { return f.Type == "event" && f.envelope(t).ID == id })
+	}
+	// Wait until the writer is stuck (the queue stops shrinking), so that what
+	// follows stays queued rather than trickling out through the socket.
+	stuck := 0
+	for last := stats.QueueBytes.Load(); stuck < 3; {
+		time.Sleep(100 * time.Millisecond)
+		if now := stats.QueueBytes.Load(); now == last {
+			stuck++
+		} else {
+			stuck, last = 0, now
+		}
 	}
 	// Metrics: latest-only, one queued frame per robot and room.
 	var lastMetrics *protocol.Event

@@ -2,7 +2,6 @@ package socketio
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"time"
 
@@ -11,17 +10,17 @@ import (
 	"github.com/robotfleet/fleetlink/protocol"
 )
 
-// Error codes of spec §5, carried by the `error` event.
+// Error codes of spec §5 (defined once in hub), carried by the `error` event.
 const (
-	CodeBadRequest   = "bad_request"
-	CodeUnauthorized = "unauthorized"
-	CodeForbidden    = "forbidden"
-	CodeUnknownRoom  = "unknown_room"
-	CodeTooManyRooms = "too_many_rooms"
-	CodeRobotOffline = "robot_offline"
-	CodeRobotTimeout = "robot_timeout"
-	CodeRateLimited  = "rate_limited"
-	CodeInternal     = "internal"
+	CodeBadRequest   = hub.CodeBadRequest
+	CodeUnauthorized = hub.CodeUnauthorized
+	CodeForbidden    = hub.CodeForbidden
+	CodeUnknownRoom  = hub.CodeUnknownRoom
+	CodeTooManyRooms = hub.CodeTooManyRooms
+	CodeRobotOffline = hub.CodeRobotOffline
+	CodeRobotTimeout = hub.CodeRobotTimeout
+	CodeRateLimited  = hub.CodeRateLimited
+	CodeInternal     = hub.CodeInternal
 )
 
 // Payloads of the events the server emits (spec §6; extra fields allowed).
@@ -308,56 +307,20 @@ func (s *session) command(ack int64, arg json.RawMessage) {
 		s.fail(ack, "command", CodeBadRequest, "the argument must be an object {robot, name, args}")
 		return
 	}
-	fail := func(code, msg string) {
-		b := mustJSON(errorPayload{Code: code, Message: msg, Event: "command", Robot: a.Robot})
+	robot := a.Robot
+	s.srv.o.Commands.Submit(s.p, robot, a.Name, a.Args, func(res command.Result) {
+		s.answer(ack, "command_reply", mustJSON(commandReplyPayload{OK: res.Reply.OK, Result: command.MarshalResult(res.Reply),
+			Error: res.Reply.Error, CommandID: res.CommandID, Robot: robot, Reply: res.Raw}))
+	}, func(code, msg string, err error) {
+		if err != nil {
+			s.srv.warnf("command", "command failed", "robot", robot, "err", err)
+		}
+		b := mustJSON(errorPayload{Code: code, Message: msg, Event: "command", Robot: robot})
 		if ack >= 0 {
 			s.pushControl(AppendAck(nil, ack, b))
 		}
 		s.emit("error", b)
-	}
-	if err := protocol.CheckID("robot", a.Robot); err != nil {
-		fail(CodeBadRequest, err.Error())
-		return
-	}
-	switch {
-	case a.Name == "":
-		fail(CodeBadRequest, "name is required")
-		return
-	case !s.p.CanCommand():
-		fail(CodeForbidden, "role "+string(s.p.Role)+" may not send commands")
-		return
-	case !s.p.CanRobot(a.Robot):
-		fail(CodeForbidden, "token does not cover robot "+a.Robot)
-		return
-	case s.srv.o.Commands == nil:
-		fail(CodeInternal, "commands are not available")
-		return
-	}
-	robot := a.Robot
-	_, err := s.srv.o.Commands.Send(robot, a.Name, a.Args, nil, func(res command.Result) {
-		if res.Err != nil {
-			if errors.Is(res.Err, command.ErrTimeout) {
-				fail(CodeRobotTimeout, "no reply from "+robot+" in time")
-			} else {
-				fail(CodeInternal, res.Err.Error())
-			}
-			return
-		}
-		s.answer(ack, "command_reply", mustJSON(commandReplyPayload{OK: res.Reply.OK, Result: command.MarshalResult(res.Reply),
-			Error: res.Reply.Error, CommandID: res.CommandID, Robot: robot, Reply: res.Raw}))
 	})
-	switch {
-	case err == nil:
-	case errors.Is(err, command.ErrRobotOffline):
-		fail(CodeRobotOffline, "robot "+robot+" is offline")
-	case errors.Is(err, command.ErrTooManyPending):
-		fail(CodeRateLimited, err.Error())
-	case errors.Is(err, command.ErrInvalid):
-		fail(CodeBadRequest, err.Error())
-	default:
-		s.srv.warnf("command", "command failed", "robot", robot, "err", err)
-		fail(CodeInternal, err.Error())
-	}
 }
 
 // emit queues event name with a JSON payload.

@@ -343,45 +343,15 @@ func (c *client) handle(data []byte) {
 }
 
 func (c *client) command(op Op) {
-	ref := op.Ref
-	fail := func(code, msg string) {
-		c.sendControl(mustJSON(errorFrame{Type: "error", Code: code, Message: msg, Ref: ref, Robot: op.Robot}))
-	}
-	switch {
-	case !c.p.CanCommand():
-		fail(CodeForbidden, "role "+string(c.p.Role)+" may not send commands")
-		return
-	case !c.p.CanRobot(op.Robot):
-		fail(CodeForbidden, "token does not cover robot "+op.Robot)
-		return
-	case c.h.o.Commands == nil:
-		fail(CodeInternal, "commands are not available")
-		return
-	}
-	robot := op.Robot
-	_, err := c.h.o.Commands.Send(robot, op.Name, op.Args, nil, func(res command.Result) {
-		if res.Err != nil {
-			if errors.Is(res.Err, command.ErrTimeout) {
-				fail(CodeRobotTimeout, "no reply from "+robot+" in time")
-			} else {
-				fail(CodeInternal, res.Err.Error())
-			}
-			return
-		}
+	robot, ref := op.Robot, op.Ref
+	c.h.o.Commands.Submit(c.p, robot, op.Name, op.Args, func(res command.Result) {
 		c.sendControl(mustJSON(commandReplyFrame{Type: "command_reply", Ref: ref, OK: res.Reply.OK,
 			Result: command.MarshalResult(res.Reply), Error: res.Reply.Error, CommandID: res.CommandID,
 			Robot: robot, Reply: res.Raw}))
+	}, func(code, msg string, err error) {
+		if err != nil {
+			c.h.warn("command failed", "client", c.id, "robot", robot, "err", err)
+		}
+		c.sendControl(mustJSON(errorFrame{Type: "error", Code: code, Message: msg, Ref: ref, Robot: robot}))
 	})
-	switch {
-	case err == nil:
-	case errors.Is(err, command.ErrRobotOffline):
-		fail(CodeRobotOffline, "robot "+robot+" is offline")
-	case errors.Is(err, command.ErrTooManyPending):
-		fail(CodeRateLimited, err.Error())
-	case errors.Is(err, command.ErrInvalid):
-		fail(CodeBadRequest, err.Error())
-	default:
-		c.h.warn("command failed", "client", c.id, "robot", robot, "err", err)
-		fail(CodeInternal, err.Error())
-	}
 }

@@ -17,17 +17,17 @@ const (
 	OpCommand     = "command"
 )
 
-// Error codes of spec §5.
+// Error codes of spec §5 (defined once in hub).
 const (
-	CodeBadRequest   = "bad_request"
-	CodeUnauthorized = "unauthorized"
-	CodeForbidden    = "forbidden"
-	CodeUnknownRoom  = "unknown_room"
-	CodeTooManyRooms = "too_many_rooms"
-	CodeRobotOffline = "robot_offline"
-	CodeRobotTimeout = "robot_timeout"
-	CodeRateLimited  = "rate_limited"
-	CodeInternal     = "internal"
+	CodeBadRequest   = hub.CodeBadRequest
+	CodeUnauthorized = hub.CodeUnauthorized
+	CodeForbidden    = hub.CodeForbidden
+	CodeUnknownRoom  = hub.CodeUnknownRoom
+	CodeTooManyRooms = hub.CodeTooManyRooms
+	CodeRobotOffline = hub.CodeRobotOffline
+	CodeRobotTimeout = hub.CodeRobotTimeout
+	CodeRateLimited  = hub.CodeRateLimited
+	CodeInternal     = hub.CodeInternal
 )
 
 // Op is one decoded client frame. The discriminator is "op"; "type" is
