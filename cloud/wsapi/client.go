@@ -145,22 +145,36 @@ func (c *client) drain() {
 		default:
 		}
 		batch = c.q.Pop(batch[:0], c.h.o.BatchBytes)
+		bc, _ := c.conn.NetConn().(*batchConn)
+		if bc != nil && len(batch) > 1 {
+			bc.begin() // one syscall for the whole batch
+		}
 		for i := range batch {
 			if !c.write(batch[i].Frame) {
 				c.writing.Store(false)
 				return
 			}
-			if !batch[i].TS.IsZero() {
-				c.h.stats.MessagesOut.Add(1)
-				c.h.o.Observe(time.Since(batch[i].TS).Seconds())
-			}
-			batch[i] = hub.Message{}
+			batch[i].Frame = nil
 		}
 		for room, n := range c.q.TakeDropped() {
 			if !c.write(mustJSON(droppedFrame{Type: "dropped", Room: room, Count: n})) {
 				c.writing.Store(false)
 				return
 			}
+		}
+		if bc != nil {
+			if err := bc.end(); err != nil {
+				c.closeWith(-1, "")
+				c.writing.Store(false)
+				return
+			}
+		}
+		for i := range batch {
+			if !batch[i].TS.IsZero() {
+				c.h.stats.MessagesOut.Add(1)
+				c.h.o.Observe(time.Since(batch[i].TS).Seconds())
+			}
+			batch[i] = hub.Message{}
 		}
 		if len(batch) > 0 {
 			continue

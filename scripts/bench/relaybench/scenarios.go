@@ -5,6 +5,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
@@ -35,28 +36,36 @@ type fanoutRig struct {
 
 func newFanoutRig(t *target, robots, subs int) (*fanoutRig, error) {
 	rig := &fanoutRig{t: t, rec: &recorder{}, robots: robots, subs: subs}
+	var dials []func() (func(), error)
 	for r := 0; r < robots; r++ {
 		robot, session := fmt.Sprintf("r-bench-%d", r), fmt.Sprintf("s-bench-%d", r)
 		for j := 0; j < subs; j++ {
-			if t.relay {
-				c, err := dialRelay(t.wsURL, []string{"session:" + session}, rig.rec)
-				if err != nil {
-					return nil, err
+			dials = append(dials, func() (func(), error) {
+				if t.relay {
+					c, err := dialRelay(t.wsURL, []string{"session:" + session}, rig.rec)
+					if err != nil {
+						return nil, err
+					}
+					return func() { c.Close() }, nil
 				}
-				rig.closer = append(rig.closer, func() { c.Close() })
-			} else {
 				c, err := dialMQTTWS(t.wsURL, []string{"fleet/v1/robots/" + robot + "/sessions/" + session + "/#"}, rig.rec)
 				if err != nil {
 					return nil, err
 				}
-				rig.closer = append(rig.closer, func() { c.Disconnect(0) })
-			}
+				return func() { c.Disconnect(0) }, nil
+			})
 		}
 		p, err := dialPublisher(t.mqttAddr)
 		if err != nil {
 			return nil, err
 		}
 		rig.pubs = append(rig.pubs, p)
+	}
+	closers, err := dialAll(dials)
+	rig.closer = closers
+	if err != nil {
+		rig.close()
+		return nil, err
 	}
 	return rig, nil
 }
@@ -139,6 +148,11 @@ func runFanout(t *target, robots, subs int, startRate float64, step time.Duratio
 	if sum.max.rate == 0 {
 		return sum, fmt.Errorf("%s failed at the first rate step", t.name)
 	}
+	// Let the system recover from the step that failed (queues drain,
+	// buffers settle) before measuring at half load; the first half-load
+	// step only warms up again.
+	time.Sleep(5 * time.Second)
+	rig.step(sum.max.rate/2, step)
 	sum.half = rig.step(sum.max.rate/2, 2*step)
 	logf("%s: half load %.0f/s p50 %.1f ms p99 %.1f ms", t.name, sum.half.rate, sum.half.p50, sum.half.p99)
 	return sum, nil
@@ -188,12 +202,7 @@ func runFleet(t *target, duration time.Duration) (stepResult, error) {
 	var expectedPerSec float64
 	robotSubs := make([]int, nRobots)
 	sessionSubs := make([]int, nSessions)
-	var closers []func()
-	defer func() {
-		for _, f := range closers {
-			f()
-		}
-	}()
+	var dials []func() (func(), error)
 	// Sessions belong to robots 0..99; robot rooms are chosen among 100..999 so
 	// no event reaches a client through two rooms.
 	for k := 0; k < nClients; k++ {
@@ -212,19 +221,29 @@ func runFleet(t *target, duration time.Duration) (stepResult, error) {
 			rooms = append(rooms, fmt.Sprintf("session:s-fleet-%d", s))
 			filters = append(filters, fmt.Sprintf("fleet/v1/robots/+/sessions/s-fleet-%d/#", s))
 		}
-		if t.relay {
-			c, err := dialRelay(t.wsURL, rooms, rec)
-			if err != nil {
-				return stepResult{}, err
+		dials = append(dials, func() (func(), error) {
+			if t.relay {
+				c, err := dialRelay(t.wsURL, rooms, rec)
+				if err != nil {
+					return nil, err
+				}
+				return func() { c.Close() }, nil
 			}
-			closers = append(closers, func() { c.Close() })
-		} else {
 			c, err := dialMQTTWS(t.wsURL, filters, rec)
 			if err != nil {
-				return stepResult{}, err
+				return nil, err
 			}
-			closers = append(closers, func() { c.Disconnect(0) })
+			return func() { c.Disconnect(0) }, nil
+		})
+	}
+	closers, err := dialAll(dials)
+	defer func() {
+		for _, f := range closers {
+			f()
 		}
+	}()
+	if err != nil {
+		return stepResult{}, err
 	}
 	for r := 0; r < nRobots; r++ {
 		expectedPerSec += float64(robotSubs[r])
@@ -252,19 +271,23 @@ func runFleet(t *target, duration time.Duration) (stepResult, error) {
 		go func() {
 			defer wg.Done()
 			var seq int64
-			tick := time.NewTicker(250 * time.Millisecond)
+			// Real robots are not synchronised: each robot gets its own 10 ms
+			// slot in the second for metrics and its own phase for progress.
+			tick := time.NewTicker(10 * time.Millisecond)
 			defer tick.Stop()
 			for n := 0; time.Since(start) < duration; n++ {
 				<-tick.C
+				slot := n % 100
 				for r := i; r < nRobots; r += nPub {
 					robot := fmt.Sprintf("r-fleet-%d", r)
-					seq++
-					if n%4 == 0 { // 1 Hz metrics, spread over the second by robot
+					if r%100 == slot { // 1 Hz metrics
+						seq++
 						p.Publish("fleet/v1/robots/"+robot+"/metrics", 0, true, metricsPayload(robot, seq))
 						published.Add(1)
 						expected.Add(int64(robotSubs[r]))
 					}
-					if r < nSessions { // session s-fleet-r on robot r at 4 Hz
+					if r < nSessions && (r*7)%25 == slot%25 { // session s-fleet-r on robot r at 4 Hz
+						seq++
 						s := fmt.Sprintf("s-fleet-%d", r)
 						p.Publish("fleet/v1/robots/"+robot+"/sessions/"+s+"/events", 1, false, progressPayload(robot, s, seq))
 						published.Add(1)
@@ -318,6 +341,13 @@ func fleet(relayBin string, duration time.Duration) error {
 
 // idle: N idle connections in room fleet; RSS per connection.
 func idle(relayBin string, n int) error {
+	// Both the relay and this generator hold one descriptor per connection.
+	note := ""
+	var lim syscall.Rlimit
+	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim) == nil && uint64(n)+500 > lim.Cur {
+		note = fmt.Sprintf(" This machine caps open files at %d per process (a hard limit root cannot raise here), so %d connections were opened instead of %d.", lim.Cur, lim.Cur-500, n)
+		n = int(lim.Cur - 500)
+	}
 	t, err := startRelay(relayBin)
 	if err != nil {
 		return err
@@ -344,11 +374,41 @@ func idle(relayBin string, n int) error {
 	after := rssBytes(t.pid())
 	per := float64(after-before) / float64(n)
 	logf("idle: %d conns in %s, RSS %d → %d (%.1f KiB/conn)", n, opened, before, after, per/1024)
-	fmt.Printf("## idle\n\n%d idle WebSocket connections, each subscribed to room `fleet` (opened in %s).\n\n", n, opened.Round(time.Millisecond))
+	fmt.Printf("## idle\n\n%d idle WebSocket connections, each subscribed to room `fleet` (opened in %s).%s\n\n", n, opened.Round(time.Millisecond), note)
 	fmt.Printf("| figure | target | measured |\n|---|---|---|\n")
 	fmt.Printf("| relay RSS before | — | %.1f MiB |\n", float64(before)/(1<<20))
 	fmt.Printf("| relay RSS with %d connections | — | %.1f MiB |\n", n, float64(after)/(1<<20))
 	fmt.Printf("| RSS per connection | ≤ 16 KiB | %.1f KiB |\n\n", per/1024)
 	fmt.Printf("Command: `go run ./scripts/bench/relaybench -scenario idle -conns %d`\n", n)
 	return nil
+}
+
+// dialAll runs the dials 32 at a time (connecting hundreds of clients one
+// by one takes minutes) and returns the closers of those that succeeded.
+func dialAll(dials []func() (func(), error)) ([]func(), error) {
+	var mu sync.Mutex
+	var closers []func()
+	var firstErr error
+	sem := make(chan struct{}, 32)
+	var wg sync.WaitGroup
+	for _, d := range dials {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			c, err := d()
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				if firstErr == nil {
+					firstErr = err
+				}
+				return
+			}
+			closers = append(closers, c)
+		}()
+	}
+	wg.Wait()
+	return closers, firstErr
 }
