@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"encoding/json"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -108,4 +110,61 @@ func TestDashboardInBrowser(t *testing.T) {
 	if r, _ := m["compression_ratio"].(float64); r < 2 {
 		t.Fatalf("result shown in the page has compression_ratio %v: %v", m["compression_ratio"], res.Result)
 	}
+}
+
+// When an agent dies (kill -9) the broker publishes its Last Will; the relay
+// must show the robot offline (reason lost) even though the Will was armed,
+// and numbered, before the agent's online status.
+func TestKilledAgentShowsOffline(t *testing.T) {
+	s := startRelay(t)
+	agent := s.startAgent(t, "r-dies")
+	c := dial(t, s)
+	c.send(map[string]any{"op": "subscribe", "room": "fleet"})
+	c.waitFor(20*time.Second, "r-dies online", func(f map[string]any) bool {
+		return statusOf(f, "r-dies") == "online"
+	})
+	if err := agent.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	c.waitFor(20*time.Second, "r-dies offline in room fleet", func(f map[string]any) bool {
+		return statusOf(f, "r-dies") == "offline"
+	})
+	resp, err := http.Get("http://" + s.httpAddr + "/api/v1/robots")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Robots []struct {
+			ID     string          `json:"id"`
+			Status json.RawMessage `json:"status"`
+		} `json:"robots"`
+	}
+	raw, _ := io.ReadAll(resp.Body)
+	if err := json.Unmarshal(raw, &body); err != nil {
+		t.Fatalf("/api/v1/robots: %v: %s", err, raw)
+	}
+	if !strings.Contains(string(raw), `"offline"`) || !strings.Contains(string(raw), `"lost"`) {
+		t.Fatalf("/api/v1/robots still shows r-dies online: %s", raw)
+	}
+}
+
+// statusOf returns the state of robot's robot.status carried by frame f
+// (an event or a subscribed snapshot), or "".
+func statusOf(f map[string]any, robot string) string {
+	var envs []any
+	switch f["type"] {
+	case "event":
+		envs = []any{f["event"]}
+	case "subscribed":
+		envs, _ = f["snapshot"].([]any)
+	}
+	state := ""
+	for _, e := range envs {
+		ev, _ := e.(map[string]any)
+		if ev["type"] == "robot.status" && ev["robot"] == robot {
+			state, _ = ev["data"].(map[string]any)["state"].(string)
+		}
+	}
+	return state
 }

@@ -166,9 +166,12 @@ func (h *Hub) Ingest(ev *protocol.Event, raw []byte, retained bool) bool {
 	r.lastSeen = h.o.Now()
 	switch ev.Type {
 	case protocol.TypeRobotStatus:
-		if newer(r.status, ev) {
-			r.status = e
-		}
+		// Not ordered by seq: an agent's Last Will is numbered when the
+		// connection is made, before the online status that follows it, and
+		// the broker publishes it last. The broker hands over a robot's
+		// status messages in the order they took effect (the retained one
+		// at subscribe time first), so the last one received is the truth.
+		r.status = e
 	case protocol.TypeRobotMetrics:
 		if newer(r.metrics, ev) {
 			r.metrics = e

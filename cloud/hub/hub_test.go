@@ -200,3 +200,21 @@ func TestRobotTTL(t *testing.T) {
 	require.Len(t, h.Robots(), 1)
 	require.Equal(t, "new", h.Robots()[0].ID)
 }
+
+// TestLastWillWithLowerSeqWins: the Last Will is numbered when the agent
+// connects, before its online status, and arrives last; the robot is
+// offline, and a command gets robot_offline.
+func TestLastWillWithLowerSeqWins(t *testing.T) {
+	h := hub.New(hub.Options{})
+	will := protocol.NewEvent("r-w", protocol.RobotStatus{State: "offline", Reason: "lost", AgentVersion: "1", StartedAt: protocol.Now()})
+	will.Seq = 0 // below any seq ingest gives the online status
+	ingest(t, h, "r-w", "", protocol.RobotStatus{State: "online", AgentVersion: "1", StartedAt: protocol.Now()}, false)
+	raw, err := protocol.Encode(will)
+	require.NoError(t, err)
+	ev, err := protocol.Decode(raw)
+	require.NoError(t, err)
+	require.True(t, h.Ingest(ev, raw, false))
+	state, known := h.RobotState("r-w")
+	require.True(t, known)
+	require.Equal(t, "offline", state)
+}
