@@ -1,0 +1,378 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/robotfleet/fleetlink/protocol"
+)
+
+func init() {
+	register("doctor", command{summary: "check robots' health from their retained status and metrics, and ping one", run: runDoctor})
+}
+
+// Errors of doctor. (fleetctl has no errors.go of its own yet.)
+var (
+	// errNoRobots: no retained status or metrics was found for any robot.
+	errNoRobots = errors.New("no robots found")
+	// errChecksFailed: at least one check of the report is FAIL.
+	errChecksFailed = errors.New("checks failed")
+)
+
+// Check levels, worst last.
+const (
+	levelOK   = "OK"
+	levelWarn = "WARN"
+	levelFail = "FAIL"
+)
+
+const (
+	// doctorSpoolDeep is the outbox depth worth a warning: the robot has
+	// that many events it could not deliver yet.
+	doctorSpoolDeep = 1000
+	// doctorClockSkew is how far in the future a metrics ts may be before
+	// the robot's clock is called wrong.
+	doctorClockSkew = 5 * time.Second
+	// doctorMaxInvalid caps the invalid payloads kept per robot; the rest
+	// are counted.
+	doctorMaxInvalid = 5
+)
+
+// doctorCheck is one line of a robot's report.
+type doctorCheck struct {
+	Name   string `json:"name"`
+	Level  string `json:"level"` // OK, WARN or FAIL
+	Detail string `json:"detail"`
+}
+
+// robotReport is the checks of one robot.
+type robotReport struct {
+	Robot  string        `json:"robot"`
+	Checks []doctorCheck `json:"checks"`
+}
+
+// doctorReport is what doctor prints, as text or --json.
+type doctorReport struct {
+	Broker  string        `json:"broker"`
+	Robots  []robotReport `json:"robots"`
+	Dropped int64         `json:"dropped,omitempty"` // messages over the collection buffer's cap
+	Fails   int           `json:"fails"`
+	Warns   int           `json:"warns"`
+}
+
+// robotSeen is what the collection window saw of one robot.
+type robotSeen struct {
+	status, metrics *protocol.Event // latest valid of each
+	valid           int             // valid payloads seen
+	invalid         []string        // "topic: error", at most doctorMaxInvalid
+	invalidMore     int             // invalid payloads beyond the cap
+}
+
+func runDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("doctor", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: fleetctl doctor [flags] [ROBOT]\n\nReads the retained status and metrics of ROBOT (all robots without ROBOT)\nand prints one check per line: OK, WARN or FAIL. With ROBOT online it also\npings it. Exits 1 when a check fails or no robot is found.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	mc := addMQTTFlags(fs)
+	timeout := fs.Duration("timeout", 5*time.Second, "how long to wait for the ping reply")
+	wait := fs.Duration("wait", time.Second, "how long to collect retained messages")
+	stale := fs.Duration("stale", 30*time.Second, "warn when the latest metrics are older than this")
+	asJSON := fs.Bool("json", false, "print the report as JSON")
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 1 {
+		return fmt.Errorf("%w: at most one ROBOT, got %q", errUsage, pos)
+	}
+	for name, d := range map[string]time.Duration{"--timeout": *timeout, "--wait": *wait, "--stale": *stale} {
+		if d <= 0 {
+			return fmt.Errorf("%w: %s must be positive, got %s", errUsage, name, d)
+		}
+	}
+	topics, err := mc.topics()
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	robot := "+"
+	if len(pos) == 1 {
+		robot = pos[0]
+		if err := protocol.CheckID("robot id", robot); err != nil {
+			return fmt.Errorf("%w: %v", errUsage, err)
+		}
+	}
+
+	client, err := mc.connect(ctx, "doctor", false, nil, nil)
+	if err != nil {
+		return err
+	}
+	defer client.Disconnect(250)
+
+	seen, dropped, err := collectRetained(ctx, client, mc, topics, robot, *wait)
+	if err != nil {
+		return err
+	}
+	if len(seen) == 0 {
+		what := "any robot"
+		if robot != "+" {
+			what = robot
+		}
+		fmt.Fprintf(stderr, "fleetctl doctor: no retained status or metrics of %s on %s under prefix %q\n", what, mc.Broker, topics.Prefix())
+		return fmt.Errorf("%w on %s", errNoRobots, mc.Broker)
+	}
+
+	now := time.Now()
+	rep := doctorReport{Broker: mc.Broker, Dropped: dropped}
+	ids := make([]string, 0, len(seen))
+	for id := range seen {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	for _, id := range ids {
+		s := seen[id]
+		rr := robotReport{Robot: id, Checks: robotChecks(s, now, *stale)}
+		if robot != "+" && s.status != nil && s.status.Data.(protocol.RobotStatus).State == "online" {
+			rr.Checks = append(rr.Checks, pingCheck(ctx, client, mc, topics, id, *timeout))
+		}
+		for _, c := range rr.Checks {
+			switch c.Level {
+			case levelFail:
+				rep.Fails++
+			case levelWarn:
+				rep.Warns++
+			}
+		}
+		rep.Robots = append(rep.Robots, rr)
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+
+	if *asJSON {
+		b, err := json.MarshalIndent(rep, "", "  ")
+		if err != nil {
+			return fmt.Errorf("print report: %w", err)
+		}
+		fmt.Fprintf(stdout, "%s\n", b)
+	} else {
+		printReport(stdout, &rep)
+	}
+	if rep.Fails > 0 {
+		return fmt.Errorf("%w: %d FAIL, %d WARN", errChecksFailed, rep.Fails, rep.Warns)
+	}
+	return nil
+}
+
+// collectRetained subscribes to the status and metrics of robot ("+" for
+// all) and gathers what arrives within wait of the subscription's
+// acknowledgement; the retained messages come first. For a single robot it
+// stops as soon as both topics have spoken.
+func collectRetained(ctx context.Context, client mqtt.Client, mc *mqttConfig, topics protocol.Topics, robot string, wait time.Duration) (map[string]*robotSeen, int64, error) {
+	q := newMsgQueue(watchQueueBytes)
+	subs := map[string]byte{
+		topics.Status(robot):  protocol.KindStatus.QoS(),
+		topics.Metrics(robot): protocol.KindMetrics.QoS(),
+	}
+	tok := client.SubscribeMultiple(subs, func(_ mqtt.Client, m mqtt.Message) { q.push(m) })
+	if err := waitToken(ctx, tok, mc.ConnectTimeout); err != nil {
+		return nil, 0, fmt.Errorf("subscribe %s and %s: %w", topics.Status(robot), topics.Metrics(robot), err)
+	}
+
+	seen := map[string]*robotSeen{}
+	base := topics.Prefix() + "/v1/robots/"
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, 0, ctx.Err()
+		case <-timer.C:
+			return seen, q.dropped.Load(), nil
+		case m := <-q.ch:
+			q.done(m)
+			if len(m.Payload()) == 0 {
+				continue // a retained message being cleared
+			}
+			id, _, _ := strings.Cut(strings.TrimPrefix(m.Topic(), base), "/")
+			s := seen[id]
+			if s == nil {
+				s = &robotSeen{}
+				seen[id] = s
+			}
+			s.observe(topics, m.Topic(), m.Payload())
+			if robot != "+" && s.status != nil && s.metrics != nil {
+				return seen, q.dropped.Load(), nil
+			}
+		}
+	}
+}
+
+// observe records one payload on topic: the latest valid event of its
+// kind, or the reason it is invalid.
+func (s *robotSeen) observe(topics protocol.Topics, topic string, payload []byte) {
+	ev, err := protocol.Decode(payload)
+	if err == nil {
+		var tp protocol.Topic
+		if tp, err = topics.Parse(topic); err == nil {
+			err = tp.Matches(ev)
+		}
+	}
+	if err != nil {
+		if len(s.invalid) < doctorMaxInvalid {
+			s.invalid = append(s.invalid, topic+": "+err.Error())
+		} else {
+			s.invalidMore++
+		}
+		return
+	}
+	s.valid++
+	switch ev.Data.(type) {
+	case protocol.RobotStatus:
+		s.status = ev
+	case protocol.RobotMetrics:
+		s.metrics = ev
+	}
+}
+
+// robotChecks judges what was seen of one robot at now.
+func robotChecks(s *robotSeen, now time.Time, stale time.Duration) []doctorCheck {
+	var cs []doctorCheck
+	add := func(name, level, format string, a ...any) {
+		cs = append(cs, doctorCheck{Name: name, Level: level, Detail: fmt.Sprintf(format, a...)})
+	}
+
+	if s.status == nil {
+		add("status", levelFail, "no valid retained status")
+	} else {
+		d := s.status.Data.(protocol.RobotStatus)
+		switch {
+		case d.State == "online":
+			add("status", levelOK, "online since %s (up %s), agent %s on %q", d.StartedAt, roundAge(now.Sub(d.StartedAt.Time)), d.AgentVersion, d.Hostname)
+		case d.Reason == "shutdown":
+			add("status", levelWarn, "offline (shutdown) at %s, agent %s started %s", s.status.TS, d.AgentVersion, d.StartedAt)
+		default:
+			reason := d.Reason
+			if reason == "" {
+				reason = "no reason given"
+			}
+			add("status", levelFail, "offline (%s) at %s, %s ago; agent %s started %s", reason, s.status.TS, roundAge(now.Sub(s.status.TS.Time)), d.AgentVersion, d.StartedAt)
+		}
+	}
+
+	if s.metrics == nil {
+		add("metrics", levelWarn, "no valid retained metrics")
+	} else {
+		age := now.Sub(s.metrics.TS.Time)
+		switch {
+		case age < -doctorClockSkew:
+			add("metrics", levelWarn, "latest at %s is %s in the future: the robot's clock is off", s.metrics.TS, roundAge(-age))
+		case age > stale:
+			add("metrics", levelWarn, "stale: latest at %s, %s ago (over %s)", s.metrics.TS, roundAge(age), stale)
+		default:
+			add("metrics", levelOK, "latest at %s, %s ago", s.metrics.TS, roundAge(max(age, 0)))
+		}
+		a := s.metrics.Data.(protocol.RobotMetrics).Agent
+		level := levelOK
+		if a.SpoolDropped > 0 || a.SpoolDepth > doctorSpoolDeep {
+			level = levelWarn
+		}
+		add("spool", level, "depth %d (%d bytes), dropped %d since start", a.SpoolDepth, a.SpoolBytes, a.SpoolDropped)
+	}
+
+	if len(s.invalid) == 0 {
+		add("payloads", levelOK, "%d valid", s.valid)
+	}
+	for _, e := range s.invalid {
+		add("payloads", levelFail, "invalid: %s", e)
+	}
+	if s.invalidMore > 0 {
+		add("payloads", levelFail, "%d more invalid payloads", s.invalidMore)
+	}
+	return cs
+}
+
+// pingCheck sends ping to robot and times the matching reply.
+func pingCheck(ctx context.Context, client mqtt.Client, mc *mqttConfig, topics protocol.Topics, robot string, timeout time.Duration) doctorCheck {
+	fail := func(format string, a ...any) doctorCheck {
+		return doctorCheck{Name: "ping", Level: levelFail, Detail: fmt.Sprintf(format, a...)}
+	}
+	ev := protocol.NewEvent(robot, protocol.Command{Name: protocol.CmdPing, Args: map[string]any{}, ExpiresAt: protocol.TimePtr(time.Now().Add(timeout))})
+	payload, err := protocol.Encode(ev)
+	if err != nil {
+		return fail("encode: %v", err)
+	}
+	replies := make(chan protocol.CommandReply, 1)
+	tok := client.Subscribe(topics.Replies(robot), protocol.KindReplies.QoS(), func(_ mqtt.Client, m mqtt.Message) {
+		r, err := protocol.Decode(m.Payload())
+		if err != nil {
+			return
+		}
+		if d, ok := r.Data.(protocol.CommandReply); ok && d.CommandID == ev.ID {
+			select {
+			case replies <- d:
+			default: // a QoS 1 redelivery
+			}
+		}
+	})
+	if err := waitToken(ctx, tok, mc.ConnectTimeout); err != nil {
+		return fail("subscribe %s: %v", topics.Replies(robot), err)
+	}
+	start := time.Now()
+	if err := waitToken(ctx, client.Publish(topics.Commands(robot), protocol.KindCommands.QoS(), false, payload), mc.ConnectTimeout); err != nil {
+		return fail("publish %s: %v", topics.Commands(robot), err)
+	}
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	select {
+	case <-ctx.Done():
+		return fail("interrupted")
+	case <-timer.C:
+		return fail("no reply to ping %s within %s", ev.ID, timeout)
+	case d := <-replies:
+		rtt := time.Since(start)
+		if !d.OK {
+			if d.Error == nil {
+				return fail("refused after %s", rtt.Round(time.Microsecond))
+			}
+			return fail("refused after %s: %s: %q", rtt.Round(time.Microsecond), d.Error.Code, d.Error.Message)
+		}
+		detail := fmt.Sprintf("reply in %s", rtt.Round(time.Microsecond))
+		var pr protocol.PingResult
+		if b, err := json.Marshal(d.Result); err == nil && json.Unmarshal(b, &pr) == nil && pr.AgentVersion != "" {
+			detail += fmt.Sprintf(", agent %s, uptime %.0fs", pr.AgentVersion, pr.UptimeS)
+		}
+		return doctorCheck{Name: "ping", Level: levelOK, Detail: detail}
+	}
+}
+
+// roundAge rounds d for people: whole seconds, or milliseconds under one.
+func roundAge(d time.Duration) time.Duration {
+	if d < time.Second {
+		return d.Round(time.Millisecond)
+	}
+	return d.Round(time.Second)
+}
+
+func printReport(w io.Writer, rep *doctorReport) {
+	for _, r := range rep.Robots {
+		fmt.Fprintf(w, "robot %s\n", r.Robot)
+		for _, c := range r.Checks {
+			fmt.Fprintf(w, "  %-4s  %-8s  %s\n", c.Level, c.Name, c.Detail)
+		}
+	}
+	if rep.Dropped > 0 {
+		fmt.Fprintf(w, "WARN: dropped %d messages over the collection buffer's cap; the report may miss robots\n", rep.Dropped)
+	}
+	fmt.Fprintf(w, "%d robots, %d FAIL, %d WARN on %s\n", len(rep.Robots), rep.Fails, rep.Warns, rep.Broker)
+}
