@@ -54,20 +54,29 @@ func (r *ring) all() []*Entry {
 	return out
 }
 
-// since returns the events with seq > s, and whether the ring still holds
-// all of them.
+// since returns the events with seq > s (and a Last Will that came after
+// them), and whether the ring still holds all of them.
 func (r *ring) since(s int64) ([]*Entry, bool) {
 	if r.coverFrom < 0 || s < r.coverFrom {
 		return nil, false
 	}
-	var out []*Entry
+	var out, late []*Entry
+	passed := false // an event at or past s has arrived
 	for _, e := range r.es {
-		if e.Ev.Seq > s {
+		switch {
+		case e.Ev.Seq > s:
 			out = append(out, e)
+			passed = true
+		case e.Ev.Seq == s:
+			passed = true
+		case passed && e.Ev.Type == protocol.TypeRobotStatus:
+			// A Last Will: numbered when its connection was made, published
+			// after everything else; it goes last, as it came.
+			late = append(late, e)
 		}
 	}
 	sortBySeq(out)
-	return out, true
+	return append(out, late...), true
 }
 
 func sortBySeq(es []*Entry) {

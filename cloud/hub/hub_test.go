@@ -208,7 +208,7 @@ func TestLastWillWithLowerSeqWins(t *testing.T) {
 	h := hub.New(hub.Options{})
 	will := protocol.NewEvent("r-w", protocol.RobotStatus{State: "offline", Reason: "lost", AgentVersion: "1", StartedAt: protocol.Now()})
 	will.Seq = 0 // below any seq ingest gives the online status
-	ingest(t, h, "r-w", "", protocol.RobotStatus{State: "online", AgentVersion: "1", StartedAt: protocol.Now()}, false)
+	online := ingest(t, h, "r-w", "", protocol.RobotStatus{State: "online", AgentVersion: "1", StartedAt: protocol.Now()}, false)
 	raw, err := protocol.Encode(will)
 	require.NoError(t, err)
 	ev, err := protocol.Decode(raw)
@@ -217,4 +217,9 @@ func TestLastWillWithLowerSeqWins(t *testing.T) {
 	state, known := h.RobotState("r-w")
 	require.True(t, known)
 	require.Equal(t, "offline", state)
+	// A client that saw the online status and resumes gets the Will.
+	snap := subscribe(t, h, &sub{f: &rawFormat{}}, all{}, "robot:r-w", online.Seq)
+	require.True(t, snap.Recovered)
+	require.NotEmpty(t, snap.Events)
+	require.Equal(t, will.ID, snap.Events[len(snap.Events)-1].Ev.ID)
 }
