@@ -85,7 +85,7 @@ func runDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		fs.PrintDefaults()
 	}
 	mc := addMQTTFlags(fs)
-	timeout := fs.Duration("timeout", 5*time.Second, "how long to wait for the ping reply")
+	timeout := fs.Duration("timeout", 5*time.Second, "how long to wait for the ping reply; also caps --wait")
 	wait := fs.Duration("wait", time.Second, "how long to collect retained messages")
 	stale := fs.Duration("stale", 30*time.Second, "warn when the latest metrics are older than this")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
@@ -101,6 +101,7 @@ func runDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			return fmt.Errorf("%w: %s must be positive, got %s", errUsage, name, d)
 		}
 	}
+	*wait = min(*wait, *timeout) // --timeout bounds every wait
 	topics, err := mc.topics()
 	if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
@@ -258,7 +259,11 @@ func robotChecks(s *robotSeen, now time.Time, stale time.Duration) []doctorCheck
 		d := s.status.Data.(protocol.RobotStatus)
 		switch {
 		case d.State == "online":
-			add("status", levelOK, "online since %s (up %s), agent %s on %q", d.StartedAt, roundAge(now.Sub(d.StartedAt.Time)), d.AgentVersion, d.Hostname)
+			host := ""
+			if d.Hostname != "" {
+				host = fmt.Sprintf(" on %q", d.Hostname)
+			}
+			add("status", levelOK, "online since %s (up %s), agent %s%s", d.StartedAt, roundAge(now.Sub(d.StartedAt.Time)), d.AgentVersion, host)
 		case d.Reason == "shutdown":
 			add("status", levelWarn, "offline (shutdown) at %s, agent %s started %s", s.status.TS, d.AgentVersion, d.StartedAt)
 		default:

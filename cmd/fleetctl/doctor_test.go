@@ -61,6 +61,7 @@ func TestDoctorHealthyRobotPings(t *testing.T) {
 
 	code, out, errOut := runFleetctl(t, "doctor", "--broker", broker.URL(), "r-1", "--timeout", "5s")
 	require.Equal(t, 0, code, "stdout:\n%s\nstderr:\n%s", out, errOut)
+	t.Logf("report:\n%s", out)
 	require.Contains(t, out, "robot r-1\n")
 	for _, want := range []string{"OK    status    online", "OK    metrics", "OK    spool     depth 3", "OK    payloads  2 valid", "OK    ping      reply in"} {
 		require.Contains(t, out, want)
@@ -133,6 +134,7 @@ func TestDoctorFleet(t *testing.T) {
 
 			code, out, errOut := runFleetctl(t, "doctor", "--broker", broker.URL(), "--wait", "500ms")
 			require.Equal(t, tc.code, code, "stdout:\n%s\nstderr:\n%s", out, errOut)
+			t.Logf("report:\n%s%s", out, errOut)
 			require.Contains(t, out, "robot r-1\n")
 			require.Contains(t, out, "robot r-2\n")
 			require.NotContains(t, out, "ping", "no ping without ROBOT")
