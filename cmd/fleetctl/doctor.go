@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -19,14 +18,6 @@ import (
 func init() {
 	register("doctor", command{summary: "check robots' health from their retained status and metrics, and ping one", run: runDoctor})
 }
-
-// Errors of doctor. (fleetctl has no errors.go of its own yet.)
-var (
-	// errNoRobots: no retained status or metrics was found for any robot.
-	errNoRobots = errors.New("no robots found")
-	// errChecksFailed: at least one check of the report is FAIL.
-	errChecksFailed = errors.New("checks failed")
-)
 
 // Check levels, worst last.
 const (

@@ -26,9 +26,6 @@ var commands = map[string]command{}
 
 func register(name string, c command) { commands[name] = c }
 
-// errUsage marks errors that should be followed by the usage text.
-var errUsage = errors.New("usage")
-
 func usage(w io.Writer) {
 	fmt.Fprintf(w, "fleetctl %s — fleet diagnostics over MQTT\n\nUsage: fleetctl COMMAND [flags]\n\nCommands:\n", version.String())
 	names := make([]string, 0, len(commands))

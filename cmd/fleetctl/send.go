@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -18,15 +17,6 @@ import (
 func init() {
 	register("send", command{summary: "send a command to a robot and print its reply", run: runSend})
 }
-
-// Errors of the MQTT commands. (main.go owns errUsage; fleetctl has no
-// errors.go of its own yet.)
-var (
-	// errNoReply: the robot did not answer the command in time.
-	errNoReply = errors.New("no reply")
-	// errCommandFailed: the robot answered with ok=false.
-	errCommandFailed = errors.New("command failed")
-)
 
 func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("send", flag.ContinueOnError)

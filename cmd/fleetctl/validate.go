@@ -20,9 +20,6 @@ func init() {
 // stdin is where validate reads when given no file; tests replace it.
 var stdin io.Reader = os.Stdin
 
-// errInvalidEvents: some input was not a valid event.
-var errInvalidEvents = errors.New("invalid events")
-
 // maxLine bounds one line in --lines mode: a valid payload is at most
 // protocol.MaxPayload bytes, so a longer line is reported, not buffered.
 const maxLine = protocol.MaxPayload + 1
