@@ -75,8 +75,7 @@ func TestAgentKilledMidSession(t *testing.T) {
 	require.Equal(t, protocol.TypeSessionFailed, fin.Type)
 	assert.Equal(t, protocol.FailAgentRestarted, fin.Data.(protocol.SessionFailed).Error.Code)
 	requireGone(t, pids)
-	evs := em.of("s-crash")
-	st := evs[len(evs)-1].Data.(protocol.SessionState)
+	st := em.waitFinalState(t, "s-crash", 5*time.Second)
 	assert.Equal(t, protocol.StatusFailed, st.Status)
 
 	// The command id survived too: a redelivered start gets the first answer.

@@ -263,3 +263,23 @@ func requireGone(t testing.TB, pids []int) {
 		return true
 	}, 10*time.Second, 10*time.Millisecond, "processes %v still alive", pids)
 }
+
+// waitFinalState waits for the session.state that follows a session's final
+// event (it is emitted just after it) and returns it.
+func (e *memEmitter) waitFinalState(t testing.TB, id string, within time.Duration) protocol.SessionState {
+	t.Helper()
+	var st protocol.SessionState
+	deadline := time.Now().Add(within)
+	for {
+		if evs := e.of(id); len(evs) > 0 {
+			if s, ok := evs[len(evs)-1].Data.(protocol.SessionState); ok && s.Finished() {
+				return s
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("session %s: no final session.state within %s", id, within)
+			return st
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

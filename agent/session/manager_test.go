@@ -53,10 +53,7 @@ func TestSessionCompletes(t *testing.T) {
 	}
 
 	// Every change has its session.state; the last says completed.
-	evs := e.em.of(id)
-	last := evs[len(evs)-1]
-	require.Equal(t, protocol.TypeSessionState, last.Type)
-	st := last.Data.(protocol.SessionState)
+	st := e.em.waitFinalState(t, id, 5*time.Second)
 	assert.Equal(t, protocol.StatusCompleted, st.Status)
 	assert.Equal(t, 100.0, st.Percent)
 	assert.NotNil(t, st.Result)
@@ -172,7 +169,7 @@ func TestRunnerFailure(t *testing.T) {
 	assert.True(t, strings.HasSuffix(f.Error.Detail, "last words\n"), "detail ends %q", f.Error.Detail[len(f.Error.Detail)-40:])
 	assert.NotContains(t, f.Error.Detail, "stderr line 00000", "the tail holds the end, not the start")
 
-	st := e.em.of(id)[len(e.em.of(id))-1].Data.(protocol.SessionState)
+	st := e.em.waitFinalState(t, id, 5*time.Second)
 	assert.Equal(t, protocol.StatusFailed, st.Status)
 	require.NotNil(t, st.Error)
 	assert.Equal(t, protocol.FailRunnerError, st.Error.Code)
