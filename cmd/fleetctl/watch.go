@@ -227,6 +227,7 @@ func runWatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	defer client.Disconnect(250)
 
 	seen := 0
+	recent := newRecentIDs(4096)
 	for {
 		select {
 		case <-ctx.Done():
@@ -239,6 +240,9 @@ func runWatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			fmt.Fprintf(stderr, "fleetctl watch: watching %s on %s\n", filter, mc.Broker)
 		case m := <-q.ch:
 			q.done(m)
+			if recent.seen(m.Payload()) {
+				continue // a QoS 1 redelivery: receivers de-duplicate by event id
+			}
 			if *rawJSON {
 				fmt.Fprintf(stdout, "%s\n", m.Payload())
 			} else {
@@ -356,4 +360,35 @@ func compactJSON(v any) string {
 		s = s[:197] + "..."
 	}
 	return s
+}
+
+// recentIDs remembers the last n event ids, so a message the broker delivers
+// twice (QoS 1 is at least once) is printed once.
+type recentIDs struct {
+	ids  map[string]struct{}
+	fifo []string
+	next int
+}
+
+func newRecentIDs(n int) *recentIDs {
+	return &recentIDs{ids: make(map[string]struct{}, n), fifo: make([]string, n)}
+}
+
+// seen reports whether payload's event id was seen already, and remembers
+// it. Payloads without an id (invalid ones) are never duplicates.
+func (r *recentIDs) seen(payload []byte) bool {
+	var env struct {
+		ID string `json:"id"`
+	}
+	if json.Unmarshal(payload, &env) != nil || env.ID == "" {
+		return false
+	}
+	if _, ok := r.ids[env.ID]; ok {
+		return true
+	}
+	delete(r.ids, r.fifo[r.next])
+	r.fifo[r.next] = env.ID
+	r.ids[env.ID] = struct{}{}
+	r.next = (r.next + 1) % len(r.fifo)
+	return false
 }

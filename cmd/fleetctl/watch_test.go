@@ -179,3 +179,15 @@ func TestWatchSurvivesBrokerRestart(t *testing.T) {
 	require.NoError(t, w.wait(t))
 	require.Contains(t, w.stdout.String(), `"after"`)
 }
+
+func TestRecentIDsShowsARedeliveryOnce(t *testing.T) {
+	r := newRecentIDs(2)
+	a, b, c := []byte(`{"id":"a"}`), []byte(`{"id":"b"}`), []byte(`{"id":"c"}`)
+	require.False(t, r.seen(a))
+	require.True(t, r.seen(a), "the same event id again is a redelivery")
+	require.False(t, r.seen([]byte(`not json`)))
+	require.False(t, r.seen([]byte(`not json`)), "payloads without an id are never duplicates")
+	require.False(t, r.seen(b))
+	require.False(t, r.seen(c)) // a falls out of the window of 2
+	require.False(t, r.seen(a))
+}
