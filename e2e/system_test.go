@@ -75,6 +75,38 @@ func TestStartSessionThroughRelay(t *testing.T) {
 // An operator opens the dashboard in a real browser, finds the robot, sees
 // its metrics, starts an optimization and watches it complete.
 func TestDashboardInBrowser(t *testing.T) {
+	s := startRelay(t)
+	s.startAgent(t, "r-web-1")
+	runDashboard(t, "http://"+s.httpAddr+"/", "r-web-1")
+}
+
+// The same with auth on: the page takes an operator token from the link
+// (#token=…, as fleetctl token prints it) and passes it to /ws.
+func TestDashboardWithToken(t *testing.T) {
+	const secret = "e2e-secret"
+	s := startRelay(t, "FLEET_RELAY_AUTH_SECRET="+secret)
+	s.startAgent(t, "r-web-2")
+	out, err := exec.Command(filepath.Join(binDir, "fleetctl"), "token", "--secret", secret,
+		"--role", "operator", "--robots", "r-web-*", "--ttl", "10m").Output()
+	if err != nil {
+		t.Fatalf("fleetctl token: %v", err)
+	}
+	token := strings.TrimSpace(string(out))
+	// Without a token the relay refuses the WebSocket before the upgrade.
+	resp, err := http.Get("http://" + s.httpAddr + "/ws")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("/ws without a token: %d, want 401", resp.StatusCode)
+	}
+	runDashboard(t, "http://"+s.httpAddr+"/#token="+token, "r-web-2")
+}
+
+// runDashboard drives scripts/browser/dashboard.js against url.
+func runDashboard(t *testing.T, url, robot string) {
+	t.Helper()
 	script := filepath.Join("..", "scripts", "browser", "dashboard.js")
 	if _, err := os.Stat(filepath.Join("..", "scripts", "browser", "node_modules", "playwright-core")); err != nil {
 		t.Fatalf("playwright-core is not installed: run scripts/test-deps.sh (%v)", err)
@@ -82,13 +114,11 @@ func TestDashboardInBrowser(t *testing.T) {
 	if _, err := exec.LookPath("chromium"); err != nil {
 		t.Fatalf("chromium is not installed: run scripts/test-deps.sh (apt-get install chromium)")
 	}
-	s := startRelay(t)
-	s.startAgent(t, "r-web-1")
 	shot := filepath.Join(t.TempDir(), "dashboard.png")
 	if dir := os.Getenv("E2E_SCREENSHOT_DIR"); dir != "" {
-		shot = filepath.Join(dir, "dashboard.png")
+		shot = filepath.Join(dir, t.Name()+".png")
 	}
-	cmd := exec.Command("node", script, "http://"+s.httpAddr+"/", "r-web-1", "mlp_opset17.onnx", shot)
+	cmd := exec.Command("node", script, url, robot, "mlp_opset17.onnx", shot)
 	out, err := cmd.Output()
 	var res struct {
 		OK            bool           `json:"ok"`
