@@ -10,19 +10,6 @@ import (
 	"github.com/robotfleet/fleetlink/protocol"
 )
 
-// Error codes of spec §5 (defined once in hub), carried by the `error` event.
-const (
-	CodeBadRequest   = hub.CodeBadRequest
-	CodeUnauthorized = hub.CodeUnauthorized
-	CodeForbidden    = hub.CodeForbidden
-	CodeUnknownRoom  = hub.CodeUnknownRoom
-	CodeTooManyRooms = hub.CodeTooManyRooms
-	CodeRobotOffline = hub.CodeRobotOffline
-	CodeRobotTimeout = hub.CodeRobotTimeout
-	CodeRateLimited  = hub.CodeRateLimited
-	CodeInternal     = hub.CodeInternal
-)
-
 // Payloads of the events the server emits (spec §6; extra fields allowed).
 type (
 	connectedPayload struct {
@@ -88,14 +75,14 @@ func (s *session) handleSIO(b []byte) {
 	p, err := DecodeSIO(b)
 	if err != nil {
 		s.srv.stats.BadPackets.Add(1)
-		s.fail(p.ID, "", CodeBadRequest, "bad Socket.IO packet: "+err.Error())
+		s.fail(p.ID, "", hub.CodeBadRequest, "bad Socket.IO packet: "+err.Error())
 		return
 	}
 	if p.Namespace != "/" {
 		if p.Type == SIOConnect {
 			s.srv.stats.ConnectErrors.Add(1)
 			s.pushControl(appendSIO(nil, SIOConnectError, p.Namespace, mustJSON(connectError{
-				Message: "Invalid namespace", Data: connectErrorData{Code: CodeBadRequest, Message: "only namespace / exists"}})))
+				Message: "Invalid namespace", Data: connectErrorData{Code: hub.CodeBadRequest, Message: "only namespace / exists"}})))
 		}
 		return // packets of a namespace the client never joined are ignored
 	}
@@ -114,7 +101,7 @@ func (s *session) handleSIO(b []byte) {
 		// The server never asks for acks.
 	default:
 		s.srv.stats.BadPackets.Add(1)
-		s.fail(p.ID, "", CodeBadRequest, "unexpected Socket.IO packet type "+itoa(int64(p.Type)))
+		s.fail(p.ID, "", hub.CodeBadRequest, "unexpected Socket.IO packet type "+itoa(int64(p.Type)))
 	}
 }
 
@@ -140,7 +127,7 @@ func (s *session) connect(data json.RawMessage) {
 		if err := json.Unmarshal(data, &a); err != nil {
 			s.srv.stats.ConnectErrors.Add(1)
 			s.pushControl(appendSIO(nil, SIOConnectError, "/", mustJSON(connectError{Message: "bad_request",
-				Data: connectErrorData{Code: CodeBadRequest, Message: "auth.token must be a string"}})))
+				Data: connectErrorData{Code: hub.CodeBadRequest, Message: "auth.token must be a string"}})))
 			return
 		}
 	}
@@ -153,7 +140,7 @@ func (s *session) connect(data json.RawMessage) {
 	if err != nil {
 		s.srv.stats.ConnectErrors.Add(1)
 		s.pushControl(appendSIO(nil, SIOConnectError, "/", mustJSON(connectError{Message: "unauthorized",
-			Data: connectErrorData{Code: CodeUnauthorized, Message: err.Error()}})))
+			Data: connectErrorData{Code: hub.CodeUnauthorized, Message: err.Error()}})))
 		return
 	}
 	s.p, s.clientID = p, "c-"+protocol.NewID()
@@ -176,7 +163,7 @@ func (s *session) connect(data json.RawMessage) {
 // disconnect (the client does not reconnect on its own with the stale
 // token), then the close once that is flushed.
 func (s *session) expire() {
-	s.emit("error", mustJSON(errorPayload{Code: CodeUnauthorized, Message: "token expired"}))
+	s.emit("error", mustJSON(errorPayload{Code: hub.CodeUnauthorized, Message: "token expired"}))
 	s.pushControl(appendSIO(nil, SIODisconnect, "/", nil))
 	s.closeAfterFlush()
 }
@@ -186,11 +173,11 @@ func (s *session) event(p SIOPacket) {
 	name, arg, err := EventArgs(p.Data)
 	if err != nil {
 		s.srv.stats.BadPackets.Add(1)
-		s.fail(p.ID, "", CodeBadRequest, err.Error())
+		s.fail(p.ID, "", hub.CodeBadRequest, err.Error())
 		return
 	}
 	if !s.allow() {
-		s.fail(p.ID, name, CodeRateLimited, "too many events; slow down")
+		s.fail(p.ID, name, hub.CodeRateLimited, "too many events; slow down")
 		return
 	}
 	ack := p.ID
@@ -198,14 +185,14 @@ func (s *session) event(p SIOPacket) {
 	case "subscribe_session", "subscribe_robot", "subscribe_fleet":
 		room, a, err := roomOf(name, arg)
 		if err != nil {
-			s.fail(ack, name, CodeBadRequest, err.Error())
+			s.fail(ack, name, hub.CodeBadRequest, err.Error())
 			return
 		}
 		s.subscribe(ack, name, room, a)
 	case "unsubscribe_session", "unsubscribe_robot", "unsubscribe_fleet":
 		room, a, err := roomOf(name, arg)
 		if err != nil {
-			s.fail(ack, name, CodeBadRequest, err.Error())
+			s.fail(ack, name, hub.CodeBadRequest, err.Error())
 			return
 		}
 		s.srv.hub.Unsubscribe(s, room)
@@ -216,7 +203,7 @@ func (s *session) event(p SIOPacket) {
 		s.command(ack, arg)
 	default:
 		s.srv.stats.BadPackets.Add(1)
-		s.fail(ack, name, CodeBadRequest, fmt.Sprintf("unknown event %q", clip(name)))
+		s.fail(ack, name, hub.CodeBadRequest, fmt.Sprintf("unknown event %q", clip(name)))
 	}
 }
 
@@ -304,7 +291,7 @@ func pingTimestamp(arg json.RawMessage) json.RawMessage {
 func (s *session) command(ack int64, arg json.RawMessage) {
 	var a commandArgs
 	if len(arg) == 0 || arg[0] != '{' || json.Unmarshal(arg, &a) != nil {
-		s.fail(ack, "command", CodeBadRequest, "the argument must be an object {robot, name, args}")
+		s.fail(ack, "command", hub.CodeBadRequest, "the argument must be an object {robot, name, args}")
 		return
 	}
 	robot := a.Robot

@@ -356,7 +356,7 @@ func (s *session) handle(pkt []byte) bool {
 	if err != nil {
 		s.srv.stats.BadPackets.Add(1)
 		if errors.Is(err, ErrBinary) {
-			s.fail(-1, "", CodeBadRequest, err.Error())
+			s.fail(-1, "", hub.CodeBadRequest, err.Error())
 			return true
 		}
 		s.srv.warnf("parse:"+s.sid, "closing Socket.IO session on an undecodable packet", "sid", s.sid, "err", err)

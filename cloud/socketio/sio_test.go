@@ -2,6 +2,7 @@ package socketio
 
 import (
 	"encoding/json"
+	"github.com/robotfleet/fleetlink/cloud/hub"
 	"testing"
 	"time"
 
@@ -214,13 +215,13 @@ func TestClientErrors(t *testing.T) {
 		arg   any
 		code  string
 	}{
-		{"subscribe_robot", map[string]any{"robot_id": "r-2"}, CodeForbidden},
-		{"subscribe_session", map[string]any{"session_id": "s-other"}, CodeForbidden},
-		{"subscribe_session", map[string]any{"session_id": "bad/id"}, CodeBadRequest},
-		{"subscribe_session", map[string]any{"session_id": "s-1", "since_seq": -1}, CodeBadRequest},
-		{"subscribe_robot", 42, CodeBadRequest},
-		{"no_such_event", map[string]any{}, CodeBadRequest},
-		{"command", map[string]any{"robot": "r-1", "name": "ping"}, CodeForbidden}, // viewer
+		{"subscribe_robot", map[string]any{"robot_id": "r-2"}, hub.CodeForbidden},
+		{"subscribe_session", map[string]any{"session_id": "s-other"}, hub.CodeForbidden},
+		{"subscribe_session", map[string]any{"session_id": "bad/id"}, hub.CodeBadRequest},
+		{"subscribe_session", map[string]any{"session_id": "s-1", "since_seq": -1}, hub.CodeBadRequest},
+		{"subscribe_robot", 42, hub.CodeBadRequest},
+		{"no_such_event", map[string]any{}, hub.CodeBadRequest},
+		{"command", map[string]any{"robot": "r-1", "name": "ping"}, hub.CodeForbidden}, // viewer
 	}
 	for i, tc := range tests {
 		ref := tc.event + string(rune('a'+i))

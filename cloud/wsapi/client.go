@@ -290,7 +290,7 @@ func (c *client) runReader() {
 		default:
 		}
 		if mt != websocket.TextMessage {
-			c.sendError(CodeBadRequest, "binary frames are not supported; send JSON text frames", nil)
+			c.sendError(hub.CodeBadRequest, "binary frames are not supported; send JSON text frames", nil)
 			continue
 		}
 		// Handle the op on a short-lived goroutine: subscribe and command
@@ -322,11 +322,11 @@ func (c *client) sendError(code, msg string, ref []byte) {
 func (c *client) handle(data []byte) {
 	op, err := DecodeOp(data)
 	if !c.allow() {
-		c.sendError(CodeRateLimited, "too many ops; slow down", op.Ref)
+		c.sendError(hub.CodeRateLimited, "too many ops; slow down", op.Ref)
 		return
 	}
 	if err != nil {
-		c.sendError(CodeBadRequest, err.Error(), op.Ref)
+		c.sendError(hub.CodeBadRequest, err.Error(), op.Ref)
 		return
 	}
 	switch op.Op {

@@ -17,19 +17,6 @@ const (
 	OpCommand     = "command"
 )
 
-// Error codes of spec §5 (defined once in hub).
-const (
-	CodeBadRequest   = hub.CodeBadRequest
-	CodeUnauthorized = hub.CodeUnauthorized
-	CodeForbidden    = hub.CodeForbidden
-	CodeUnknownRoom  = hub.CodeUnknownRoom
-	CodeTooManyRooms = hub.CodeTooManyRooms
-	CodeRobotOffline = hub.CodeRobotOffline
-	CodeRobotTimeout = hub.CodeRobotTimeout
-	CodeRateLimited  = hub.CodeRateLimited
-	CodeInternal     = hub.CodeInternal
-)
-
 // Op is one decoded client frame. The discriminator is "op"; "type" is
 // accepted as an alias.
 type Op struct {
