@@ -260,7 +260,19 @@ func TestCommandsThroughMosquitto(t *testing.T) {
 		sum := sha256.Sum256([]byte("model-bytes"))
 		assert.Equal(t, []protocol.Artifact{{Path: "m.optimized.onnx", Bytes: 11, SHA256: hex.EncodeToString(sum[:])}}, c.Result.Artifacts)
 
-		// A late subscriber finds the retained final state.
+		// A late subscriber finds the retained final state (once it has been
+		// published: it follows session.completed).
+		require.Eventually(t, func() bool {
+			cl.mu.Lock()
+			defer cl.mu.Unlock()
+			return slices.ContainsFunc(cl.msgs, func(m message) bool {
+				if m.topic != topics.SessionState(robot, res.SessionID) || m.ev == nil {
+					return false
+				}
+				st, ok := m.ev.Data.(protocol.SessionState)
+				return ok && st.Status == protocol.StatusCompleted
+			})
+		}, 5*time.Second, 10*time.Millisecond, "the final session.state was not published")
 		late := newClient(t, b.URL(), "late")
 		require.Eventually(t, func() bool {
 			late.mu.Lock()
