@@ -39,6 +39,9 @@ type RobotStatus struct {
 	StartedAt    Time     `json:"started_at" v:"required" doc:"when the agent process started"`
 	Pipelines    []string `json:"pipelines" doc:"names of the pipelines the agent can run"`
 	Models       []string `json:"models" doc:"model files the agent can see, relative to their model directory"`
+	// Epoch numbers the agent's MQTT connections (persisted, +1 per attempt):
+	// a Will from an older connection must never override a newer status.
+	Epoch int64 `json:"epoch,omitempty" v:"min=0" doc:"connection number, persisted by the agent and incremented on every connection attempt; the Last Will and the online status of one connection carry the same epoch. Receivers order a robot's statuses by epoch: one with a lower epoch than the status they hold is stale (a Will of an older connection) and must not replace it. Absent from older agents."`
 }
 
 // CPU is robot.metrics data.cpu.
