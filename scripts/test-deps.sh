@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what the tests need when it is missing: Mosquitto (Debian), the npm
+# Installs what the tests need when it is missing: Mosquitto and nats-server (Debian), the npm
 # packages of each scripts/*/ folder, Chromium and systemd-analyze. Idempotent.
 # As root it installs system packages; otherwise it only reports what is missing
 # (the tests then fail with a message naming it).
@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 
 need=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
+command -v nats-server >/dev/null 2>&1 || need+=(nats-server)
 command -v node >/dev/null 2>&1 || need+=(nodejs npm)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
