@@ -18,7 +18,11 @@ type rec struct {
 	msgs []mqtt.Message
 }
 
-func (r *rec) add(_ mqtt.Client, m mqtt.Message) { r.mu.Lock(); r.msgs = append(r.msgs, m); r.mu.Unlock() }
+func (r *rec) add(_ mqtt.Client, m mqtt.Message) {
+	r.mu.Lock()
+	r.msgs = append(r.msgs, m)
+	r.mu.Unlock()
+}
 func (r *rec) count(topic string) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
