@@ -46,6 +46,8 @@ type Config struct {
 	MQTT MQTT `yaml:"mqtt"`
 	// Embedded is the embedded broker, used when mqtt.broker is empty.
 	Embedded Embedded `yaml:"embedded_mqtt"`
+	// NATS keeps the fleet's history in JetStream (spec §8). Default off.
+	NATS NATS `yaml:"nats"`
 	// Auth is dashboard client authentication.
 	Auth Auth `yaml:"auth"`
 	// WS tunes WebSocket clients.
@@ -109,6 +111,25 @@ type Embedded struct {
 	// Users: robots (username = robot id) and admin accounts. Default none:
 	// anonymous clients with full access.
 	Users []broker.User `yaml:"users"`
+}
+
+// NATS is the JetStream history: when urls are set, the relay keeps the
+// fleet's events in a stream, replays it before it reports ready, and serves
+// old resumes from it.
+type NATS struct {
+	// URLs are NATS client URLs. Default empty: history in memory only.
+	URLs []string `yaml:"urls"`
+	// Username and Password for NATS. Default none.
+	Username string `yaml:"username"`
+	Password string `yaml:"password"`
+	// Stream name, created when missing. Default FLEET_HISTORY.
+	Stream string `yaml:"stream"`
+	// MaxAge of kept events. Default 24h.
+	MaxAge time.Duration `yaml:"max_age"`
+	// MaxBytes of the stream; the oldest events go first. Default 1073741824 (1 GiB).
+	MaxBytes int64 `yaml:"max_bytes"`
+	// Replicas of the stream (3 on a 3-node cluster). Default 1.
+	Replicas int `yaml:"replicas"`
 }
 
 // Auth is dashboard authentication. Auth is on when any key or token is set.
@@ -188,6 +209,7 @@ func Default() Config {
 		MQTT: MQTT{QueueMessages: 16384, QueueBytes: 64 << 20, ReconnectMin: 250 * time.Millisecond,
 			ReconnectMax: 30 * time.Second, ConnectTimeout: 10 * time.Second},
 		Embedded: Embedded{Listen: "127.0.0.1:1883", Users: []broker.User{}},
+		NATS:     NATS{URLs: []string{}, Stream: "FLEET_HISTORY", MaxAge: 24 * time.Hour, MaxBytes: 1 << 30, Replicas: 1},
 		Auth:     Auth{StaticTokens: []auth.StaticToken{}},
 		WS: WS{Heartbeat: 25 * time.Second, ClientGrace: 20 * time.Second, WriteTimeout: 10 * time.Second,
 			QueueBytes: 1 << 20, ReadLimit: 64 << 10, MaxRooms: 128, OpsPerSecond: 20, OpsBurst: 40},
@@ -237,6 +259,7 @@ const (
 	EnvEmbeddedListen = "FLEET_RELAY_EMBEDDED_MQTT_LISTEN"
 	EnvAuthSecret     = "FLEET_RELAY_AUTH_SECRET"
 	EnvTopicPrefix    = "FLEET_RELAY_TOPIC_PREFIX"
+	EnvNATSURL        = "FLEET_RELAY_NATS_URL" // comma-separated
 )
 
 // ApplyEnv applies the FLEET_RELAY_* overrides that are set and not empty.
@@ -253,6 +276,14 @@ func (c *Config) ApplyEnv(getenv func(string) (string, bool)) {
 	set(EnvEmbeddedListen, &c.Embedded.Listen)
 	set(EnvAuthSecret, &c.Auth.Secret)
 	set(EnvTopicPrefix, &c.TopicPrefix)
+	if v, ok := getenv(EnvNATSURL); ok && strings.TrimSpace(v) != "" {
+		c.NATS.URLs = c.NATS.URLs[:0]
+		for _, u := range strings.Split(v, ",") {
+			if u = strings.TrimSpace(u); u != "" {
+				c.NATS.URLs = append(c.NATS.URLs, u)
+			}
+		}
+	}
 }
 
 // Validate checks every rule and returns all violations, each naming the
@@ -316,6 +347,21 @@ func (c *Config) Validate() error {
 		bad("mqtt.reconnect_max", "must be >= reconnect_min (%s), got %s", c.MQTT.ReconnectMin, c.MQTT.ReconnectMax)
 	}
 	positive("mqtt.connect_timeout", float64(c.MQTT.ConnectTimeout))
+	for i, u := range c.NATS.URLs {
+		if !strings.Contains(u, "://") {
+			bad(fmt.Sprintf("nats.urls[%d]", i), "must be a URL like nats://host:4222, got %q", u)
+		}
+	}
+	if len(c.NATS.URLs) > 0 {
+		if c.NATS.Stream == "" || strings.ContainsAny(c.NATS.Stream, " .*>") {
+			bad("nats.stream", "must be a stream name without spaces, '.', '*' or '>', got %q", c.NATS.Stream)
+		}
+		positive("nats.max_age", float64(c.NATS.MaxAge))
+		positive("nats.max_bytes", float64(c.NATS.MaxBytes))
+		if c.NATS.Replicas < 1 || c.NATS.Replicas > 5 {
+			bad("nats.replicas", "must be 1..5, got %d", c.NATS.Replicas)
+		}
+	}
 	for i, st := range c.Auth.StaticTokens {
 		p := fmt.Sprintf("auth.static_tokens[%d]", i)
 		if len(st.Token) < 16 {

@@ -164,30 +164,35 @@ func SubjectToTopic(subject string) string {
 	return strings.Join(toks, "/")
 }
 
-// Replay delivers every event the stream holds, oldest first, up to the last
-// one stored when Replay began, to fn (topic, payload). It returns how many
-// it delivered.
-func (s *Store) Replay(ctx context.Context, fn func(topic string, payload []byte)) (int, error) {
+// Replay delivers the events the stream holds after stream sequence after
+// (0: from the oldest), oldest first, up to the last one stored when Replay
+// began, to fn (topic, payload). It returns the stream sequence it reached
+// (pass it back to catch up later) and how many events it delivered.
+func (s *Store) Replay(ctx context.Context, after uint64, fn func(topic string, payload []byte)) (last uint64, n int, err error) {
 	info, err := s.stream.Info(ctx)
 	if err != nil {
-		return 0, fmt.Errorf("history: replay: %w", err)
+		return after, 0, fmt.Errorf("history: replay: %w", err)
 	}
-	if info.State.Msgs == 0 {
-		return 0, nil
+	if info.State.Msgs == 0 || info.State.LastSeq <= after {
+		return after, 0, nil
 	}
-	return s.scan(ctx, "", info.State.LastSeq, func(subj string, data []byte) bool {
+	last = after
+	n, err = s.scan(ctx, "", after+1, info.State.LastSeq, func(subj string, seq uint64, data []byte) bool {
 		fn(SubjectToTopic(subj), data)
+		last = seq
 		return true
 	})
+	return last, n, err
 }
 
 // scan reads the stream (only filter's subjects when filter is not empty)
 // until stream sequence last, calling fn until it returns false.
-func (s *Store) scan(ctx context.Context, filter string, last uint64, fn func(subject string, data []byte) bool) (int, error) {
-	cons, err := s.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		FilterSubjects: filterList(filter),
-		DeliverPolicy:  jetstream.DeliverAllPolicy,
-	})
+func (s *Store) scan(ctx context.Context, filter string, from, last uint64, fn func(subject string, seq uint64, data []byte) bool) (int, error) {
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: filterList(filter), DeliverPolicy: jetstream.DeliverAllPolicy}
+	if from > 1 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from
+	}
+	cons, err := s.stream.OrderedConsumer(ctx, cfg)
 	if err != nil {
 		return 0, fmt.Errorf("history: consumer: %w", err)
 	}
@@ -205,7 +210,7 @@ func (s *Store) scan(ctx context.Context, filter string, last uint64, fn func(su
 				return n, fmt.Errorf("history: metadata: %w", err)
 			}
 			n++
-			if !fn(m.Subject(), m.Data()) || md.Sequence.Stream >= last {
+			if !fn(m.Subject(), md.Sequence.Stream, m.Data()) || md.Sequence.Stream >= last {
 				return n, nil
 			}
 			if md.NumPending == 0 {
@@ -260,7 +265,7 @@ func (s *Store) Since(ctx context.Context, robot, session string, since int64, m
 	var all []ev
 	var minSeq int64 = -1
 	for _, f := range filters {
-		_, err = s.scan(ctx, TopicToSubject(f), info.State.LastSeq, func(_ string, data []byte) bool {
+		_, err = s.scan(ctx, TopicToSubject(f), 0, info.State.LastSeq, func(_ string, _ uint64, data []byte) bool {
 			seq, ok := seqOf(data)
 			if !ok {
 				return true

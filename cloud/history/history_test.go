@@ -44,6 +44,17 @@ func open(t *testing.T, c *natstest.Cluster, o Options) *Store {
 	return s
 }
 
+func eventually(t *testing.T, d time.Duration, what string, f func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !f() {
+		if time.Now().After(deadline) {
+			t.Fatalf("after %s: %s", d, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 func TestSubjectMapping(t *testing.T) {
 	for topic, subj := range map[string]string{
 		"fleet/v1/robots/r-1/status":              "fleet.v1.robots.r-1.status",
@@ -90,7 +101,7 @@ func TestReplayAndSince(t *testing.T) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		topics = topics[:0]
-		n, err := s.Replay(ctx, func(topic string, _ []byte) { topics = append(topics, topic) })
+		_, n, err := s.Replay(ctx, 0, func(topic string, _ []byte) { topics = append(topics, topic) })
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -106,6 +117,19 @@ func TestReplayAndSince(t *testing.T) {
 		if tp == "fleet/v1/robots/r-1/metrics" {
 			t.Fatal("metrics are not kept")
 		}
+	}
+
+	// Catching up from a stream sequence returns only what came after it.
+	last, _, _ := s.Replay(ctx, 0, func(string, []byte) {})
+	publish(t, r2, "fleet/v1/robots/r-2/alerts", false, `{"seq":6}`)
+	var got []string
+	eventually(t, 10*time.Second, "the catch-up", func() bool {
+		got = got[:0]
+		_, _, err := s.Replay(ctx, last, func(_ string, p []byte) { got = append(got, string(p)) })
+		return err == nil && len(got) == 1
+	})
+	if got[0] != `{"seq":6}` {
+		t.Fatalf("catch-up: %v", got)
 	}
 
 	evs, complete, err := s.Since(ctx, "r-1", "s-1", 8, 0)

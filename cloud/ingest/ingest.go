@@ -321,6 +321,13 @@ func (c *Client) handle(m message) {
 	c.o.Hub.Ingest(ev, m.payload, m.retained)
 }
 
+// Inject routes a message that did not come from the MQTT subscription (a
+// replay of the JetStream history) exactly as if it had: decoded once,
+// checked against its topic, de-duplicated by event id in the hub.
+func (c *Client) Inject(topic string, payload []byte) {
+	c.handle(message{topic: topic, payload: payload})
+}
+
 // invalid counts a bad message and logs it at most once per robot per minute.
 func (c *Client) invalid(robot, topic string, err error) {
 	c.stats.Invalid.Add(1)

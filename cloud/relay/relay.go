@@ -26,6 +26,7 @@ import (
 	"github.com/robotfleet/fleetlink/cloud/command"
 	"github.com/robotfleet/fleetlink/cloud/config"
 	"github.com/robotfleet/fleetlink/cloud/dashboard"
+	"github.com/robotfleet/fleetlink/cloud/history"
 	"github.com/robotfleet/fleetlink/cloud/hub"
 	"github.com/robotfleet/fleetlink/cloud/ingest"
 	"github.com/robotfleet/fleetlink/cloud/socketio"
@@ -48,6 +49,7 @@ type Relay struct {
 	reg      *prometheus.Registry
 	ln       net.Listener
 	srv      *http.Server
+	history  *historyRun // nil without nats.urls
 }
 
 // New validates cfg, starts the embedded broker when no broker URL is
@@ -123,6 +125,11 @@ func New(cfg config.Config, log *slog.Logger) (*Relay, error) {
 	if err != nil {
 		r.closeBroker()
 		return nil, fmt.Errorf("%w: mqtt: %w", ErrConfig, err)
+	}
+	if len(cfg.NATS.URLs) > 0 {
+		r.history = &historyRun{opts: history.Options{URLs: cfg.NATS.URLs, Username: cfg.NATS.Username,
+			Password: cfg.NATS.Password, Prefix: cfg.TopicPrefix, Stream: cfg.NATS.Stream, MaxAge: cfg.NATS.MaxAge,
+			MaxBytes: cfg.NATS.MaxBytes, Replicas: cfg.NATS.Replicas, Logger: log.With("component", "history")}}
 	}
 	r.commands = command.New(command.Options{Publisher: r.ingest, Topics: topics, RobotState: r.hub.RobotState,
 		Timeout: cfg.Commands.Timeout, MaxPending: cfg.Commands.MaxPending})
@@ -205,8 +212,11 @@ func (r *Relay) BrokerURL() string {
 // Hub returns the hub (for tests and adapters).
 func (r *Relay) Hub() *hub.Hub { return r.hub }
 
-// Ready reports what /readyz reports.
-func (r *Relay) Ready() bool { return r.ingest.Ready() }
+// Ready reports what /readyz reports: MQTT subscribed and, with a JetStream
+// history, the history replayed.
+func (r *Relay) Ready() bool {
+	return r.ingest.Ready() && (r.history == nil || r.history.replayed.Load())
+}
 
 // Run serves until ctx ends, then shuts down gracefully: WebSocket clients
 // are closed with 1001, HTTP requests drained, MQTT disconnected, the
@@ -221,7 +231,13 @@ func (r *Relay) Run(ctx context.Context) error {
 		scheme = "https"
 	}
 	wg.Add(3)
-	go func() { defer wg.Done(); _ = r.ingest.Run(ctx) }()
+	startIngest := func() { go func() { defer wg.Done(); _ = r.ingest.Run(ctx) }() }
+	if r.history != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); r.runWithHistory(ctx, startIngest) }()
+	} else {
+		startIngest()
+	}
 	go func() { defer wg.Done(); _ = r.hub.Run(ctx) }()
 	go func() { defer wg.Done(); _ = r.sio.Run(ctx) }()
 	go func() {
@@ -275,6 +291,11 @@ func (r *Relay) routes() http.Handler {
 		if !r.ingest.Ready() {
 			w.WriteHeader(http.StatusServiceUnavailable)
 			_, _ = w.Write([]byte("not ready: MQTT not connected and subscribed\n"))
+			return
+		}
+		if r.history != nil && !r.history.replayed.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte("not ready: replaying the JetStream history\n"))
 			return
 		}
 		_, _ = w.Write([]byte("ready\n"))
