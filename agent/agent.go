@@ -60,6 +60,10 @@ type Agent struct {
 	// (joined), so a change can be re-announced.
 	catalog atomic.Value // string
 
+	// epoch is the last connection epoch handed to the uplink; it keeps the
+	// numbering going (in memory) when the state dir cannot be written.
+	epoch atomic.Int64
+
 	// cmds is the bounded queue between the paho callback and the dispatcher.
 	cmds        chan []byte
 	cmdsDropped atomic.Int64
@@ -110,16 +114,18 @@ func New(cfg config.Config, log *slog.Logger) (*Agent, error) {
 	}
 	a.disp = command.New(a.mgr, command.Options{RobotID: a.robot, AgentVersion: version.Version, StartedAt: a.startedAt.Time, Log: log})
 	a.up, err = uplink.New(uplink.Options{
-		Broker: cfg.MQTT.Broker, ClientID: a.robot, Username: cfg.MQTT.Username, Password: cfg.MQTT.Password,
+		Brokers: cfg.MQTT.Broker, ClientID: a.robot, Username: cfg.MQTT.Username, Password: cfg.MQTT.Password,
 		TLS: uplink.TLS{CAFile: cfg.MQTT.TLS.CAFile, CertFile: cfg.MQTT.TLS.CertFile, KeyFile: cfg.MQTT.TLS.KeyFile,
 			ServerName: cfg.MQTT.TLS.ServerName, InsecureSkipVerify: cfg.MQTT.TLS.InsecureSkipVerify},
 		KeepAlive: cfg.MQTT.KeepAlive, ConnectTimeout: cfg.MQTT.ConnectTimeout,
-		BackoffMin: cfg.MQTT.ReconnectMin, BackoffMax: cfg.MQTT.ReconnectMax,
+		BackoffMin: cfg.MQTT.ReconnectMin, BackoffFastMax: cfg.MQTT.ReconnectFastMax,
+		BackoffFastFor: cfg.MQTT.ReconnectFastFor, BackoffMax: cfg.MQTT.ReconnectMax,
 		Window: cfg.MQTT.InFlight, ShutdownTimeout: cfg.MQTT.ShutdownTimeout,
 		StatusTopic: topics.Status(a.robot),
-		Will:        func() []byte { return a.status("offline", "lost") },
-		Online:      func() []byte { return a.status("online", "") },
-		Offline:     func() []byte { return a.status("offline", "shutdown") },
+		NextEpoch:   a.nextEpoch,
+		Will:        func(e int64) []byte { return a.status("offline", "lost", e) },
+		Online:      func(e int64) []byte { return a.status("online", "", e) },
+		Offline:     func(e int64) []byte { return a.status("offline", "shutdown", e) },
 		OnConnect:   a.reportDrops,
 		Subscriptions: []uplink.Subscription{{
 			Topic: topics.Commands(a.robot), QoS: 1, Handler: a.enqueueCommand,
@@ -156,8 +162,20 @@ func checkStateDir(dir string) error {
 	return nil
 }
 
-// status encodes a robot.status with a fresh seq.
-func (a *Agent) status(state, reason string) []byte {
+// nextEpoch numbers a connection attempt (persisted in the spool). When
+// the disk fails it still counts up in memory: connecting matters more.
+func (a *Agent) nextEpoch() int64 {
+	e, err := a.out.NextEpoch()
+	if err != nil {
+		a.log.Warn("connection epoch not persisted", "err", err, "epoch", a.epoch.Load()+1)
+	}
+	e = max(e, a.epoch.Load()+1) // never backwards within a run
+	a.epoch.Store(e)
+	return e
+}
+
+// status encodes a robot.status of connection epoch with a fresh seq.
+func (a *Agent) status(state, reason string, epoch int64) []byte {
 	pipelines, models := nonNil(a.mgr.Pipelines()), nonNil(a.mgr.Models())
 	if state == "online" {
 		a.catalog.Store(catalogKey(pipelines, models))
@@ -165,7 +183,7 @@ func (a *Agent) status(state, reason string) []byte {
 	ev := protocol.NewEvent(a.robot, protocol.RobotStatus{
 		State: state, Reason: reason, AgentVersion: version.Version, Hostname: a.hostname,
 		OS: runtime.GOOS, Arch: runtime.GOARCH, StartedAt: a.startedAt,
-		Pipelines: pipelines, Models: models,
+		Pipelines: pipelines, Models: models, Epoch: epoch,
 	})
 	seq, err := a.out.NextSeq()
 	if err != nil {
@@ -194,7 +212,7 @@ func (a *Agent) refreshStatus() {
 	if prev, _ := a.catalog.Load().(string); prev == key {
 		return
 	}
-	_ = a.up.PublishDirect(a.topics.Status(a.robot), 1, true, a.status("online", ""))
+	_ = a.up.PublishDirect(a.topics.Status(a.robot), 1, true, a.status("online", "", a.up.Stats().Epoch))
 }
 
 func nonNil(s []string) []string {

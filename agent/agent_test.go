@@ -299,7 +299,7 @@ func TestConfigErrorsExitBeforeTheNetwork(t *testing.T) {
 		args []string
 		want string
 	}{
-		{"scheme", []string{"ROBOT_AGENT_MQTT_BROKER=http://" + addr}, []string{"run"}, `mqtt.broker: unsupported scheme "http" (want tcp, ssl, tls, ws, wss)`},
+		{"scheme", []string{"ROBOT_AGENT_MQTT_BROKER=http://" + addr}, []string{"run"}, `mqtt.broker: bad broker URL: "http://` + addr + `": unsupported scheme "http" (want tcp, mqtt, ssl, tls, mqtts, ws, wss)`},
 		{"file", []string{"ROBOT_AGENT_STATE_DIR=" + t.TempDir()}, []string{"run", "--config", badFile}, "metrics.interval: must be at least 1s, got 100ms"},
 		{"missing file", nil, []string{"run", "--config", "/nonexistent/agent.yaml"}, "/nonexistent/agent.yaml"},
 		{"state dir", []string{"ROBOT_AGENT_MQTT_BROKER=tcp://" + addr, "ROBOT_AGENT_STATE_DIR=/dev/null/state"}, []string{"run"}, "ROBOT_AGENT_STATE_DIR"},

@@ -62,8 +62,8 @@ func agentSide(t *testing.T, broker string) {
 	d := command.New(mgr, command.Options{RobotID: robot, AgentVersion: "test"})
 
 	cmds := make(chan []byte, 64)
-	status := func(state, reason string) func() []byte {
-		return func() []byte {
+	status := func(state, reason string) func(int64) []byte {
+		return func(int64) []byte {
 			b, err := protocol.Encode(protocol.NewEvent(robot, protocol.RobotStatus{State: state, Reason: reason, AgentVersion: "test",
 				StartedAt: protocol.Now(), Pipelines: mgr.Pipelines(), Models: mgr.Models()}))
 			require.NoError(t, err)
@@ -71,7 +71,7 @@ func agentSide(t *testing.T, broker string) {
 		}
 	}
 	up, err := uplink.New(uplink.Options{
-		Broker: broker, ClientID: robot, StatusTopic: topics.Status(robot), BackoffMin: 100 * time.Millisecond,
+		Brokers: []string{broker}, ClientID: robot, StatusTopic: topics.Status(robot), BackoffMin: 100 * time.Millisecond,
 		Will: status("offline", "lost"), Online: status("online", ""), Offline: status("offline", "shutdown"),
 		Subscriptions: []uplink.Subscription{{Topic: topics.Commands(robot), QoS: 1, Handler: func(_ string, p []byte) {
 			select {

@@ -10,13 +10,13 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"net/url"
 	"os"
 	"strings"
 	"time"
 
 	"github.com/robotfleet/fleetlink/agent/alerts"
 	"github.com/robotfleet/fleetlink/agent/session"
+	"github.com/robotfleet/fleetlink/internal/mqttkit"
 	"github.com/robotfleet/fleetlink/protocol"
 	"go.yaml.in/yaml/v3"
 )
@@ -75,8 +75,9 @@ type Log struct {
 
 // MQTT configures the connection to the broker.
 type MQTT struct {
-	// Broker URL: tcp://, ssl://, tls://, ws:// or wss://. Default tcp://127.0.0.1:1883.
-	Broker string `yaml:"broker"`
+	// Broker URL (tcp://, mqtt://, ssl://, tls://, mqtts://, ws:// or wss://),
+	// or several to fail over between. Default tcp://127.0.0.1:1883.
+	Broker Brokers `yaml:"broker"`
 	// Username, empty for none. Default "".
 	Username string `yaml:"username"`
 	// Password, empty for none. Default "". Masked by `config check`.
@@ -85,9 +86,14 @@ type MQTT struct {
 	KeepAlive time.Duration `yaml:"keep_alive"`
 	// ConnectTimeout of one attempt. Default 10s.
 	ConnectTimeout time.Duration `yaml:"connect_timeout"`
-	// ReconnectMin is the first reconnect delay. Default 1s.
+	// ReconnectMin is the first reconnect delay. Default 500ms.
 	ReconnectMin time.Duration `yaml:"reconnect_min"`
-	// ReconnectMax caps the exponential reconnect delay. Default 60s.
+	// ReconnectFastMax caps the delay during the first reconnect_fast_for of
+	// an outage. Default 8s.
+	ReconnectFastMax time.Duration `yaml:"reconnect_fast_max"`
+	// ReconnectFastFor is how long an outage keeps the fast cap. Default 2m.
+	ReconnectFastFor time.Duration `yaml:"reconnect_fast_for"`
+	// ReconnectMax caps the exponential reconnect delay after that. Default 60s.
 	ReconnectMax time.Duration `yaml:"reconnect_max"`
 	// InFlight is how many QoS 1 publishes may await their PUBACK. Default 64.
 	InFlight int `yaml:"in_flight"`
@@ -172,11 +178,15 @@ func (c *Config) FillDefaults() {
 	def(&c.TopicPrefix, protocol.DefaultPrefix)
 	def(&c.Log.Level, "info")
 	def(&c.Log.Format, "text")
-	def(&c.MQTT.Broker, "tcp://127.0.0.1:1883")
+	if len(c.MQTT.Broker) == 0 {
+		c.MQTT.Broker = Brokers{"tcp://127.0.0.1:1883"}
+	}
 	defD(&c.MQTT.KeepAlive, 30*time.Second)
 	defD(&c.MQTT.ConnectTimeout, 10*time.Second)
-	defD(&c.MQTT.ReconnectMin, time.Second)
-	defD(&c.MQTT.ReconnectMax, 60*time.Second)
+	defD(&c.MQTT.ReconnectMin, mqttkit.DefaultBackoffMin)
+	defD(&c.MQTT.ReconnectFastMax, mqttkit.DefaultBackoffFastMax)
+	defD(&c.MQTT.ReconnectFastFor, mqttkit.DefaultBackoffFastFor)
+	defD(&c.MQTT.ReconnectMax, mqttkit.DefaultBackoffMax)
 	defD(&c.MQTT.ShutdownTimeout, 5*time.Second)
 	if c.MQTT.InFlight == 0 {
 		c.MQTT.InFlight = 64
@@ -228,17 +238,8 @@ func (c *Config) Validate() error {
 	default:
 		return invalid("log.format", "unsupported format %q (want text, json)", c.Log.Format)
 	}
-	u, err := url.Parse(c.MQTT.Broker)
-	if err != nil {
-		return invalid("mqtt.broker", "%q is not a URL: %v", c.MQTT.Broker, err)
-	}
-	switch u.Scheme {
-	case "tcp", "ssl", "tls", "ws", "wss":
-	default:
-		return invalid("mqtt.broker", "unsupported scheme %q (want tcp, ssl, tls, ws, wss)", u.Scheme)
-	}
-	if u.Host == "" {
-		return invalid("mqtt.broker", "%q has no host", c.MQTT.Broker)
+	if err := mqttkit.ValidateBrokers(c.MQTT.Broker); err != nil {
+		return invalid("mqtt.broker", "%v", err)
 	}
 	if c.MQTT.Password != "" && c.MQTT.Username == "" {
 		return invalid("mqtt.username", "must be set when mqtt.password is")
@@ -251,7 +252,9 @@ func (c *Config) Validate() error {
 		{"mqtt.keep_alive", c.MQTT.KeepAlive, time.Second},
 		{"mqtt.connect_timeout", c.MQTT.ConnectTimeout, 100 * time.Millisecond},
 		{"mqtt.reconnect_min", c.MQTT.ReconnectMin, 10 * time.Millisecond},
+		{"mqtt.reconnect_fast_max", c.MQTT.ReconnectFastMax, c.MQTT.ReconnectMin}, // above reconnect_max it is lowered to it
 		{"mqtt.reconnect_max", c.MQTT.ReconnectMax, c.MQTT.ReconnectMin},
+		{"mqtt.reconnect_fast_for", c.MQTT.ReconnectFastFor, 0},
 		{"mqtt.shutdown_timeout", c.MQTT.ShutdownTimeout, 0},
 		{"metrics.interval", c.Metrics.Interval, time.Second},
 		{"metrics.status_refresh", c.Metrics.StatusRefresh, time.Second},

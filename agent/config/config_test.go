@@ -36,7 +36,7 @@ func TestExampleLoadsToTheDefaults(t *testing.T) {
 func TestMissingOptionalFileRunsOnDefaults(t *testing.T) {
 	c, err := config.Load(filepath.Join(t.TempDir(), "nope.yaml"), true, env(nil))
 	require.NoError(t, err)
-	require.Equal(t, "tcp://127.0.0.1:1883", c.MQTT.Broker)
+	require.Equal(t, config.Brokers{"tcp://127.0.0.1:1883"}, c.MQTT.Broker)
 	require.Equal(t, "/var/lib/robot-agent", c.StateDir)
 	require.Equal(t, 5*time.Second, c.Metrics.Interval)
 	require.Len(t, c.Sessions.Pipelines, 2)
@@ -62,7 +62,7 @@ func TestSpecEnvVars(t *testing.T) {
 	}))
 	require.NoError(t, err)
 	require.Equal(t, "r-42", c.RobotID)
-	require.Equal(t, "ws://broker:9001/mqtt", c.MQTT.Broker)
+	require.Equal(t, config.Brokers{"ws://broker:9001/mqtt"}, c.MQTT.Broker)
 	require.Equal(t, "u", c.MQTT.Username)
 	require.Equal(t, "s3cret", c.MQTT.Password)
 	require.Equal(t, "/tmp/ra", c.StateDir)
@@ -116,8 +116,12 @@ func TestValidationNamesFieldAndRule(t *testing.T) {
 		env  map[string]string
 		want string
 	}{
-		{yaml: "mqtt: {broker: http://x:1883}", want: `mqtt.broker: unsupported scheme "http" (want tcp, ssl, tls, ws, wss)`},
-		{yaml: "mqtt: {broker: 'tcp://'}", want: `mqtt.broker: "tcp://" has no host`},
+		{yaml: "mqtt: {broker: http://x:1883}", want: `mqtt.broker: bad broker URL: "http://x:1883": unsupported scheme "http" (want tcp, mqtt, ssl, tls, mqtts, ws, wss)`},
+		{yaml: "mqtt: {broker: 'tcp://'}", want: `mqtt.broker: bad broker URL: "tcp://" has no host`},
+		{yaml: "mqtt: {broker: [tcp://a:1883, 'b:1883']}", want: `mqtt.broker: broker 2 of 2: bad broker URL: "b:1883"`},
+		{yaml: "", env: map[string]string{"ROBOT_AGENT_MQTT_BROKER": "tcp://a:1883,ftp://b"}, want: `mqtt.broker: broker 2 of 2: bad broker URL: "ftp://b": unsupported scheme "ftp"`},
+		{yaml: "mqtt: {broker: {a: b}}", want: "mqtt.broker must be a URL or a list of URLs"},
+		{yaml: "mqtt: {reconnect_min: 2s, reconnect_fast_max: 1s}", want: "mqtt.reconnect_fast_max: must be at least 2s, got 1s"},
 		{yaml: "robot_id: 'a/b'", want: `robot_id: "a/b" must match`},
 		{yaml: "metrics: {interval: 500ms}", want: "metrics.interval: must be at least 1s, got 500ms"},
 		{yaml: "log: {level: loud}", want: `log.level: unsupported level "loud"`},
@@ -137,6 +141,28 @@ func TestValidationNamesFieldAndRule(t *testing.T) {
 			require.Error(t, err)
 			require.ErrorContains(t, err, tc.want)
 		})
+	}
+}
+
+func TestBrokerLists(t *testing.T) {
+	for _, tc := range []struct {
+		yaml, env string
+		want      config.Brokers
+	}{
+		{yaml: "mqtt: {broker: tcp://a:1883}", want: config.Brokers{"tcp://a:1883"}},
+		{yaml: "mqtt: {broker: 'tcp://a:1883, ssl://b:8883'}", want: config.Brokers{"tcp://a:1883", "ssl://b:8883"}},
+		{yaml: "mqtt:\n  broker:\n    - tcp://a:1883\n    - mqtts://b:8883\n", want: config.Brokers{"tcp://a:1883", "mqtts://b:8883"}},
+		{yaml: "mqtt: {broker: [tcp://a:1883]}", env: "ws://c/mqtt , tcp://d:1883", want: config.Brokers{"ws://c/mqtt", "tcp://d:1883"}},
+	} {
+		c, err := config.Load(write(t, tc.yaml), false, env(map[string]string{"ROBOT_AGENT_MQTT_BROKER": tc.env}))
+		require.NoError(t, err, tc.yaml)
+		require.Equal(t, tc.want, c.MQTT.Broker, tc.yaml)
+		// config check prints it back loadable: one URL as a string, several as a list.
+		b, err := yaml.Marshal(c)
+		require.NoError(t, err)
+		var back config.Config
+		require.NoError(t, yaml.Unmarshal(b, &back))
+		require.Equal(t, tc.want, back.MQTT.Broker)
 	}
 }
 

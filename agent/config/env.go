@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/robotfleet/fleetlink/internal/mqttkit"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -49,6 +50,7 @@ func envName(path string) string {
 var (
 	durationType = reflect.TypeOf(time.Duration(0))
 	byteSizeType = reflect.TypeOf(ByteSize(0))
+	brokersType  = reflect.TypeOf(Brokers(nil))
 )
 
 // walk calls fn for every settable leaf: scalars and lists.
@@ -113,6 +115,8 @@ func setFromString(f reflect.Value, s string) error {
 			return err
 		}
 		f.SetInt(int64(b))
+	case f.Type() == brokersType:
+		f.Set(reflect.ValueOf(Brokers(mqttkit.SplitBrokers(s))))
 	case f.Kind() == reflect.String:
 		f.SetString(s)
 	case f.Kind() == reflect.Bool:

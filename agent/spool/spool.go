@@ -141,6 +141,7 @@ var (
 	keySeqHW   = []byte("seq_hw")
 	keyDropped = [numClasses][]byte{[]byte("dropped_other"), []byte("dropped_notification"), []byte("dropped_progress")}
 	keyDropRep = []byte("drops_reported")
+	keyEpoch   = []byte("conn_epoch") // the last MQTT connection epoch handed out
 	// one index bucket per droppable class: seq → nothing
 	bucketIdx = [numClasses][]byte{nil, []byte("idx-notification"), []byte("idx-progress")}
 )
@@ -310,6 +311,30 @@ func (o *Outbox) NextSeq() (int64, error) {
 		return 0, ErrClosed
 	}
 	return o.nextSeqLocked()
+}
+
+// NextEpoch increments and returns the persisted MQTT connection epoch
+// (robot.status data.epoch): one per connection attempt, increasing across
+// restarts, kill -9 included (the write is synced before it returns). It
+// lives in the spool file because the spool's meta survives compaction.
+func (o *Outbox) NextEpoch() (int64, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.closed {
+		return 0, ErrClosed
+	}
+	o.dbMu.RLock()
+	defer o.dbMu.RUnlock()
+	var e int64
+	err := o.db.Update(func(tx *bolt.Tx) error {
+		m := tx.Bucket(bucketMeta)
+		e = getInt(m, keyEpoch) + 1
+		return m.Put(keyEpoch, u64(e))
+	})
+	if err != nil {
+		return 0, fmt.Errorf("spool: next epoch: %w", err)
+	}
+	return e, nil
 }
 
 // Emit assigns ev.Seq, encodes and validates ev and stores it durably

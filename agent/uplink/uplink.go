@@ -7,28 +7,31 @@
 // jittered backoff and, on shutdown, publishes the retained offline status
 // before it disconnects.
 //
-// Each connection is a fresh paho client with auto-reconnect off: the
-// uplink owns the reconnect loop, so a connection's in-flight tokens never
-// outlive it and the spool (not paho's in-memory store) decides what is
-// resent: after a reconnect, everything not yet acknowledged, oldest first.
+// Each connection attempt is a fresh paho client with auto-reconnect off:
+// the uplink owns the reconnect loop, so a connection's in-flight tokens
+// never outlive it and the spool (not paho's in-memory store) decides what
+// is resent: after a reconnect, everything not yet acknowledged, oldest
+// first. It is also the only way to give every attempt its own Last Will:
+// paho copies the Will into the client when it is created (its
+// ConnectionAttemptHandler may change only the TLS config), so each attempt
+// takes a new connection epoch and builds a client whose Will carries it.
+// With several brokers the attempts go round the list; the backoff
+// (mqttkit.Backoff) is slept once a whole round has failed.
 package uplink
 
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
-	"net/url"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"github.com/robotfleet/fleetlink/agent/spool"
+	"github.com/robotfleet/fleetlink/internal/mqttkit"
 )
 
 // Source is the durable outbox the uplink drains (*spool.Outbox).
@@ -50,16 +53,13 @@ type Subscription struct {
 	Handler func(topic string, payload []byte)
 }
 
-// TLS configures ssl://, tls:// and wss:// connections.
-type TLS struct {
-	CAFile, CertFile, KeyFile, ServerName string
-	InsecureSkipVerify                    bool
-}
+// TLS configures ssl://, tls://, mqtts:// and wss:// connections.
+type TLS = mqttkit.TLSFiles
 
 // Options configures the uplink.
 type Options struct {
-	// Broker URL (tcp, ssl, tls, ws, wss). Required.
-	Broker string
+	// Brokers are the broker URLs (mqttkit.Schemes), tried in turn. Required.
+	Brokers []string
 	// ClientID is the robot id. Required.
 	ClientID string
 	// Username and Password; empty for none.
@@ -70,9 +70,15 @@ type Options struct {
 	KeepAlive time.Duration
 	// ConnectTimeout of one attempt. Zero means 10s.
 	ConnectTimeout time.Duration
-	// BackoffMin is the first reconnect delay. Zero means 1s.
+	// BackoffMin is the first reconnect delay. Zero means 500ms.
 	BackoffMin time.Duration
-	// BackoffMax caps the reconnect delay. Zero means 60s.
+	// BackoffFastMax caps the reconnect delay during the first
+	// BackoffFastFor of an outage, so a broker back within that time sees
+	// the robot again within BackoffFastMax. Zero means 8s.
+	BackoffFastMax time.Duration
+	// BackoffFastFor: see BackoffFastMax. Zero means 2m.
+	BackoffFastFor time.Duration
+	// BackoffMax caps the reconnect delay after that. Zero means 60s.
 	BackoffMax time.Duration
 	// Window is how many QoS 1 publishes may await their PUBACK. Zero means 64.
 	Window int
@@ -80,13 +86,18 @@ type Options struct {
 	ShutdownTimeout time.Duration
 	// StatusTopic receives the Last Will, online and offline payloads. Required.
 	StatusTopic string
-	// Will returns the Last Will payload (status offline, reason lost); it
-	// is called before every connect. Required.
-	Will func() []byte
-	// Online returns the retained status published on every connect. Required.
-	Online func() []byte
-	// Offline returns the retained status published on clean shutdown. Required.
-	Offline func() []byte
+	// NextEpoch returns the next connection epoch (persisted, increasing);
+	// it is called once per connection attempt. Nil means epoch 0 always.
+	NextEpoch func() int64
+	// Will returns the Last Will payload (status offline, reason lost) of
+	// the attempt with this epoch; it is called before every attempt. Required.
+	Will func(epoch int64) []byte
+	// Online returns the retained status published on every connect, with
+	// the connection's epoch. Required.
+	Online func(epoch int64) []byte
+	// Offline returns the retained status published on clean shutdown,
+	// with the connection's epoch. Required.
+	Offline func(epoch int64) []byte
 	// OnConnect runs (in the uplink goroutine) after the status and
 	// subscriptions are up, before the spool is sent. Optional.
 	OnConnect func()
@@ -104,10 +115,19 @@ func (o *Options) fillDefaults() {
 		o.ConnectTimeout = 10 * time.Second
 	}
 	if o.BackoffMin == 0 {
-		o.BackoffMin = time.Second
+		o.BackoffMin = mqttkit.DefaultBackoffMin
+	}
+	if o.BackoffFastMax == 0 {
+		o.BackoffFastMax = mqttkit.DefaultBackoffFastMax
+	}
+	if o.BackoffFastFor == 0 {
+		o.BackoffFastFor = mqttkit.DefaultBackoffFastFor
 	}
 	if o.BackoffMax == 0 {
-		o.BackoffMax = 60 * time.Second
+		o.BackoffMax = mqttkit.DefaultBackoffMax
+	}
+	if o.NextEpoch == nil {
+		o.NextEpoch = func() int64 { return 0 }
 	}
 	if o.Window == 0 {
 		o.Window = 64
@@ -123,10 +143,13 @@ func (o *Options) fillDefaults() {
 // Stats are the uplink's counters.
 type Stats struct {
 	Connected      bool
-	Connects       int64 // successful connects
-	Sent           int64 // spool records acknowledged by the broker
-	DirectSent     int64 // direct (QoS 0) publishes handed to the connection
-	DirectDropped  int64 // direct publishes dropped because no connection was up
+	Broker         string // the broker connected to, "" when disconnected
+	Epoch          int64  // the current (or last) connection's epoch
+	Connects       int64  // successful connects
+	Attempts       int64  // connection attempts
+	Sent           int64  // spool records acknowledged by the broker
+	DirectSent     int64  // direct (QoS 0) publishes handed to the connection
+	DirectDropped  int64  // direct publishes dropped because no connection was up
 	LastConnectErr string
 }
 
@@ -140,10 +163,12 @@ type Uplink struct {
 	// cur is the live client, nil when disconnected; written by Run only.
 	cur atomic.Pointer[mqtt.Client]
 
-	connects, sent, directSent, directDropped atomic.Int64
-	// mu guards lastErr.
+	connects, attempts, sent, directSent, directDropped atomic.Int64
+	// mu guards lastErr, broker and epoch.
 	mu      sync.Mutex
 	lastErr string
+	broker  string
+	epoch   int64
 	// connWarn rate-limits repeated connect failures in the log.
 	connWarn      time.Time
 	connFailCount int
@@ -152,55 +177,32 @@ type Uplink struct {
 // New checks the options and returns an uplink; it does not connect.
 func New(opts Options, src Source) (*Uplink, error) {
 	opts.fillDefaults()
-	u, err := url.Parse(opts.Broker)
-	if err != nil {
-		return nil, fmt.Errorf("uplink: %w: %v", ErrBadBroker, err)
-	}
-	switch u.Scheme {
-	case "tcp", "ssl", "tls", "ws", "wss":
-	default:
-		return nil, fmt.Errorf("uplink: %w: unsupported scheme %q", ErrBadBroker, u.Scheme)
+	if err := mqttkit.ValidateBrokers(opts.Brokers); err != nil {
+		return nil, fmt.Errorf("uplink: %w: %w", ErrBadBroker, err)
 	}
 	if opts.ClientID == "" || opts.StatusTopic == "" || opts.Will == nil || opts.Online == nil || opts.Offline == nil {
 		return nil, errors.New("uplink: ClientID, StatusTopic, Will, Online and Offline are required")
 	}
 	up := &Uplink{opts: opts, src: src, log: opts.Logger.With("component", "uplink")}
-	if u.Scheme == "ssl" || u.Scheme == "tls" || u.Scheme == "wss" {
-		if up.tls, err = tlsConfig(opts.TLS); err != nil {
-			return nil, err
+	if mqttkit.NeedsTLS(opts.Brokers) {
+		var err error
+		if up.tls, err = opts.TLS.Config(); err != nil {
+			return nil, fmt.Errorf("uplink: %w: %w", ErrBadBroker, err)
 		}
 	}
 	return up, nil
-}
-
-func tlsConfig(t TLS) (*tls.Config, error) {
-	c := &tls.Config{ServerName: t.ServerName, InsecureSkipVerify: t.InsecureSkipVerify, MinVersion: tls.VersionTLS12}
-	if t.CAFile != "" {
-		pem, err := os.ReadFile(t.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("uplink: %w: ca_file: %v", ErrBadBroker, err)
-		}
-		c.RootCAs = x509.NewCertPool()
-		if !c.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("uplink: %w: ca_file %q holds no PEM certificate", ErrBadBroker, t.CAFile)
-		}
-	}
-	if t.CertFile != "" || t.KeyFile != "" {
-		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("uplink: %w: client certificate: %v", ErrBadBroker, err)
-		}
-		c.Certificates = []tls.Certificate{cert}
-	}
-	return c, nil
 }
 
 // Stats returns the counters.
 func (u *Uplink) Stats() Stats {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	return Stats{Connected: u.cur.Load() != nil, Connects: u.connects.Load(), Sent: u.sent.Load(),
+	st := Stats{Connected: u.cur.Load() != nil, Broker: u.broker, Epoch: u.epoch, Connects: u.connects.Load(), Attempts: u.attempts.Load(), Sent: u.sent.Load(),
 		DirectSent: u.directSent.Load(), DirectDropped: u.directDropped.Load(), LastConnectErr: u.lastErr}
+	if !st.Connected {
+		st.Broker = ""
+	}
+	return st
 }
 
 // Connected reports whether a connection is up.
@@ -224,42 +226,53 @@ func (u *Uplink) PublishDirect(topic string, qos byte, retained bool, payload []
 // publishes the offline status (when connected) and disconnects. It
 // returns nil on cancellation.
 func (u *Uplink) Run(ctx context.Context) error {
-	backoff := u.opts.BackoffMin
+	bo := &mqttkit.Backoff{Min: u.opts.BackoffMin, FastMax: u.opts.BackoffFastMax, FastFor: u.opts.BackoffFastFor, Max: u.opts.BackoffMax}
+	n := len(u.opts.Brokers)
+	idx, failed := 0, 0 // broker to try next; failed attempts in this round
 	for {
-		c, lost, err := u.connect(ctx)
+		broker := u.opts.Brokers[idx]
+		c, epoch, lost, err := u.connect(ctx, broker)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
-			u.noteConnectErr(err, backoff)
-			if !sleep(ctx, jitter(backoff)) {
+			idx, failed = (idx+1)%n, failed+1
+			if failed < n {
+				continue // fail over to the next broker at once
+			}
+			failed = 0
+			d := bo.Next()
+			u.noteConnectErr(broker, err, d)
+			if !mqttkit.SleepCtx(ctx, d) {
 				return nil
 			}
-			backoff = nextBackoff(backoff, u.opts.BackoffMax)
 			continue
 		}
+		failed = 0
 		up := time.Now()
 		err = u.serve(ctx, c, lost)
 		u.cur.Store(nil)
 		if ctx.Err() != nil {
-			u.shutdown(c)
+			u.shutdown(c, epoch)
 			return nil
 		}
 		c.Disconnect(0)
-		// Only a connection that held for a while resets the backoff: a
-		// broker that accepts and drops at once is not hammered every second.
-		if time.Since(up) >= u.opts.BackoffMax {
-			backoff = u.opts.BackoffMin
+		// Only a connection that held for a while starts a new outage (short
+		// delays again): a broker that accepts and drops at once is not
+		// hammered, and after BackoffFastFor it gets the long delays.
+		if time.Since(up) >= u.opts.BackoffFastMax {
+			bo.Reset()
 		}
-		u.log.Warn("broker connection lost; reconnecting", "err", err, "up_for", time.Since(up).Round(time.Millisecond).String(), "next_in", backoff.String())
-		if !sleep(ctx, jitter(backoff)) {
+		d := bo.Next()
+		u.log.Warn("broker connection lost; reconnecting", "broker", broker, "epoch", epoch, "err", err,
+			"up_for", time.Since(up).Round(time.Millisecond).String(), "next_in", d.Round(time.Millisecond).String())
+		if !mqttkit.SleepCtx(ctx, d) {
 			return nil
 		}
-		backoff = nextBackoff(backoff, u.opts.BackoffMax)
 	}
 }
 
-func (u *Uplink) noteConnectErr(err error, next time.Duration) {
+func (u *Uplink) noteConnectErr(broker string, err error, next time.Duration) {
 	u.mu.Lock()
 	u.lastErr = err.Error()
 	u.connFailCount++
@@ -271,35 +284,23 @@ func (u *Uplink) noteConnectErr(err error, next time.Duration) {
 	}
 	u.mu.Unlock()
 	if show {
-		u.log.Warn("cannot connect to the broker; retrying", "broker", u.opts.Broker, "err", err, "failures", n, "next_in", next.String())
+		u.log.Warn("cannot connect to the broker; retrying", "broker", broker, "brokers", len(u.opts.Brokers), "err", err,
+			"failures", n, "next_in", next.Round(time.Millisecond).String())
 	}
 }
 
-// nextBackoff doubles d up to limit.
-func nextBackoff(d, limit time.Duration) time.Duration { return min(d*2, limit) }
-
-// jitter spreads d by ±20% so a fleet does not reconnect in lockstep.
-func jitter(d time.Duration) time.Duration {
-	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
-}
-
-// connect makes one connection attempt, then subscribes and publishes the
-// online status. lost is signalled when paho reports the connection gone.
-func (u *Uplink) connect(ctx context.Context) (mqtt.Client, <-chan error, error) {
+// connect makes one connection attempt to broker with a new epoch, then
+// subscribes and publishes the online status. lost is signalled when paho
+// reports the connection gone.
+func (u *Uplink) connect(ctx context.Context, broker string) (mqtt.Client, int64, <-chan error, error) {
 	lost := make(chan error, 1)
+	epoch := u.opts.NextEpoch()
+	u.attempts.Add(1)
+	u.mu.Lock()
+	u.epoch = epoch
+	u.mu.Unlock()
 	o := mqtt.NewClientOptions().
-		AddBroker(u.opts.Broker).
+		AddBroker(broker).
 		SetClientID(u.opts.ClientID).
 		SetUsername(u.opts.Username).
 		SetPassword(u.opts.Password).
@@ -311,7 +312,7 @@ func (u *Uplink) connect(ctx context.Context) (mqtt.Client, <-chan error, error)
 		SetAutoReconnect(false).
 		SetConnectRetry(false).
 		SetOrderMatters(true).
-		SetBinaryWill(u.opts.StatusTopic, u.opts.Will(), 1, true).
+		SetBinaryWill(u.opts.StatusTopic, u.opts.Will(epoch), 1, true).
 		SetConnectionLostHandler(func(_ mqtt.Client, err error) {
 			select { // never block in a paho callback
 			case lost <- err:
@@ -324,7 +325,7 @@ func (u *Uplink) connect(ctx context.Context) (mqtt.Client, <-chan error, error)
 	c := mqtt.NewClient(o)
 	if err := wait(ctx, c.Connect(), u.opts.ConnectTimeout+time.Second); err != nil {
 		c.Disconnect(0)
-		return nil, nil, fmt.Errorf("connect %s: %w", u.opts.Broker, err)
+		return nil, 0, nil, fmt.Errorf("connect %s: %w", broker, err)
 	}
 	// Subscribe before announcing online: a dashboard that sees "online"
 	// may send a command at once, and it must find the subscription.
@@ -333,37 +334,26 @@ func (u *Uplink) connect(ctx context.Context) (mqtt.Client, <-chan error, error)
 		tok := c.Subscribe(s.Topic, s.QoS, func(_ mqtt.Client, m mqtt.Message) { h(m.Topic(), m.Payload()) })
 		if err := wait(ctx, tok, u.opts.ConnectTimeout); err != nil {
 			c.Disconnect(0)
-			return nil, nil, fmt.Errorf("subscribe %q: %w", s.Topic, err)
+			return nil, 0, nil, fmt.Errorf("subscribe %q: %w", s.Topic, err)
 		}
 	}
-	if err := wait(ctx, c.Publish(u.opts.StatusTopic, 1, true, u.opts.Online()), u.opts.ConnectTimeout); err != nil {
+	if err := wait(ctx, c.Publish(u.opts.StatusTopic, 1, true, u.opts.Online(epoch)), u.opts.ConnectTimeout); err != nil {
 		c.Disconnect(0)
-		return nil, nil, fmt.Errorf("publish online status: %w", err)
+		return nil, 0, nil, fmt.Errorf("publish online status: %w", err)
 	}
 	u.connects.Add(1)
 	u.mu.Lock()
-	u.lastErr, u.connFailCount = "", 0
+	u.lastErr, u.connFailCount, u.broker = "", 0, broker
 	u.mu.Unlock()
 	u.cur.Store(&c)
-	u.log.Info("connected to the broker", "broker", u.opts.Broker, "client_id", u.opts.ClientID)
+	u.log.Info("connected to the broker", "broker", broker, "client_id", u.opts.ClientID, "epoch", epoch)
 	if u.opts.OnConnect != nil {
 		u.opts.OnConnect()
 	}
-	return c, lost, nil
+	return c, epoch, lost, nil
 }
 
-func wait(ctx context.Context, t mqtt.Token, timeout time.Duration) error {
-	timer := time.NewTimer(timeout)
-	defer timer.Stop()
-	select {
-	case <-t.Done():
-		return t.Error()
-	case <-timer.C:
-		return errors.New("timed out")
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
+var wait = mqttkit.Wait
 
 type inflight struct {
 	seq int64
@@ -490,8 +480,8 @@ func isDone(t mqtt.Token) bool {
 }
 
 // shutdown publishes the retained offline status and disconnects.
-func (u *Uplink) shutdown(c mqtt.Client) {
-	err := wait(context.Background(), c.Publish(u.opts.StatusTopic, 1, true, u.opts.Offline()), u.opts.ShutdownTimeout)
+func (u *Uplink) shutdown(c mqtt.Client, epoch int64) {
+	err := wait(context.Background(), c.Publish(u.opts.StatusTopic, 1, true, u.opts.Offline(epoch)), u.opts.ShutdownTimeout)
 	if err != nil {
 		u.log.Warn("offline status not acknowledged before disconnect", "err", err)
 	}

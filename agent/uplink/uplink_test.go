@@ -81,8 +81,8 @@ func (r *recorder) events(t *testing.T) []*protocol.Event {
 	return out
 }
 
-func status(state, reason string) func() []byte {
-	return func() []byte {
+func status(state, reason string) func(int64) []byte {
+	return func(int64) []byte {
 		ev := protocol.NewEvent(robot, protocol.RobotStatus{State: state, Reason: reason, AgentVersion: "test", StartedAt: protocol.Now()})
 		b, err := protocol.Encode(ev)
 		if err != nil {
@@ -101,20 +101,7 @@ type harness struct {
 
 func start(t *testing.T, url string, subs ...uplink.Subscription) *harness {
 	t.Helper()
-	out, err := spool.Open(spool.Options{Path: filepath.Join(t.TempDir(), "spool.db")})
-	require.NoError(t, err)
-	up, err := uplink.New(uplink.Options{
-		Broker: url, ClientID: robot, StatusTopic: topics.Status(robot),
-		Will: status("offline", "lost"), Online: status("online", ""), Offline: status("offline", "shutdown"),
-		BackoffMin: 50 * time.Millisecond, BackoffMax: 200 * time.Millisecond, ConnectTimeout: 2 * time.Second,
-		KeepAlive: 2 * time.Second, Window: 8, Subscriptions: subs, Logger: slog.New(slog.DiscardHandler),
-	}, out)
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	h := &harness{out: out, up: up, cancel: cancel, done: make(chan error, 1)}
-	go func() { h.done <- up.Run(ctx) }()
-	t.Cleanup(func() { h.stop(t); out.Close() })
-	return h
+	return startOpts(t, uplink.Options{Brokers: []string{url}, Subscriptions: subs, Window: 8, BackoffMax: 200 * time.Millisecond})
 }
 
 func (h *harness) stop(t *testing.T) {
@@ -289,7 +276,7 @@ func TestMutualTLSBroker(t *testing.T) {
 	require.NoError(t, err)
 	defer out.Close()
 	opts := uplink.Options{
-		Broker: fmt.Sprintf("ssl://127.0.0.1:%d", port), ClientID: robot, StatusTopic: topics.Status(robot),
+		Brokers: []string{fmt.Sprintf("ssl://127.0.0.1:%d", port)}, ClientID: robot, StatusTopic: topics.Status(robot),
 		Will: status("offline", "lost"), Online: status("online", ""), Offline: status("offline", "shutdown"),
 		BackoffMin: 50 * time.Millisecond, BackoffMax: 100 * time.Millisecond, Logger: slog.New(slog.DiscardHandler),
 		TLS: uplink.TLS{CAFile: dir + "/ca.pem", CertFile: dir + "/client.pem", KeyFile: dir + "/client.key", ServerName: "broker.test"},
@@ -315,7 +302,7 @@ func TestMutualTLSBroker(t *testing.T) {
 	require.Eventually(t, func() bool { return up.Stats().LastConnectErr != "" }, 10*time.Second, 20*time.Millisecond)
 	require.False(t, up.Connected())
 
-	_, err = uplink.New(uplink.Options{Broker: "http://x:1", ClientID: "r", StatusTopic: "t", Will: opts.Will, Online: opts.Online, Offline: opts.Offline}, out)
+	_, err = uplink.New(uplink.Options{Brokers: []string{"http://x:1"}, ClientID: "r", StatusTopic: "t", Will: opts.Will, Online: opts.Online, Offline: opts.Offline}, out)
 	require.ErrorIs(t, err, uplink.ErrBadBroker)
 	opts.TLS.CAFile = dir + "/missing.pem"
 	_, err = uplink.New(opts, out)
@@ -369,7 +356,7 @@ func TestUsernamePassword(t *testing.T) {
 	}{{"s3cret", true}, {"wrong", false}} {
 		t.Run(tc.password, func(t *testing.T) {
 			up, err := uplink.New(uplink.Options{
-				Broker: m.URL(), ClientID: robot, Username: "robot", Password: tc.password, StatusTopic: topics.Status(robot),
+				Brokers: []string{m.URL()}, ClientID: robot, Username: "robot", Password: tc.password, StatusTopic: topics.Status(robot),
 				Will: status("offline", "lost"), Online: status("online", ""), Offline: status("offline", "shutdown"),
 				BackoffMin: 50 * time.Millisecond, Logger: slog.New(slog.DiscardHandler),
 			}, sp)
