@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -533,7 +534,12 @@ func TestProgressAndMetrics(t *testing.T) {
 		"compression_ratio": res.CompressionRatio, "tensors_quantized": 3, "tensors_skipped": 0,
 		"max_abs_error": res.MaxAbsError, "mean_snr_db": res.MeanSNRdB,
 	}
-	if len(mt) != len(want) {
+	for _, k := range []string{"snr_db_min", "snr_db_worst_1", "snr_db_worst_3", "bytes_before_conv", "bytes_after_conv", "bytes_before_gemm", "bytes_after_gemm"} {
+		if _, ok := mt[k]; !ok {
+			t.Errorf("metric %s missing: %v", k, mt)
+		}
+	}
+	if _, ok := mt["snr_db_worst_4"]; ok || mt["snr_db_min"] > mt["snr_db_worst_2"] || mt["bytes_after_conv"] >= mt["bytes_before_conv"] {
 		t.Errorf("metrics %v", mt)
 	}
 	for k, v := range want {
@@ -553,7 +559,7 @@ func TestProgressAndMetrics(t *testing.T) {
 
 func TestQuantizeInt8Exact(t *testing.T) {
 	x := []float32{0, 127, -127, 63.5, 1, -1, 2, 0}
-	q, s, st := quantizeInt8(x, []int64{2, 4}, 0)
+	q, s, st := quantizeInt8(x, []int64{2, 4}, 0, 0, RoundNearest)
 	if s[0] != 1 || s[1] != float32(2)/127 {
 		t.Errorf("scales %v", s)
 	}
@@ -563,9 +569,80 @@ func TestQuantizeInt8Exact(t *testing.T) {
 	if st.maxAbs > float64(s[0])/2+1e-6 {
 		t.Errorf("max abs %g", st.maxAbs)
 	}
-	_, s2, st2 := quantizeInt8(make([]float32, 8), []int64{8}, -1)
+	_, s2, st2 := quantizeInt8(make([]float32, 8), []int64{8}, -1, -1, RoundSum)
 	if s2[0] != 1 || st2.snr != MaxSNRdB {
 		t.Errorf("all zero: scale %v snr %g", s2, st2.snr)
+	}
+}
+
+// TestSumPreserving checks the data-free bias correction: every output
+// channel's quantized sum is within half a step of its float sum, no value
+// leaves ±127, and the error stays that of rounding (each weight moves at
+// most one step).
+func TestSumPreserving(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	for _, tc := range []struct {
+		name            string
+		dims            []int64
+		axis, scaleAxis int
+	}{
+		{"conv per channel", []int64{16, 8, 3, 3}, 0, 0},
+		{"matmul per channel", []int64{64, 24}, 1, 1},
+		{"per tensor scale, channel sums", []int64{24, 64}, 0, -1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n := 1
+			for _, d := range tc.dims {
+				n *= int(d)
+			}
+			x := make([]float32, n)
+			for i := range x {
+				x[i] = float32(rng.NormFloat64() * 0.05)
+			}
+			qn, _, stN := quantizeInt8(x, tc.dims, tc.scaleAxis, tc.axis, RoundNearest)
+			qs, scales, stS := quantizeInt8(x, tc.dims, tc.scaleAxis, tc.axis, RoundSum)
+			outer, ch, inner := split(tc.dims, tc.axis, n)
+			worstNearest := 0.0
+			for c := 0; c < ch; c++ {
+				var fsum, qsumN, qsumS float64
+				for o := 0; o < outer; o++ {
+					for k := 0; k < inner; k++ {
+						i := (o*ch+c)*inner + k
+						s := scales[0]
+						if tc.scaleAxis >= 0 {
+							s = scales[c]
+						}
+						fsum += float64(x[i]) / float64(s)
+						qsumN += float64(int8(qn[i]))
+						qsumS += float64(int8(qs[i]))
+						if d := int(int8(qs[i])) - int(int8(qn[i])); d < -1 || d > 1 {
+							t.Fatalf("weight %d moved %d steps", i, d)
+						}
+						if v := int8(qs[i]); v < -127 {
+							t.Fatalf("weight %d = %d", i, v)
+						}
+					}
+				}
+				if d := math.Abs(fsum - qsumS); d > 0.5+1e-9 {
+					t.Errorf("channel %d: float sum %.3f, quantized sum %.0f (off %.3f steps)", c, fsum, qsumS, d)
+				}
+				worstNearest = max(worstNearest, math.Abs(fsum-qsumN))
+			}
+			if worstNearest <= 1 {
+				t.Errorf("plain rounding was already within %.2f steps: the test shows nothing", worstNearest)
+			}
+			if stS.snr < stN.snr-1 {
+				t.Errorf("SNR %.2f dB with sum rounding vs %.2f nearest", stS.snr, stN.snr)
+			}
+		})
+	}
+	// Saturated channel: all weights at the maximum cannot move up.
+	x := []float32{1, 1, 1, 1, 0.996}
+	q, _, _ := quantizeInt8(x, []int64{1, 5}, 0, 0, RoundSum)
+	for i, v := range q {
+		if int8(v) < 126 {
+			t.Errorf("q[%d] = %d", i, int8(v))
+		}
 	}
 }
 

@@ -3,12 +3,14 @@ package onnxq
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"io"
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -130,9 +132,10 @@ func (o *output) report(progress func(Progress)) {
 type weight struct {
 	name    string
 	t       tensor
-	init    int // index into graph.inits, or -1
-	constN  int // index into graph.nodes of the Constant producing it, or -1
-	axis    int // per-channel axis, -1 for per-tensor
+	init    int    // index into graph.inits, or -1
+	constN  int    // index into graph.nodes of the Constant producing it, or -1
+	axis    int    // per-channel axis, -1 for per-tensor
+	op      string // the (first) consumer's op type
 	skipWhy string
 }
 
@@ -183,6 +186,11 @@ func run(ctx context.Context, data []byte, opts Options, progress func(Progress)
 			return nil, nil, err
 		}
 		msg := ""
+		n, _ := wt.t.numElements(1 << 40)
+		layer := Layer{Name: wt.name, Op: wt.op, Encoding: "float", Elements: n, BytesBefore: int64(len(wt.t.raw))}
+		if !wt.t.hasRaw {
+			layer.BytesBefore = 4 * n
+		}
 		if wt.skipWhy == "" {
 			if scratch, err = wt.t.floats(scratch); err != nil {
 				return nil, nil, fmt.Errorf("onnxq: quantize: %w", err)
@@ -192,6 +200,13 @@ func run(ctx context.Context, data []byte, opts Options, progress func(Progress)
 				wt.skipWhy = why
 			} else {
 				repl[i] = r
+				layer.Encoding, layer.SNRdB, layer.MaxAbsError = string(opts.Mode), r.stats.snr, r.stats.maxAbs
+				for _, b := range r.inits {
+					layer.BytesAfter += int64(len(b))
+				}
+				for _, b := range r.nodes {
+					layer.BytesAfter += int64(len(b))
+				}
 				res.TensorsQuantized++
 				res.MaxAbsError = max(res.MaxAbsError, r.stats.maxAbs)
 				snrSum += r.stats.snr
@@ -204,7 +219,9 @@ func run(ctx context.Context, data []byte, opts Options, progress func(Progress)
 				external++
 			}
 			msg = fmt.Sprintf("%s: skipped (%s)", wt.name, wt.skipWhy)
+			layer.Kept, layer.BytesAfter = wt.skipWhy, layer.BytesBefore
 		}
+		res.Layers = append(res.Layers, layer)
 		report(Progress{Done: 2 + i, Stage: StageQuantize, Message: msg})
 	}
 	if res.TensorsQuantized == 0 {
@@ -299,7 +316,7 @@ func plan(m *model, opts Options) []weight {
 		if _, ok := seen[name]; ok {
 			continue
 		}
-		wt := weight{name: name, init: -1, constN: -1, axis: -1}
+		wt := weight{name: name, init: -1, constN: -1, axis: -1, op: n.opType}
 		if ii, ok := initIdx[name]; ok {
 			wt.init, wt.t = ii, g.inits[ii].t
 		} else if ci, ok := constIdx[name]; ok {
@@ -357,6 +374,9 @@ func checkWeight(m *model, wt *weight, opts Options, dup bool, producers int) st
 			ok, a := weightSlot(nd, k, len(t.dims))
 			if !ok {
 				return fmt.Sprintf("also used as input %d of %s", k, nd.opType)
+			}
+			if wt.op == "" {
+				wt.op = nd.opType
 			}
 			if axis == -2 {
 				axis = a
@@ -433,7 +453,7 @@ func quantizeWeight(wt *weight, x []float32, opset int64, opts Options, nm *name
 	if !opts.PerChannel {
 		axis = -1
 	}
-	q, scales, st := quantizeInt8(x, dims, axis)
+	q, scales, st := quantizeInt8(x, dims, axis, wt.axis, opts.Rounding)
 	qn := uniq(nm.values, wt.name+"_quantized")
 	sn := uniq(nm.values, wt.name+"_scale")
 	addTensor(w.Tensor{Name: qn, Dims: dims, DataType: w.DTInt8, Raw: q})
@@ -484,19 +504,12 @@ func quantizeWeight(wt *weight, x []float32, opset int64, opts Options, nm *name
 }
 
 // quantizeInt8 quantizes x symmetrically to [-127, 127] with one scale per
-// slice along axis (or one for the whole tensor when axis < 0). x must be
-// finite.
-func quantizeInt8(x []float32, dims []int64, axis int) ([]byte, []float32, tensorStats) {
-	outer, ch, inner := 1, 1, len(x)
-	if axis >= 0 {
-		outer, ch, inner = 1, int(dims[axis]), 1
-		for _, d := range dims[:axis] {
-			outer *= int(d)
-		}
-		for _, d := range dims[axis+1:] {
-			inner *= int(d)
-		}
-	}
+// slice along axis (or one for the whole tensor when axis < 0). With
+// RoundSum, each slice along sumAxis (the output channels, whatever the
+// scale's granularity; none when sumAxis < 0) keeps its sum: see
+// preserveSums. x must be finite.
+func quantizeInt8(x []float32, dims []int64, axis, sumAxis int, rounding Rounding) ([]byte, []float32, tensorStats) {
+	outer, ch, inner := split(dims, axis, len(x))
 	maxAbs := make([]float32, ch)
 	for o := 0; o < outer; o++ {
 		for c := 0; c < ch; c++ {
@@ -524,22 +537,102 @@ func quantizeInt8(x []float32, dims []int64, axis int) ([]byte, []float32, tenso
 		inv[c] = 1 / float64(s)
 	}
 	q := make([]byte, len(x))
+	for o := 0; o < outer; o++ {
+		for c := 0; c < ch; c++ {
+			base := (o*ch + c) * inner
+			iv := inv[c]
+			for k, v := range x[base : base+inner] {
+				r := math.RoundToEven(float64(v) * iv)
+				q[base+k] = byte(int8(min(127, max(-127, r))))
+			}
+		}
+	}
+	if rounding == RoundSum && sumAxis >= 0 {
+		preserveSums(q, x, dims, axis, sumAxis, inv)
+	}
 	var st errAcc
 	for o := 0; o < outer; o++ {
 		for c := 0; c < ch; c++ {
 			base := (o*ch + c) * inner
-			s, iv := scales[c], inv[c]
+			s := scales[c]
 			for k, v := range x[base : base+inner] {
-				r := math.RoundToEven(float64(v) * iv)
-				r = min(127, max(-127, r))
-				qi := int8(r)
-				q[base+k] = byte(qi)
 				// Same arithmetic as DequantizeLinear: float32 product.
-				st.add(v, float32(qi)*s)
+				st.add(v, float32(int8(q[base+k]))*s)
 			}
 		}
 	}
 	return q, scales, st.stats()
+}
+
+// split returns the sizes before, along and after axis (axis < 0: the
+// whole tensor is one slice).
+func split(dims []int64, axis, n int) (outer, ch, inner int) {
+	if axis < 0 {
+		return 1, 1, n
+	}
+	outer, ch, inner = 1, int(dims[axis]), 1
+	for _, d := range dims[:axis] {
+		outer *= int(d)
+	}
+	for _, d := range dims[axis+1:] {
+		inner *= int(d)
+	}
+	return outer, ch, inner
+}
+
+// preserveSums adjusts q so that the sum of every slice along sumAxis
+// equals the float sum within half a step: with d the slice's summed
+// rounding residual (in steps), it moves round(d) weights one step in d's
+// direction, those whose residual is largest in that direction, never past
+// ±127. inv holds 1/scale per slice along scaleAxis (one value when
+// scaleAxis < 0); scaleAxis is either sumAxis or < 0, so the scale is
+// constant within a slice and the step is the same for every weight in it.
+func preserveSums(q []byte, x []float32, dims []int64, scaleAxis, sumAxis int, inv []float64) {
+	outer, ch, inner := split(dims, sumAxis, len(x))
+	type cand struct {
+		k   int     // index into q
+		res float64 // residual x/s - q, in steps
+	}
+	cs := make([]cand, 0, outer*inner) // one channel's weights, reused
+	for c := 0; c < ch; c++ {
+		iv := inv[0]
+		if scaleAxis >= 0 {
+			iv = inv[c]
+		}
+		cs = cs[:0]
+		var d float64
+		for o := 0; o < outer; o++ {
+			base := (o*ch + c) * inner
+			for k := base; k < base+inner; k++ {
+				r := float64(x[k])*iv - float64(int8(q[k]))
+				d += r
+				cs = append(cs, cand{k, r})
+			}
+		}
+		n := int(math.Round(d))
+		if n == 0 {
+			continue
+		}
+		step := int8(1)
+		if n < 0 {
+			step, n = -1, -n
+		}
+		// Largest residual in the needed direction first.
+		slices.SortFunc(cs, func(a, b cand) int {
+			return cmp.Compare(b.res*float64(step), a.res*float64(step))
+		})
+		for _, cd := range cs {
+			if n == 0 {
+				break
+			}
+			v := int8(q[cd.k])
+			if (step > 0 && v == 127) || (step < 0 && v == -127) {
+				continue
+			}
+			q[cd.k] = byte(v + step)
+			n--
+		}
+	}
 }
 
 // errAcc accumulates reconstruction error statistics in float64.

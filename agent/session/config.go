@@ -72,6 +72,10 @@ type Pipeline struct {
 	// KeepOutputs is how many finished sessions keep their output
 	// directory; zero means all that the journal retains.
 	KeepOutputs int `yaml:"keep_outputs"`
+	// MaxMemoryBytes caps the memory of the onnx-quantize runner's child
+	// process; a model that needs more fails its session, not the agent.
+	// Zero means half of the machine's RAM.
+	MaxMemoryBytes int64 `yaml:"max_memory_bytes"`
 }
 
 // Param declares one pipeline parameter.
@@ -96,6 +100,8 @@ func DefaultPipelines() []Pipeline {
 				{Name: "mode", Type: ParamEnum, Choices: []string{"int8", "fp16"}, Default: mode, Description: "weight format"},
 				{Name: "per_channel", Type: ParamBool, Default: true, Description: "int8: one scale per output channel"},
 				{Name: "min_elements", Type: ParamInt, Default: 1024, Min: &one, Description: "smallest weight tensor to quantize"},
+				{Name: "rounding", Type: ParamEnum, Choices: []string{"sum", "nearest"}, Default: "sum",
+					Description: "int8: sum keeps each output channel's weight sum (data-free bias correction); nearest is plain rounding"},
 			},
 		}
 	}
@@ -204,6 +210,9 @@ func (c *Config) Validate() error {
 		}
 		if p.KeepOutputs < 0 {
 			return fmt.Errorf("%s.keep_outputs: must not be negative, got %d", at, p.KeepOutputs)
+		}
+		if p.MaxMemoryBytes < 0 {
+			return fmt.Errorf("%s.max_memory_bytes: must not be negative, got %d", at, p.MaxMemoryBytes)
 		}
 		names := map[string]bool{}
 		for j := range p.Params {

@@ -1,10 +1,15 @@
 package session
 
 import (
+	"bytes"
 	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"io"
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -54,9 +59,9 @@ func TestONNXQuantizePipelines(t *testing.T) {
 	e := newEnv(t, nil)
 	require.NoError(t, os.WriteFile(filepath.Join(e.modelDir, "mm.onnx"), matMulModel(64), 0o644))
 
-	for _, tc := range []struct{ pipeline, artifact string }{
-		{"quantize-int8", "mm.int8.onnx"},
-		{"quantize-fp16", "mm.fp16.onnx"},
+	for _, tc := range []struct{ pipeline, mode string }{
+		{"quantize-int8", "int8"},
+		{"quantize-fp16", "fp16"},
 	} {
 		t.Run(tc.pipeline, func(t *testing.T) {
 			id := e.startSession(StartRequest{Pipeline: tc.pipeline, Model: "mm.onnx"})
@@ -64,11 +69,30 @@ func TestONNXQuantizePipelines(t *testing.T) {
 			require.Equal(t, protocol.TypeSessionCompleted, fin.Type, "%+v", fin.Data)
 			res := fin.Data.(protocol.SessionCompleted).Result
 			require.Len(t, res.Artifacts, 1)
-			assert.Equal(t, tc.artifact, res.Artifacts[0].Path)
+			assert.Equal(t, "mm."+tc.mode+".onnx", res.Artifacts[0].Path)
 			assert.Equal(t, 1.0, res.Metrics["tensors_quantized"])
 			assert.Greater(t, res.Metrics["compression_ratio"], 1.5)
+			assert.Equal(t, res.Metrics["snr_db_worst_1"], res.Metrics["snr_db_min"])
+			assert.Greater(t, res.Metrics["bytes_before_matmul"], res.Metrics["bytes_after_matmul"])
 			assert.Less(t, res.Artifacts[0].Bytes, int64(64*64*4))
 			assert.Contains(t, e.em.types(id, true), protocol.TypeSessionProgress)
+
+			// The report names the layers the metrics only number.
+			b, err := os.ReadFile(filepath.Join(e.stateDir, "sessions", id, quantizeReport))
+			require.NoError(t, err)
+			var rep struct {
+				Worst []struct {
+					Name  string  `json:"name"`
+					SNRdB float64 `json:"snr_db"`
+				} `json:"worst"`
+			}
+			require.NoError(t, json.Unmarshal(b, &rep))
+			require.Len(t, rep.Worst, 1)
+			assert.Equal(t, "W", rep.Worst[0].Name)
+			assert.Equal(t, res.Metrics["snr_db_min"], rep.Worst[0].SNRdB)
+			log, err := os.ReadFile(filepath.Join(e.stateDir, "sessions", id, "session.log"))
+			require.NoError(t, err)
+			assert.Contains(t, string(log), `worst 1: "W" (MatMul, `+tc.mode+`)`)
 		})
 	}
 
@@ -78,4 +102,130 @@ func TestONNXQuantizePipelines(t *testing.T) {
 		require.Equal(t, protocol.TypeSessionFailed, fin.Type)
 		assert.Equal(t, protocol.FailInvalidModel, fin.Data.(protocol.SessionFailed).Error.Code)
 	})
+}
+
+// TestONNXQuantizeMemoryLimit runs models too big for the pipeline's
+// max_memory_bytes: the session fails with an error saying so, and the
+// manager (the agent) keeps running sessions.
+func TestONNXQuantizeMemoryLimit(t *testing.T) {
+	e := newEnv(t, func(c *Config) {
+		p := DefaultPipelines()[0]
+		p.Name, p.MaxMemoryBytes = "quantize-small", 48<<20
+		c.Pipelines = append(c.Pipelines, p)
+	})
+	// 3,000² floats = 36 MB: under the cap, so the child starts, reads
+	// the file and runs out while it quantizes (file, decoded floats and
+	// int8 copy are ~2.3× the file).
+	require.NoError(t, os.WriteFile(filepath.Join(e.modelDir, "big.onnx"), matMulModel(3000), 0o644))
+	// 4,000² floats = 64 MB: over the cap, refused before any child runs.
+	require.NoError(t, os.WriteFile(filepath.Join(e.modelDir, "huge.onnx"), matMulModel(4000), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(e.modelDir, "mm.onnx"), matMulModel(64), 0o644))
+
+	for _, tc := range []struct{ model, msg string }{
+		{"big.onnx", "MiB, more than the pipeline's max_memory_bytes (48 MiB); only this session failed"},
+		{"huge.onnx", "above the pipeline's max_memory_bytes (50331648)"},
+	} {
+		t.Run(tc.model, func(t *testing.T) {
+			id := e.startSession(StartRequest{Pipeline: "quantize-small", Model: tc.model})
+			fin := e.em.waitFinal(t, id, 60*time.Second)
+			require.Equal(t, protocol.TypeSessionFailed, fin.Type, "%+v", fin.Data)
+			f := fin.Data.(protocol.SessionFailed)
+			assert.Equal(t, protocol.FailRunnerError, f.Error.Code)
+			assert.Contains(t, f.Error.Message, tc.msg, "detail: %s", f.Error.Detail)
+			ents, err := os.ReadDir(filepath.Join(e.stateDir, "sessions", id, "output"))
+			require.NoError(t, err)
+			assert.Empty(t, ents, "a failed run leaves no files behind")
+
+			// The agent goes on: the next session on the same pipeline works.
+			id = e.startSession(StartRequest{Pipeline: "quantize-small", Model: "mm.onnx"})
+			fin = e.em.waitFinal(t, id, 20*time.Second)
+			require.Equal(t, protocol.TypeSessionCompleted, fin.Type, "%+v", fin.Data)
+		})
+	}
+}
+
+// TestONNXQuantizeCancelKillsChild cancels a session whose child hangs and
+// ignores SIGTERM: the session ends cancelled and the child is gone.
+func TestONNXQuantizeCancelKillsChild(t *testing.T) {
+	testHookChildRequest = func(r *childRequest) { r.Hold = true }
+	t.Cleanup(func() { testHookChildRequest = nil })
+	e := newEnv(t, nil)
+	require.NoError(t, os.WriteFile(filepath.Join(e.modelDir, "mm.onnx"), matMulModel(64), 0o644))
+	id := e.startSession(StartRequest{Pipeline: "quantize-int8", Model: "mm.onnx"})
+	e.em.waitType(t, id, protocol.TypeSessionProgress, 10*time.Second)
+	var pgid int
+	require.Eventually(t, func() bool {
+		e.m.mu.Lock()
+		defer e.m.mu.Unlock()
+		pgid = e.m.sessions[id].rec.PGID
+		return pgid > 0
+	}, 5*time.Second, 10*time.Millisecond, "the child's process group was not journaled")
+	require.True(t, alive(pgid))
+
+	_, err := e.m.Cancel(id, "too slow", "alice")
+	require.NoError(t, err)
+	fin := e.em.waitFinal(t, id, 10*time.Second)
+	require.Equal(t, protocol.TypeSessionCancelled, fin.Type)
+	requireGone(t, []int{pgid})
+}
+
+// TestQuantizeChildProtocol runs the child's main in process: one progress
+// line per tensor between read and write, then the metrics; the log and
+// the report file name the layers.
+func TestQuantizeChildProtocol(t *testing.T) {
+	dir := t.TempDir()
+	in := filepath.Join(dir, "mm.onnx")
+	require.NoError(t, os.WriteFile(in, matMulModel(64), 0o644))
+	req, _ := json.Marshal(childRequest{In: in, Out: filepath.Join(dir, "out.onnx"), Report: filepath.Join(dir, "r.json")})
+	var stdout, stderr bytes.Buffer
+	require.Equal(t, 0, QuantizeChild(bytes.NewReader(req), &stdout, &stderr), stderr.String())
+	var lines []childLine
+	for _, l := range strings.Split(strings.TrimSpace(stdout.String()), "\n") {
+		var cl childLine
+		require.NoError(t, json.Unmarshal([]byte(l), &cl), l)
+		lines = append(lines, cl)
+	}
+	require.Len(t, lines, 4)
+	for i, l := range lines[:3] {
+		require.NotNil(t, l.Progress, "line %d", i)
+		assert.Equal(t, i+1, l.Progress.Done)
+		assert.Equal(t, 3, l.Progress.Total)
+	}
+	assert.Equal(t, "quantize", lines[1].Progress.Stage)
+	assert.Equal(t, 1.0, lines[3].Metrics["tensors_quantized"])
+	assert.Contains(t, stderr.String(), `worst 1: "W"`)
+	assert.FileExists(t, filepath.Join(dir, "r.json"))
+
+	for _, bad := range []string{"", "{", `{"in":"x"}`, strings.Repeat(" ", maxChildRequest+1)} {
+		stderr.Reset()
+		assert.Equal(t, childExitRequest, QuantizeChild(strings.NewReader(bad), io.Discard, &stderr), bad)
+		assert.Contains(t, stderr.String(), "bad request")
+	}
+	stdout.Reset()
+	req, _ = json.Marshal(childRequest{In: filepath.Join(dir, "r.json"), Out: filepath.Join(dir, "x.onnx")})
+	require.Equal(t, childExitFailed, QuantizeChild(bytes.NewReader(req), &stdout, io.Discard))
+	var cl childLine
+	require.NoError(t, json.Unmarshal(stdout.Bytes(), &cl))
+	require.NotNil(t, cl.Error)
+	assert.True(t, cl.Error.InvalidModel)
+}
+
+func TestChildDiedMessages(t *testing.T) {
+	code := func(c int) *int { return &c }
+	for _, tc := range []struct {
+		name, head string
+		code       *int
+		msg        string
+	}{
+		{"go fatal error", "runtime: out of memory: cannot allocate 67108864-byte block\nfatal error: out of memory\n", code(2), "most likely out of memory"},
+		{"fault under the cap", "SIGSEGV: segmentation violation\nPC=0x434f5d", code(2), "most likely out of memory"},
+		{"oom killer", "", code(128 + 9), "most likely out of memory"},
+		{"other", "panic: something else", code(2), "the quantizer process died: exit status 2"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			re := childDied(errors.New("exit status 2"), tc.code, tc.head, "tail", 64<<20)
+			assert.Equal(t, protocol.FailRunnerError, re.Code)
+			assert.Contains(t, re.Message, tc.msg)
+		})
+	}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/robotfleet/fleetlink/agent"
 	"github.com/robotfleet/fleetlink/agent/config"
 	"github.com/robotfleet/fleetlink/agent/service"
+	"github.com/robotfleet/fleetlink/agent/session"
 	"github.com/robotfleet/fleetlink/internal/version"
 )
 
@@ -65,6 +66,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitOK
 	case "run":
 		return cmdRun(args[1:], stderr)
+	case session.QuantizeChildArg:
+		// Hidden: the onnx-quantize runner's child process (the runner
+		// starts this binary with it; see agent/session/onnx_child.go).
+		return session.QuantizeChild(os.Stdin, stdout, stderr)
 	case "config":
 		return cmdConfig(args[1:], stdout, stderr)
 	case "install":
