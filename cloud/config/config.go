@@ -56,6 +56,10 @@ type Config struct {
 	Hub Hub `yaml:"hub"`
 	// Commands tunes the command op.
 	Commands Commands `yaml:"commands"`
+	// History is the per-robot metrics history behind the dashboard's charts.
+	History History `yaml:"history"`
+	// Prometheus tunes /metrics.
+	Prometheus Prometheus `yaml:"prometheus"`
 	// SystemStatusInterval is the period of system.status. Default 10s.
 	SystemStatusInterval time.Duration `yaml:"system_status_interval"`
 	// ShutdownTimeout bounds the graceful shutdown. Default 10s.
@@ -192,6 +196,25 @@ type Commands struct {
 	MaxPending int `yaml:"max_pending"`
 }
 
+// History is the per-robot metrics history (GET /api/v1/robots/{id}/metrics).
+type History struct {
+	// Window kept per robot. Default 15m.
+	Window time.Duration `yaml:"window"`
+	// Step: the samples of one step are averaged into one point. Default 5s.
+	Step time.Duration `yaml:"step"`
+	// RobotBytes caps one robot's history. Default 32768.
+	RobotBytes int `yaml:"robot_bytes"`
+	// TotalBytes caps all robots' history. Default 67108864 (64 MiB).
+	TotalBytes int `yaml:"total_bytes"`
+}
+
+// Prometheus tunes /metrics.
+type Prometheus struct {
+	// RobotGauges exports fleet_robot_*{robot=...} gauges for every robot
+	// (at most hub.max_robots). Default false.
+	RobotGauges bool `yaml:"robot_gauges"`
+}
+
 // Log configures logging.
 type Log struct {
 	// Level: debug, info, warn, error. Default info.
@@ -216,6 +239,7 @@ func Default() Config {
 		Hub: Hub{RingEvents: 300, RingBytes: 1 << 20, DedupIDs: 65536, MaxRobots: 10000, SessionsPerRobot: 32,
 			RobotTTL: 24 * time.Hour},
 		Commands:             Commands{Timeout: 10 * time.Second, MaxPending: 10000},
+		History:              History{Window: 15 * time.Minute, Step: 5 * time.Second, RobotBytes: 32 << 10, TotalBytes: 64 << 20},
 		SystemStatusInterval: 10 * time.Second,
 		ShutdownTimeout:      10 * time.Second,
 		Log:                  Log{Level: "info", Format: "text"},
@@ -259,7 +283,8 @@ const (
 	EnvEmbeddedListen = "FLEET_RELAY_EMBEDDED_MQTT_LISTEN"
 	EnvAuthSecret     = "FLEET_RELAY_AUTH_SECRET"
 	EnvTopicPrefix    = "FLEET_RELAY_TOPIC_PREFIX"
-	EnvNATSURL        = "FLEET_RELAY_NATS_URL" // comma-separated
+	EnvNATSURL        = "FLEET_RELAY_NATS_URL"     // comma-separated
+	EnvRobotGauges    = "FLEET_RELAY_ROBOT_GAUGES" // prometheus.robot_gauges: true or false
 )
 
 // ApplyEnv applies the FLEET_RELAY_* overrides that are set and not empty.
@@ -283,6 +308,9 @@ func (c *Config) ApplyEnv(getenv func(string) (string, bool)) {
 				c.NATS.URLs = append(c.NATS.URLs, u)
 			}
 		}
+	}
+	if v, ok := getenv(EnvRobotGauges); ok && v != "" {
+		c.Prometheus.RobotGauges = v == "true" || v == "1"
 	}
 }
 
@@ -401,6 +429,16 @@ func (c *Config) Validate() error {
 	positive("hub.max_robots", float64(c.Hub.MaxRobots))
 	positive("hub.sessions_per_robot", float64(c.Hub.SessionsPerRobot))
 	positive("hub.robot_ttl", float64(c.Hub.RobotTTL))
+	positive("history.window", float64(c.History.Window))
+	if c.History.Step < time.Second || c.History.Step > c.History.Window {
+		bad("history.step", "must be between 1s and history.window (%s), got %s", c.History.Window, c.History.Step)
+	}
+	if c.History.RobotBytes < 4096 {
+		bad("history.robot_bytes", "must be >= 4096, got %d", c.History.RobotBytes)
+	}
+	if c.History.TotalBytes < c.History.RobotBytes {
+		bad("history.total_bytes", "must be >= history.robot_bytes (%d), got %d", c.History.RobotBytes, c.History.TotalBytes)
+	}
 	positive("commands.timeout", float64(c.Commands.Timeout))
 	positive("commands.max_pending", float64(c.Commands.MaxPending))
 	positive("system_status_interval", float64(c.SystemStatusInterval))

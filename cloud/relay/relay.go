@@ -29,6 +29,7 @@ import (
 	"github.com/robotfleet/fleetlink/cloud/history"
 	"github.com/robotfleet/fleetlink/cloud/hub"
 	"github.com/robotfleet/fleetlink/cloud/ingest"
+	"github.com/robotfleet/fleetlink/cloud/metricshistory"
 	"github.com/robotfleet/fleetlink/cloud/socketio"
 	"github.com/robotfleet/fleetlink/cloud/wsapi"
 	"github.com/robotfleet/fleetlink/internal/version"
@@ -46,6 +47,8 @@ type Relay struct {
 	commands *command.Tracker
 	ws       *wsapi.Handler
 	sio      *socketio.Server
+	mhist    *metricshistory.Store
+	mhistAPI *metricshistory.API
 	reg      *prometheus.Registry
 	ln       net.Listener
 	srv      *http.Server
@@ -137,6 +140,16 @@ func New(cfg config.Config, log *slog.Logger) (*Relay, error) {
 
 	var lat prometheus.Histogram
 	r.reg, lat = newMetrics(r.hub, ready)
+	r.mhist = metricshistory.New(metricshistory.Options{Window: cfg.History.Window, Step: cfg.History.Step,
+		RobotBytes: cfg.History.RobotBytes, TotalBytes: cfg.History.TotalBytes, MaxRobots: cfg.Hub.MaxRobots})
+	r.mhistAPI = metricshistory.NewAPI(r.mhist, historyAuthorize(authn))
+	registerHistoryMetrics(r.reg, r.mhist, cfg.Prometheus.RobotGauges)
+	if cfg.Prometheus.RobotGauges {
+		if err := watchFleet(r.hub, r.mhist); err != nil {
+			r.closeBroker()
+			return nil, fmt.Errorf("watch room fleet for robot gauges: %w", err)
+		}
+	}
 	r.ws = wsapi.New(wsapi.Options{Hub: r.hub, Auth: authn, Commands: r.commands, AllowedOrigins: cfg.AllowedOrigins,
 		Heartbeat: cfg.WS.Heartbeat, ClientGrace: cfg.WS.ClientGrace, WriteTimeout: cfg.WS.WriteTimeout,
 		QueueBytes: cfg.WS.QueueBytes, ReadLimit: cfg.WS.ReadLimit, OpsPerSecond: cfg.WS.OpsPerSecond, OpsBurst: cfg.WS.OpsBurst,
@@ -230,7 +243,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	if r.srv.TLSConfig != nil {
 		scheme = "https"
 	}
-	wg.Add(3)
+	wg.Add(4)
 	startIngest := func() { go func() { defer wg.Done(); _ = r.ingest.Run(ctx) }() }
 	if r.history != nil {
 		wg.Add(1)
@@ -238,6 +251,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	} else {
 		startIngest()
 	}
+	go func() { defer wg.Done(); newHistoryFeed(r.hub, r.mhist).run(ctx) }()
 	go func() { defer wg.Done(); _ = r.hub.Run(ctx) }()
 	go func() { defer wg.Done(); _ = r.sio.Run(ctx) }()
 	go func() {
@@ -306,6 +320,8 @@ func (r *Relay) routes() http.Handler {
 		writeJSON(w, map[string]any{"robots": r.hub.Robots()})
 	})
 	mux.HandleFunc("GET /api/v1/schema", handleSchema)
+	mux.HandleFunc("GET /api/v1/robots/{id}/metrics", r.mhistAPI.History)
+	mux.HandleFunc("GET /api/v1/fleet/metrics", r.mhistAPI.Fleet)
 	// Engine.IO uses GET, POST and OPTIONS (CORS preflight).
 	mux.Handle("/socket.io/", r.sio)
 	dash := dashboard.Handler()
