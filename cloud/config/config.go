@@ -112,9 +112,38 @@ type Embedded struct {
 	TLSKeyFile  string `yaml:"tls_key_file"`
 	// WSListen adds MQTT over WebSocket. Default off.
 	WSListen string `yaml:"ws_listen"`
+	// WSAllowedOrigins are the browser origins allowed on ws_listen ("*" =
+	// any). Default empty: only pages from the listener's own host.
+	WSAllowedOrigins []string `yaml:"ws_allowed_origins"`
 	// Users: robots (username = robot id) and admin accounts. Default none:
-	// anonymous clients with full access.
+	// anonymous clients with full access, allowed on loopback listeners only.
 	Users []broker.User `yaml:"users"`
+	// PasswordFile is a Mosquitto password file (username:hash lines) of
+	// robot accounts, added to Users. Default none.
+	PasswordFile string `yaml:"password_file"`
+	// InsecureAnonymous names listeners (tcp, tls, ws) that may serve
+	// anonymous clients beyond loopback. Default none.
+	InsecureAnonymous []string `yaml:"insecure_anonymous"`
+	// Limits bound packets, retained messages, sessions and failed logins.
+	Limits broker.Limits `yaml:"limits"`
+}
+
+// Accounts returns Users plus the accounts of PasswordFile.
+func (e Embedded) Accounts() ([]broker.User, error) {
+	users := append([]broker.User(nil), e.Users...)
+	if e.PasswordFile == "" {
+		return users, nil
+	}
+	f, err := os.Open(e.PasswordFile)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	more, err := broker.ReadPasswordFile(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", e.PasswordFile, err)
+	}
+	return append(users, more...), nil
 }
 
 // NATS is the JetStream history: when urls are set, the relay keeps the
@@ -231,9 +260,10 @@ func Default() Config {
 		TopicPrefix:    protocol.DefaultPrefix,
 		MQTT: MQTT{QueueMessages: 16384, QueueBytes: 64 << 20, ReconnectMin: 250 * time.Millisecond,
 			ReconnectMax: 30 * time.Second, ConnectTimeout: 10 * time.Second},
-		Embedded: Embedded{Listen: "127.0.0.1:1883", Users: []broker.User{}},
-		NATS:     NATS{URLs: []string{}, Stream: "FLEET_HISTORY", MaxAge: 24 * time.Hour, MaxBytes: 1 << 30, Replicas: 1},
-		Auth:     Auth{StaticTokens: []auth.StaticToken{}},
+		Embedded: Embedded{Listen: "127.0.0.1:1883", Users: []broker.User{}, WSAllowedOrigins: []string{},
+			InsecureAnonymous: []string{}, Limits: broker.DefaultLimits()},
+		NATS: NATS{URLs: []string{}, Stream: "FLEET_HISTORY", MaxAge: 24 * time.Hour, MaxBytes: 1 << 30, Replicas: 1},
+		Auth: Auth{StaticTokens: []auth.StaticToken{}},
 		WS: WS{Heartbeat: 25 * time.Second, ClientGrace: 20 * time.Second, WriteTimeout: 10 * time.Second,
 			QueueBytes: 1 << 20, ReadLimit: 64 << 10, MaxRooms: 128, OpsPerSecond: 20, OpsBurst: 40},
 		Hub: Hub{RingEvents: 300, RingBytes: 1 << 20, DedupIDs: 65536, MaxRobots: 10000, SessionsPerRobot: 32,
@@ -359,7 +389,31 @@ func (c *Config) Validate() error {
 				bad(p+".username", "must be a robot id (spec §1) unless admin is true, got %q", u.Username)
 			}
 			if u.Password == "" {
-				bad(p+".password", "is required (plain or sha256:<hex>)")
+				bad(p+".password", "is required (a hash from `fleet-relay passwd`)")
+			} else if err := broker.CheckPasswordFormat(u.Password); err != nil {
+				bad(p+".password", "%v", err)
+			}
+		}
+		accounts, err := c.Embedded.Accounts()
+		if err != nil {
+			bad("embedded_mqtt.password_file", "%v", err)
+		}
+		for i, n := range c.Embedded.InsecureAnonymous {
+			if n != broker.ListenerTCP && n != broker.ListenerTLS && n != broker.ListenerWS {
+				bad(fmt.Sprintf("embedded_mqtt.insecure_anonymous[%d]", i), "must be tcp, tls or ws, got %q", n)
+			}
+		}
+		if err == nil && len(accounts) == 0 {
+			addrs := map[string]string{broker.ListenerTCP: c.Embedded.Listen, broker.ListenerTLS: c.Embedded.TLSListen,
+				broker.ListenerWS: c.Embedded.WSListen}
+			if msg := broker.AnonymousError(addrs, c.Embedded.InsecureAnonymous); msg != "" {
+				bad("embedded_mqtt.users", "%s", msg)
+			}
+		}
+		if err := c.Embedded.Limits.Check(); err != nil {
+			for _, e := range strings.Split(err.Error(), "\n") {
+				key, rule, _ := strings.Cut(e, ": ")
+				bad("embedded_mqtt.limits."+key, "%s", rule)
 			}
 		}
 	} else if !strings.Contains(c.MQTT.Broker, "://") {

@@ -77,6 +77,20 @@ func TestValidate(t *testing.T) {
 		{"tls half", func(c *config.Config) { c.TLS.CertFile = "c.pem" }, "tls: cert_file and key_file"},
 		{"robot user with bad id", func(c *config.Config) { c.Embedded.Users = append(c.Embedded.Users, userOf("a b", "p")) }, "embedded_mqtt.users[0].username"},
 		{"user without password", func(c *config.Config) { c.Embedded.Users = append(c.Embedded.Users, userOf("r-1", "")) }, "embedded_mqtt.users[0].password"},
+		{"anonymous embedded broker off loopback", func(c *config.Config) { c.Embedded.Listen = "0.0.0.0:1883" }, "embedded_mqtt.users: no users are configured"},
+		{"anonymous ws listener off loopback", func(c *config.Config) { c.Embedded.WSListen = ":8083" }, `the ws listener ":8083" is not on loopback`},
+		{"anonymous off loopback, named insecure", func(c *config.Config) {
+			c.Embedded.Listen = "0.0.0.0:1883"
+			c.Embedded.InsecureAnonymous = []string{"tcp"}
+		}, ""},
+		{"embedded broker off loopback with users", func(c *config.Config) {
+			c.Embedded.Listen = "0.0.0.0:1883"
+			c.Embedded.Users = append(c.Embedded.Users, userOf("r-1", "$2a$10$N9qo8uLOickgx2ZMRZoMyeIjZAgcfl7p92ldGxad68LJZdL17lhWy"))
+		}, ""},
+		{"unknown insecure listener", func(c *config.Config) { c.Embedded.InsecureAnonymous = []string{"http"} }, "embedded_mqtt.insecure_anonymous[0]"},
+		{"malformed password hash", func(c *config.Config) { c.Embedded.Users = append(c.Embedded.Users, userOf("r-1", "$7$101$x")) }, "embedded_mqtt.users[0].password: malformed $7$"},
+		{"missing password file", func(c *config.Config) { c.Embedded.PasswordFile = "/nonexistent/passwd" }, "embedded_mqtt.password_file"},
+		{"packet size too small", func(c *config.Config) { c.Embedded.Limits.MaxPacketSize = 100 }, "embedded_mqtt.limits.max_packet_size: must be"},
 		{"short static token", func(c *config.Config) { c.Auth.StaticTokens = append(c.Auth.StaticTokens, tokenOf("short")) }, "auth.static_tokens[0].token"},
 		{"queue too small", func(c *config.Config) { c.WS.QueueBytes = 10 }, "ws.queue_bytes: must be >= 4096"},
 		{"zero heartbeat", func(c *config.Config) { c.WS.Heartbeat = 0 }, "ws.heartbeat: must be > 0"},

@@ -108,8 +108,13 @@ func New(cfg config.Config, log *slog.Logger) (*Relay, error) {
 		return nil, err
 	}
 	if cfg.MQTT.Broker == "" {
+		accounts, err := cfg.Embedded.Accounts()
+		if err != nil {
+			return nil, fmt.Errorf("%w: embedded_mqtt.password_file: %v", ErrConfig, err)
+		}
 		bo := broker.Options{Listen: cfg.Embedded.Listen, TLSListen: cfg.Embedded.TLSListen, WSListen: cfg.Embedded.WSListen,
-			Users: cfg.Embedded.Users, Topics: topics, Logger: log}
+			WSAllowedOrigins: cfg.Embedded.WSAllowedOrigins, Users: accounts, InsecureAnonymous: cfg.Embedded.InsecureAnonymous,
+			Limits: cfg.Embedded.Limits, Topics: topics, Logger: log}
 		if cfg.Embedded.TLSListen != "" {
 			cert, err := tls.LoadX509KeyPair(cfg.Embedded.TLSCertFile, cfg.Embedded.TLSKeyFile)
 			if err != nil {

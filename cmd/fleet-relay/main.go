@@ -8,6 +8,7 @@
 //	fleet-relay [--config FILE] [--listen ADDR] [--mqtt-broker URL] [--insecure-no-auth]
 //	fleet-relay config example
 //	fleet-relay config check [--config FILE]
+//	fleet-relay passwd [--format pbkdf2|bcrypt] [--file FILE] USERNAME
 //	fleet-relay --version
 package main
 
@@ -35,6 +36,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == "config" {
 		return configCmd(args[1:], stdout, stderr)
 	}
+	if len(args) > 0 && args[0] == "passwd" {
+		return passwdCmd(args[1:], os.Stdin, stdout, stderr)
+	}
 	fs := flag.NewFlagSet("fleet-relay", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", "", "YAML config file (see `fleet-relay config example`)")
@@ -45,7 +49,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "fleet-relay %s — MQTT → WebSocket relay for the robot fleet\n\n"+
-			"Usage:\n  fleet-relay [flags]\n  fleet-relay config example\n  fleet-relay config check [--config FILE]\n\n"+
+			"Usage:\n  fleet-relay [flags]\n  fleet-relay config example\n  fleet-relay config check [--config FILE]\n"+
+			"  fleet-relay passwd [--format pbkdf2|bcrypt] [--file FILE] USERNAME\n\n"+
 			"Environment: FLEET_RELAY_LISTEN, FLEET_RELAY_MQTT_BROKER, FLEET_RELAY_EMBEDDED_MQTT_LISTEN,\n"+
 			"FLEET_RELAY_AUTH_SECRET, FLEET_RELAY_TOPIC_PREFIX (flags win over env, env over the file).\n\nFlags:\n", version.String())
 		fs.PrintDefaults()
