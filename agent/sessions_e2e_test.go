@@ -607,9 +607,15 @@ func TestSessionsEndToEnd(t *testing.T) {
 		e.start()
 		fin := cl.final(id)
 		require.Equal(t, protocol.TypeSessionFailed, fin.Type)
-		assert.Equal(t, protocol.FailAgentRestarted, fin.Data.(protocol.SessionFailed).Error.Code)
+		ferr := fin.Data.(protocol.SessionFailed).Error
+		assert.Equal(t, protocol.FailAgentRestarted, ferr.Code)
+		// What the journal last knew is reported, not 0 % and no stage.
+		assert.Equal(t, `the agent stopped while the session was running (at 10%, stage "spawned")`, ferr.Message)
+		assert.Equal(t, "last progress message: children running", ferr.Detail)
 		sesRequireGone(t, pids)
-		cl.waitState(id, protocol.StatusFailed)
+		st := cl.waitState(id, protocol.StatusFailed)
+		assert.EqualValues(t, 10, st.Percent)
+		assert.Equal(t, "spawned", st.Stage)
 
 		// The command id survived in the journal: a redelivery gets the first reply.
 		before := len(cl.replies("c-crash"))

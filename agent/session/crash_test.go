@@ -30,11 +30,19 @@ func TestCrashHelper(t *testing.T) {
 	if os.Getenv(helperEnv) != "1" {
 		return
 	}
-	m, err := New(testConfig(t, os.Getenv(helperModels)), "r-1", os.Getenv(helperState), protocol.MustTopics(""), newEmitter(t), nil)
+	em := newEmitter(t)
+	m, err := New(testConfig(t, os.Getenv(helperModels)), "r-1", os.Getenv(helperState), protocol.MustTopics(""), em, nil)
 	require.NoError(t, err)
 	_, err = m.Start(StartRequest{CommandID: "cmd-crash", SessionID: "s-crash", Pipeline: "spawner", Model: "model.onnx",
 		Params: map[string]any{"pidfile": os.Getenv(helperPidfile)}})
 	require.NoError(t, err)
+	go func() {
+		// A progress the fleet saw is in the journal (with the process
+		// group, recorded before the runner's output is read): tell the
+		// test it may kill now.
+		em.waitType(t, "s-crash", protocol.TypeSessionProgress, time.Minute)
+		_ = os.WriteFile(os.Getenv(helperPidfile)+".progress", nil, 0o600)
+	}()
 	_ = m.Run(context.Background()) // until SIGKILL
 }
 
@@ -54,6 +62,8 @@ func TestAgentKilledMidSession(t *testing.T) {
 	for _, p := range pids {
 		require.True(t, alive(p))
 	}
+	require.Eventually(t, func() bool { _, err := os.Stat(pidfile + ".progress"); return err == nil }, 30*time.Second, 10*time.Millisecond,
+		"the helper never emitted the session's progress")
 
 	// kill -9 the "agent": its direct child dies with it (Pdeathsig); the
 	// grandchildren are orphaned but still in the session's process group.
@@ -73,10 +83,16 @@ func TestAgentKilledMidSession(t *testing.T) {
 
 	fin := em.waitFinal(t, "s-crash", 10*time.Second)
 	require.Equal(t, protocol.TypeSessionFailed, fin.Type)
-	assert.Equal(t, protocol.FailAgentRestarted, fin.Data.(protocol.SessionFailed).Error.Code)
+	ferr := fin.Data.(protocol.SessionFailed).Error
+	assert.Equal(t, protocol.FailAgentRestarted, ferr.Code)
+	// The failure reports where the session was, as the journal last knew it.
+	assert.Equal(t, `the agent stopped while the session was running (at 10%, stage "spawned")`, ferr.Message)
+	assert.Equal(t, "last progress message: children running", ferr.Detail)
 	requireGone(t, pids)
 	st := em.waitFinalState(t, "s-crash", 5*time.Second)
 	assert.Equal(t, protocol.StatusFailed, st.Status)
+	assert.EqualValues(t, 10, st.Percent)
+	assert.Equal(t, "spawned", st.Stage)
 
 	// The command id survived too: a redelivered start gets the first answer.
 	res, err := m.Start(StartRequest{CommandID: "cmd-crash", Pipeline: "spawner", Model: "model.onnx", Params: map[string]any{"pidfile": pidfile}})

@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -36,6 +37,10 @@ const (
 	// progressInterval is the least time between two session.progress
 	// events of one session (spec: at most 4 per second).
 	progressInterval = 250 * time.Millisecond
+	// journalProgressEvery is the least time between two journal writes of
+	// a session's progress (a stage change is written at once), so that an
+	// agent killed mid-session reports where the session was.
+	journalProgressEvery = time.Second
 	// cancelWait is how long Cancel waits for a running session to stop
 	// before answering "cancelling".
 	cancelWait = time.Second
@@ -105,6 +110,8 @@ type sess struct {
 	lastProgress time.Time
 	pending      *protocol.SessionProgress
 	timer        *time.Timer
+	lastJournal  time.Time // last journal write of the progress
+	journalStage string    // the stage written then
 	ended        bool // no more progress may be emitted
 }
 
@@ -252,9 +259,21 @@ func (m *Manager) recoverLocked() {
 			}
 		}
 		r.PGID, r.PStart = 0, 0
+		// Report where the session was, as the journal last knew it: the
+		// session.state keeps its percent and stage.
+		msg, detail := "the agent stopped while the session was running", ""
+		if r.Percent > 0 || r.Stage != "" {
+			msg += fmt.Sprintf(" (at %.4g%%", r.Percent)
+			if r.Stage != "" {
+				msg += ", stage " + strconv.Quote(r.Stage)
+			}
+			msg += ")"
+			if r.Message != "" {
+				detail = "last progress message: " + r.Message
+			}
+		}
 		m.finishLocked(s, protocol.StatusFailed, &protocol.ErrorInfo{
-			Code:    protocol.FailAgentRestarted,
-			Message: "the agent stopped while the session was running",
+			Code: protocol.FailAgentRestarted, Message: msg, Detail: detail,
 		}, nil, nil, "", "")
 	}
 	m.stale = nil
@@ -659,6 +678,14 @@ func (m *Manager) progress(s *sess, u Update) {
 func (m *Manager) flushProgressLocked(s *sess) {
 	if s.pending == nil || s.ended {
 		return
+	}
+	// Journal before publishing: a progress the fleet saw is one a restart
+	// after kill -9 can report.
+	if r := s.rec; time.Since(s.lastJournal) >= journalProgressEvery || r.Stage != s.journalStage {
+		if err := m.journal.put(r); err != nil {
+			m.warnLocked("journal write failed", "session", r.ID, "err", err)
+		}
+		s.lastJournal, s.journalStage = time.Now(), r.Stage
 	}
 	m.emitLocked(protocol.NewSessionEvent(m.robotID, s.rec.ID, *s.pending))
 	m.emitStateLocked(s)
