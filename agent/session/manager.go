@@ -112,7 +112,7 @@ type sess struct {
 	timer        *time.Timer
 	lastJournal  time.Time // last journal write of the progress
 	journalStage string    // the stage written then
-	ended        bool // no more progress may be emitted
+	ended        bool      // no more progress may be emitted
 }
 
 // New returns a manager for robotID keeping its journal and session work
