@@ -154,15 +154,18 @@ func RenderDocs() []byte {
 	w("\n## Relay WebSocket API (`GET /ws`), summary\n\n")
 	w("Plain JSON text frames, one object each; see spec §5 for rooms, snapshots and auth.\n\n")
 	w("| client → relay op | fields | relay answers |\n|---|---|---|\n")
-	w("| `subscribe` | `room`, optional `since_seq` | `subscribed` {`room`, `recovered`, `snapshot`} then live `event`s |\n")
+	w("| `subscribe` | `room`, optional `since_seq` | `subscribed` {`room`, `recovered`, `snapshot`, `more`}, then `snapshot` {`room`, `snapshot`, `more`} parts while `more` is true, then live `event`s |\n")
 	w("| `unsubscribe` | `room` | `unsubscribed` {`room`} |\n")
 	w("| `ping` | optional `ref` | `pong` {`ref`, `server_time`} |\n")
 	w("| `command` | `robot`, `name`, `args`, `ref` | `command_reply` {`ref`, `ok`, `result` or `error`}, or `error` {`code`, `ref`} |\n\n")
 	w("Relay → client: `connected` {`client_id`, `server_time`, `heartbeat_s`}, `event` {`room`, `event`}, ")
-	w("`error` {`code`, `message`, `ref`}, `dropped` {`room`, `count`}.\n\n")
-	w("Rooms: `fleet`, `robot:<robot id>`, `session:<session id>`.\n\n")
-	w("Error codes: %s.\n", codeList("bad_request", "unauthorized", "forbidden", "unknown_room", "too_many_rooms",
-		"robot_offline", "robot_timeout", "rate_limited", "internal"))
+	w("`error` {`code`, `message`, `ref`}, `dropped` {`room`, `count`}, ")
+	w("`gap` {`room`, `reason`} when the relay may have missed events of the room's robots ")
+	w("(its broker session was not resumed, a queue overflowed): the next `since_seq` resume of the room answers `recovered: false`. ")
+	w("Socket.IO clients get the same notice as event `gap`.\n\n")
+	w("Rooms: `fleet`, `robot:<robot id>`, `session:<session id>`. Every frame is authorized against the token's grant; ")
+	w("sessions are keyed by (robot, session id).\n\n")
+	w("Error codes: %s.\n", codeList(ClientCodes...))
 	return b.Bytes()
 }
 

@@ -40,20 +40,28 @@ type Options struct {
 	Timeout time.Duration
 	// MaxPending commands waiting for replies. Default 10000.
 	MaxPending int
+	// MaxPendingPerOwner caps the commands one owner (a token's subject)
+	// has waiting, so that one operator cannot exhaust MaxPending for
+	// everyone. Default 100.
+	MaxPendingPerOwner int
+	// SessionRobots returns the robots the relay knows a session id for;
+	// a start_session reusing another robot's id is refused. Default: none.
+	SessionRobots func(session string) []string
 }
 
 type pending struct {
-	robot string
-	done  func(Result)
-	timer *time.Timer
+	robot, owner string
+	done         func(Result)
+	timer        *time.Timer
 }
 
 // Tracker tracks commands in flight. It is safe for concurrent use.
 type Tracker struct {
 	o Options
 
-	mu      sync.Mutex // guards pending and closed
+	mu      sync.Mutex // guards pending, owners and closed
 	pending map[string]*pending
+	owners  map[string]int // owner → commands pending
 	closed  bool
 }
 
@@ -65,16 +73,29 @@ func New(o Options) *Tracker {
 	if o.MaxPending <= 0 {
 		o.MaxPending = 10000
 	}
+	if o.MaxPendingPerOwner <= 0 {
+		o.MaxPendingPerOwner = 100
+	}
 	if o.RobotState == nil {
 		o.RobotState = func(string) (string, bool) { return "", false }
 	}
-	return &Tracker{o: o, pending: map[string]*pending{}}
+	if o.SessionRobots == nil {
+		o.SessionRobots = func(string) []string { return nil }
+	}
+	return &Tracker{o: o, pending: map[string]*pending{}, owners: map[string]int{}}
 }
 
-// Send publishes command name with args to robot. done is called exactly
-// once, from another goroutine, with the reply or ErrTimeout — unless Send
-// returns an error, in which case it is never called.
+// Send publishes command name with args to robot for no particular owner;
+// see SendAs.
 func (t *Tracker) Send(robot, name string, args map[string]any, replyTo any, done func(Result)) (string, error) {
+	return t.SendAs("", robot, name, args, replyTo, done)
+}
+
+// SendAs publishes command name with args to robot on behalf of owner.
+// done is called exactly once, from another goroutine, with the reply or
+// ErrTimeout — unless SendAs returns an error, in which case it is never
+// called: a command gets one answer.
+func (t *Tracker) SendAs(owner, robot, name string, args map[string]any, replyTo any, done func(Result)) (string, error) {
 	if state, known := t.o.RobotState(robot); known && state == "offline" {
 		return "", fmt.Errorf("send %s to %s: %w", name, robot, ErrRobotOffline)
 	}
@@ -94,8 +115,13 @@ func (t *Tracker) Send(robot, name string, args map[string]any, replyTo any, don
 		t.mu.Unlock()
 		return "", fmt.Errorf("send %s to %s: %w", name, robot, ErrTooManyPending)
 	}
-	p := &pending{robot: robot, done: done}
+	if t.owners[owner] >= t.o.MaxPendingPerOwner {
+		t.mu.Unlock()
+		return "", fmt.Errorf("send %s to %s: %w: %d of this token's commands wait for replies", name, robot, ErrTooManyPending, t.o.MaxPendingPerOwner)
+	}
+	p := &pending{robot: robot, owner: owner, done: done}
 	t.pending[id] = p
+	t.owners[owner]++
 	p.timer = time.AfterFunc(t.o.Timeout, func() {
 		if t.take(id) != nil {
 			done(Result{CommandID: id, Err: ErrTimeout})
@@ -103,20 +129,35 @@ func (t *Tracker) Send(robot, name string, args map[string]any, replyTo any, don
 	})
 	t.mu.Unlock()
 	if err := t.o.Publisher.Publish(t.o.Topics.Commands(robot), 1, false, payload); err != nil {
-		if t.take(id) != nil {
-			p.timer.Stop()
+		if t.take(id) == nil {
+			// The timeout (shorter than the publish timeout) or Close
+			// already answered: that answer stands, and it is the only one.
+			return id, nil
 		}
+		p.timer.Stop()
 		return "", fmt.Errorf("send %s to %s: %w: %v", name, robot, ErrPublish, err)
 	}
 	return id, nil
 }
 
+// take removes the pending command id and returns it, or nil when it was
+// already answered.
 func (t *Tracker) take(id string) *pending {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	p := t.pending[id]
-	delete(t.pending, id)
+	if p != nil {
+		t.forget(id, p)
+	}
 	return p
+}
+
+// forget removes a pending command. Called with t.mu held.
+func (t *Tracker) forget(id string, p *pending) {
+	delete(t.pending, id)
+	if t.owners[p.owner]--; t.owners[p.owner] <= 0 {
+		delete(t.owners, p.owner)
+	}
 }
 
 // Reply routes a command.reply event to the caller that sent the command and
@@ -132,7 +173,7 @@ func (t *Tracker) Reply(ev *protocol.Event, raw []byte) bool {
 		t.mu.Unlock()
 		return false
 	}
-	delete(t.pending, r.CommandID)
+	t.forget(r.CommandID, p)
 	t.mu.Unlock()
 	p.timer.Stop()
 	go p.done(Result{CommandID: r.CommandID, Reply: &r, Raw: raw})
@@ -150,7 +191,7 @@ func (t *Tracker) Pending() int {
 func (t *Tracker) Close() {
 	t.mu.Lock()
 	ps := t.pending
-	t.pending = map[string]*pending{}
+	t.pending, t.owners = map[string]*pending{}, map[string]int{}
 	t.closed = true
 	t.mu.Unlock()
 	for id, p := range ps {

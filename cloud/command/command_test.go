@@ -88,3 +88,61 @@ func TestTracker(t *testing.T) {
 	_, err = tr2.Send("r-1", "", nil, nil, done)
 	require.ErrorIs(t, err, command.ErrInvalid)
 }
+
+// slowPub fails every publish after a delay (a broker that never acks).
+type slowPub struct{ delay time.Duration }
+
+func (p slowPub) Publish(string, byte, bool, []byte) error {
+	time.Sleep(p.delay)
+	return errors.New("publish timed out")
+}
+
+type principal struct{}
+
+func (principal) CanCommand() bool     { return true }
+func (principal) CanRobot(string) bool { return true }
+
+// TestOneAnswerPerCommand: with commands.timeout shorter than the publish
+// timeout, the command gets robot_timeout and nothing more (issue 9 item 12).
+func TestOneAnswerPerCommand(t *testing.T) {
+	tr := command.New(command.Options{Publisher: slowPub{delay: 300 * time.Millisecond}, Timeout: 50 * time.Millisecond})
+	answers := make(chan string, 4)
+	tr.Submit(principal{}, "op", "r-1", "ping", nil, func(command.Result) { answers <- "reply" },
+		func(code, _ string, _ error) { answers <- code })
+	require.Equal(t, "robot_timeout", <-answers)
+	time.Sleep(500 * time.Millisecond) // the publish fails after the timeout answered
+	require.Empty(t, answers, "a second answer")
+	require.Zero(t, tr.Pending())
+}
+
+// TestPendingPerOwner: one owner cannot take the whole pending pool.
+func TestPendingPerOwner(t *testing.T) {
+	tr := command.New(command.Options{Publisher: &pub{}, Timeout: time.Minute, MaxPendingPerOwner: 2})
+	t.Cleanup(tr.Close)
+	codes := make(chan string, 10)
+	fail := func(code, _ string, _ error) { codes <- code }
+	for range 3 {
+		tr.Submit(principal{}, "greedy", "r-1", "ping", nil, func(command.Result) {}, fail)
+	}
+	require.Equal(t, "rate_limited", <-codes)
+	tr.Submit(principal{}, "other", "r-1", "ping", nil, func(command.Result) {}, fail)
+	require.Equal(t, 3, tr.Pending(), "another owner still gets through")
+	require.Empty(t, codes)
+}
+
+// TestStartSessionWithAnotherRobotsID: a start_session reusing a session id
+// the relay knows for another robot is refused with bad_request.
+func TestStartSessionWithAnotherRobotsID(t *testing.T) {
+	p := &pub{}
+	tr := command.New(command.Options{Publisher: p, Timeout: time.Minute,
+		SessionRobots: func(id string) []string { return map[string][]string{"s-2": {"r-2"}, "s-1": {"r-1"}}[id] }})
+	t.Cleanup(tr.Close)
+	codes := make(chan string, 10)
+	fail := func(code, _ string, _ error) { codes <- code }
+	tr.Submit(principal{}, "op", "r-1", "start_session", map[string]any{"session_id": "s-2", "pipeline": "p"}, func(command.Result) {}, fail)
+	require.Equal(t, "bad_request", <-codes)
+	tr.Submit(principal{}, "op", "r-1", "start_session", map[string]any{"session_id": "s-1", "pipeline": "p"}, func(command.Result) {}, fail)
+	tr.Submit(principal{}, "op", "r-1", "start_session", map[string]any{"pipeline": "p"}, func(command.Result) {}, fail)
+	require.Empty(t, codes)
+	require.Len(t, p.sent, 2)
+}

@@ -14,12 +14,13 @@ type Principal interface {
 	CanRobot(id string) bool
 }
 
-// Submit authorizes a dashboard's command and sends it: the one path both
-// wire formats take. Exactly one of reply and fail is called, fail at once
-// for a refusal and later for robot_timeout. A nil Tracker refuses every
-// command with internal. fail's err is non-nil when the failure is the
-// relay's own and deserves a log line.
-func (t *Tracker) Submit(p Principal, robot, name string, args map[string]any, reply func(Result), fail func(code, msg string, err error)) {
+// Submit authorizes a dashboard's command and sends it on behalf of owner
+// (the token's subject; pending commands are capped per owner): the one
+// path both wire formats take. Exactly one of reply and fail is called,
+// once, fail at once for a refusal and later for robot_timeout. A nil
+// Tracker refuses every command with internal. fail's err is non-nil when
+// the failure is the relay's own and deserves a log line.
+func (t *Tracker) Submit(p Principal, owner, robot, name string, args map[string]any, reply func(Result), fail func(code, msg string, err error)) {
 	if err := protocol.CheckID("robot", robot); err != nil {
 		fail(hub.CodeBadRequest, err.Error(), nil)
 		return
@@ -38,7 +39,19 @@ func (t *Tracker) Submit(p Principal, robot, name string, args map[string]any, r
 		fail(hub.CodeInternal, "commands are not available", nil)
 		return
 	}
-	_, err := t.Send(robot, name, args, nil, func(res Result) {
+	if name == "start_session" {
+		// Sessions belong to their robot (spec §5): an id the relay knows
+		// for another robot would mix two robots' sessions in one room.
+		if sid, _ := args["session_id"].(string); sid != "" {
+			for _, r := range t.o.SessionRobots(sid) {
+				if r != robot {
+					fail(hub.CodeBadRequest, "session_id "+sid+" is already used by another robot", nil)
+					return
+				}
+			}
+		}
+	}
+	_, err := t.SendAs(owner, robot, name, args, nil, func(res Result) {
 		switch {
 		case res.Err == nil:
 			reply(res)

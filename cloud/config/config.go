@@ -223,6 +223,9 @@ type Commands struct {
 	Timeout time.Duration `yaml:"timeout"`
 	// MaxPending commands. Default 10000.
 	MaxPending int `yaml:"max_pending"`
+	// MaxPendingPerPrincipal caps one token subject's pending commands.
+	// Default 100.
+	MaxPendingPerPrincipal int `yaml:"max_pending_per_principal"`
 }
 
 // History is the per-robot metrics history (GET /api/v1/robots/{id}/metrics).
@@ -268,7 +271,7 @@ func Default() Config {
 			QueueBytes: 1 << 20, ReadLimit: 64 << 10, MaxRooms: 128, OpsPerSecond: 20, OpsBurst: 40},
 		Hub: Hub{RingEvents: 300, RingBytes: 1 << 20, DedupIDs: 65536, MaxRobots: 10000, SessionsPerRobot: 32,
 			RobotTTL: 24 * time.Hour},
-		Commands:             Commands{Timeout: 10 * time.Second, MaxPending: 10000},
+		Commands:             Commands{Timeout: 10 * time.Second, MaxPending: 10000, MaxPendingPerPrincipal: 100},
 		History:              History{Window: 15 * time.Minute, Step: 5 * time.Second, RobotBytes: 32 << 10, TotalBytes: 64 << 20},
 		SystemStatusInterval: 10 * time.Second,
 		ShutdownTimeout:      10 * time.Second,
@@ -495,6 +498,7 @@ func (c *Config) Validate() error {
 	}
 	positive("commands.timeout", float64(c.Commands.Timeout))
 	positive("commands.max_pending", float64(c.Commands.MaxPending))
+	positive("commands.max_pending_per_principal", float64(c.Commands.MaxPendingPerPrincipal))
 	positive("system_status_interval", float64(c.SystemStatusInterval))
 	positive("shutdown_timeout", float64(c.ShutdownTimeout))
 	switch c.Log.Level {

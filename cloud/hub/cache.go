@@ -22,17 +22,29 @@ type ring struct {
 	// coverFrom: the ring holds every event of the robot with a larger seq
 	// (that belongs in this ring); -1 until the first event.
 	coverFrom int64
+	// gapped: the relay may have missed events since the last one held; no
+	// resume is recovered until the next live event moves coverFrom up to
+	// just below it.
+	gapped bool
 }
 
 func newRing(maxN, maxBytes int) *ring { return &ring{maxN: maxN, maxBytes: maxBytes, coverFrom: -1} }
 
+// gap records that events may have been missed from here on (MQTT session
+// lost, a queue overflowed, retained messages re-sent on a resubscribe).
+func (r *ring) gap() { r.gapped = true }
+
 // add appends e. A retained event stands for a gap before it (the broker
-// keeps only the latest), so it moves coverFrom up to its seq.
+// keeps only the latest), so it moves coverFrom up to its seq; the first
+// live event after a gap moves it to just below its own seq.
 func (r *ring) add(e *Entry, retained bool) {
 	seq := e.Ev.Seq
 	switch {
 	case retained:
 		r.coverFrom = max(r.coverFrom, seq)
+	case r.gapped:
+		r.coverFrom = max(r.coverFrom, seq-1)
+		r.gapped = false
 	case r.coverFrom < 0:
 		r.coverFrom = seq - 1 // the first event the relay saw
 	}
@@ -57,7 +69,7 @@ func (r *ring) all() []*Entry {
 // since returns the events with seq > s (and a Last Will that came after
 // them), and whether the ring still holds all of them.
 func (r *ring) since(s int64) ([]*Entry, bool) {
-	if r.coverFrom < 0 || s < r.coverFrom {
+	if r.coverFrom < 0 || s < r.coverFrom || r.gapped {
 		return nil, false
 	}
 	var out, late []*Entry

@@ -1,42 +1,30 @@
 package hub
 
-import "errors"
+import "github.com/robotfleet/fleetlink/protocol"
 
-// Sentinel errors of Subscribe. Each maps to a client-visible error code of
-// spec §5 (see Code).
+// Sentinel errors of Subscribe, typed with their client-visible code
+// (protocol.ClientError); compare with errors.Is.
 var (
 	// ErrUnknownRoom: the room name is not fleet, robot:<id> or session:<id>.
-	ErrUnknownRoom = errors.New("unknown room")
+	ErrUnknownRoom = &protocol.ClientError{Code: protocol.CodeUnknownRoom, Message: "unknown room"}
 	// ErrForbidden: the client's robots claim does not cover the room.
-	ErrForbidden = errors.New("forbidden")
+	ErrForbidden = &protocol.ClientError{Code: protocol.CodeForbidden, Message: "forbidden"}
 	// ErrTooManyRooms: the client is already in MaxRoomsPerClient rooms.
-	ErrTooManyRooms = errors.New("too many rooms")
-	// ErrClosed: the hub or the subscriber is closed.
-	ErrClosed = errors.New("closed")
+	ErrTooManyRooms = &protocol.ClientError{Code: protocol.CodeTooManyRooms, Message: "too many rooms"}
 )
 
-// The error codes of spec §5, in one place for every wire format.
+// The error codes of spec §5, for the wire adapters (defined in protocol).
 const (
-	CodeBadRequest   = "bad_request"
-	CodeUnauthorized = "unauthorized"
-	CodeForbidden    = "forbidden"
-	CodeUnknownRoom  = "unknown_room"
-	CodeTooManyRooms = "too_many_rooms"
-	CodeRobotOffline = "robot_offline"
-	CodeRobotTimeout = "robot_timeout"
-	CodeRateLimited  = "rate_limited"
-	CodeInternal     = "internal"
+	CodeBadRequest   = protocol.CodeBadRequest
+	CodeUnauthorized = protocol.CodeUnauthorized
+	CodeForbidden    = protocol.CodeForbidden
+	CodeUnknownRoom  = protocol.CodeUnknownRoom
+	CodeTooManyRooms = protocol.CodeTooManyRooms
+	CodeRobotOffline = protocol.CodeRobotOffline
+	CodeRobotTimeout = protocol.CodeRobotTimeout
+	CodeRateLimited  = protocol.CodeRateLimited
+	CodeInternal     = protocol.CodeInternal
 )
 
-// Code returns the spec §5 error code of a hub error.
-func Code(err error) string {
-	switch {
-	case errors.Is(err, ErrUnknownRoom):
-		return CodeUnknownRoom
-	case errors.Is(err, ErrForbidden):
-		return CodeForbidden
-	case errors.Is(err, ErrTooManyRooms):
-		return CodeTooManyRooms
-	}
-	return CodeInternal
-}
+// Code returns the spec §5 error code of err.
+func Code(err error) string { return protocol.ClientCode(err) }

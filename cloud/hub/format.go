@@ -15,6 +15,27 @@ type Format interface {
 	Event(room string, ev *protocol.Event, raw []byte) ([]byte, error)
 }
 
+// RoomlessFormat is a Format whose event frames do not name their room
+// (Socket.IO): a client in several of an event's rooms gets one frame, and
+// the frame is encoded once per event. Formats without it get one frame
+// per room (/ws).
+type RoomlessFormat interface {
+	Format
+	Roomless()
+}
+
+func perRoom(f Format) bool {
+	_, roomless := f.(RoomlessFormat)
+	return !roomless
+}
+
+// Noticer is a Format that can frame relay notices (e.g. "gap").
+type Noticer interface {
+	// Notice returns the frame of notice name whose payload is the JSON
+	// object obj.
+	Notice(name string, obj []byte) []byte
+}
+
 // Room name prefixes of spec §5.
 const (
 	RoomFleet         = "fleet"

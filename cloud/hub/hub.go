@@ -1,15 +1,21 @@
-// Package hub is the relay's fan-out core: rooms (fleet, robot:<id>,
+// Package hub is the relay's routing core: rooms (fleet, robot:<id>,
 // session:<id>), the bounded caches that make snapshots and since_seq resume
-// possible, de-duplication by event id, and delivery of frames encoded once
-// per wire format into per-client byte-capped queues. It never blocks on a
-// client: delivery is a non-blocking Push.
+// possible (state.go), de-duplication by event id, and delivery of frames
+// encoded once per wire format and room into per-client byte-capped queues.
+// It never blocks on a client: delivery is a non-blocking push.
+//
+// Authorization applies at delivery as well as at subscribe (spec §5): the
+// members of a room are grouped by grant (the robots a token may see), and
+// each event is checked once per group, so encode-once holds however many
+// differently scoped clients share a room.
 package hub
 
 import (
 	"context"
 	"encoding/json"
+	"iter"
 	"log/slog"
-	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -21,7 +27,9 @@ type Subscriber interface {
 	// Format is the wire format of the client's frames.
 	Format() Format
 	// Send queues a frame without blocking (Queue.Push and acting on
-	// Overflow).
+	// Overflow). The hub calls it once per event and subscriber for a
+	// format whose frames do not name their room, else once per room of
+	// the event the subscriber is in.
 	Send(m Message)
 }
 
@@ -29,6 +37,26 @@ type Subscriber interface {
 type Authorizer interface {
 	CanRobot(id string) bool
 	AllRobots() bool
+}
+
+// GrantKeyer is implemented by Authorizers that can name their grant:
+// subscribers with equal keys see the same robots and are authorized
+// together. Without it a subscriber is a group of its own (unless it sees
+// every robot).
+type GrantKeyer interface {
+	GrantKey() string
+}
+
+type allRobotsKey struct{}
+
+func grantKey(who Authorizer) any {
+	if who.AllRobots() {
+		return allRobotsKey{}
+	}
+	if k, ok := who.(GrantKeyer); ok {
+		return k.GrantKey()
+	}
+	return who
 }
 
 // Options configures a Hub. Zero fields take the defaults named here, filled
@@ -104,20 +132,24 @@ func (o *Options) setDefaults() {
 	}
 }
 
-type robotState struct {
-	id       string
-	status   *Entry
-	metrics  *Entry
-	alerts   map[string]*Entry // firing alerts by name
-	sessions []string          // recent session ids, oldest first, ≤ SessionsPerRobot
-	ring     *ring             // everything but robot.metrics
-	lastSeen time.Time
+// member is one subscriber as the hub knows it.
+type member struct {
+	s     Subscriber
+	who   Authorizer
+	key   any            // grantKey(who)
+	rooms map[string]int // room → index in that room's group's members
 }
 
-type sessionState struct {
-	id, robot string
-	state     *Entry
-	ring      *ring // session events except session.state
+// group is the members of one room that share a grant.
+type group struct {
+	who     Authorizer // any member's: they all see the same robots
+	members []*member
+}
+
+// room is one room's members, grouped by grant.
+type room struct {
+	groups []*group
+	byKey  map[any]*group
 }
 
 // Hub routes events to rooms. It is safe for concurrent use.
@@ -126,26 +158,18 @@ type Hub struct {
 	log     *slog.Logger
 	started time.Time
 
-	mu       sync.Mutex // guards every field below, and orders every delivery
-	rooms    map[string]map[Subscriber]struct{}
-	subs     map[Subscriber]map[string]struct{}
-	robots   map[string]*robotState
-	sessions map[string]*sessionState
-	seen     *idSet
-	sysSeq   int64
+	mu    sync.Mutex // guards every field below and the state, and orders every delivery
+	rooms map[string]*room
+	subs  map[Subscriber]*member
+	st    *state
 }
 
 // New returns a Hub.
 func New(o Options) *Hub {
 	o.setDefaults()
-	return &Hub{
-		o: o, log: o.Logger, started: o.Now(),
-		rooms:    map[string]map[Subscriber]struct{}{},
-		subs:     map[Subscriber]map[string]struct{}{},
-		robots:   map[string]*robotState{},
-		sessions: map[string]*sessionState{},
-		seen:     newIDSet(o.DedupIDs),
-	}
+	h := &Hub{o: o, log: o.Logger, started: o.Now(), rooms: map[string]*room{}, subs: map[Subscriber]*member{}}
+	h.st = newState(&h.o, h.log)
+	return h
 }
 
 // Stats returns the counters.
@@ -153,207 +177,194 @@ func (h *Hub) Stats() *Stats { return h.o.Stats }
 
 // Ingest routes one decoded, validated event (raw is its JSON envelope) to
 // its rooms and caches. retained marks a message the broker delivered from
-// its retained store. It returns false for a duplicate event id.
+// its retained store. It returns false for a duplicate event id (and for a
+// robot.status older, by epoch, than the one the relay holds).
 func (h *Hub) Ingest(ev *protocol.Event, raw []byte, retained bool) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if !h.seen.add(ev.ID) {
-		h.o.Stats.Duplicates.Add(1)
+	e, ok := h.st.ingest(ev, raw, retained)
+	if !ok {
 		return false
 	}
-	e := &Entry{Ev: ev, Raw: raw}
-	r := h.robot(ev.Robot)
-	r.lastSeen = h.o.Now()
-	switch ev.Type {
-	case protocol.TypeRobotStatus:
-		// Not ordered by seq: an agent's Last Will is numbered when the
-		// connection is made, before the online status that follows it, and
-		// the broker publishes it last. The broker hands over a robot's
-		// status messages in the order they took effect (the retained one
-		// at subscribe time first), so the last one received is the truth.
-		r.status = e
-	case protocol.TypeRobotMetrics:
-		if newer(r.metrics, ev) {
-			r.metrics = e
-		}
-	case protocol.TypeRobotAlert:
-		a := ev.Data.(protocol.RobotAlert)
-		if a.State == "firing" {
-			if len(r.alerts) < 256 || r.alerts[a.Alert] != nil {
-				r.alerts[a.Alert] = e
-			}
-		} else {
-			delete(r.alerts, a.Alert)
-		}
-	}
-	if ev.Type != protocol.TypeRobotMetrics {
-		r.ring.add(e, retained)
-	}
-	var s *sessionState
-	if ev.Session != "" {
-		s = h.session(r, ev.Session)
-		if ev.Type == protocol.TypeSessionState {
-			if newer(s.state, ev) {
-				s.state = e
-			}
-		} else {
-			s.ring.add(e, retained)
-		}
-	}
-
-	ts := ev.TS.Time
-	if inFleet(ev.Type) {
-		h.deliver(RoomFleet, e, ts, "")
-	}
-	key := ""
-	if ev.Type == protocol.TypeRobotMetrics {
-		key = ev.Robot
-	}
-	h.deliver(RobotRoom(ev.Robot), e, ts, key)
-	if s != nil {
-		h.deliver(SessionRoom(s.id), e, ts, "")
-	}
+	h.route(e, routeKey(ev))
 	return true
 }
 
-// newer reports whether ev may replace the cached c: a late retained
-// redelivery must not roll a cache back.
-func newer(c *Entry, ev *protocol.Event) bool { return c == nil || ev.Seq >= c.Ev.Seq }
-
-// robot returns the robot's cache entry, creating it (and evicting the least
-// recently seen robot past MaxRobots). Called with h.mu held.
-func (h *Hub) robot(id string) *robotState {
-	if r := h.robots[id]; r != nil {
-		return r
+func routeKey(ev *protocol.Event) string {
+	if ev.Type == protocol.TypeRobotMetrics {
+		return ev.Robot
 	}
-	if len(h.robots) >= h.o.MaxRobots {
-		var oldest *robotState
-		for _, r := range h.robots {
-			if oldest == nil || r.lastSeen.Before(oldest.lastSeen) {
-				oldest = r
-			}
+	return ""
+}
+
+// route delivers e once to every authorized member of its rooms, with the
+// rooms each is in. Called with h.mu held, so every subscriber sees one
+// order.
+func (h *Hub) route(e *Entry, key string) {
+	rt := &Routed{Ev: e.Ev, Raw: e.Raw, Key: key, TS: e.Ev.TS.Time}
+	if inFleet(e.Ev.Type) {
+		rt.add(RoomFleet)
+	}
+	if e.Ev.Robot != systemRobot {
+		rt.add(RobotRoom(e.Ev.Robot))
+	}
+	if e.Ev.Session != "" {
+		rt.add(SessionRoom(e.Ev.Session))
+	}
+	for i := 0; i < rt.n; i++ {
+		r := h.rooms[rt.rooms[i]]
+		if r == nil {
+			continue
 		}
-		h.evictRobot(oldest)
-	}
-	r := &robotState{id: id, alerts: map[string]*Entry{}, ring: newRing(h.o.RingEvents, h.o.RingBytes)}
-	h.robots[id] = r
-	return r
-}
-
-// session returns the session's cache entry, creating it. Called with h.mu held.
-func (h *Hub) session(r *robotState, id string) *sessionState {
-	if s := h.sessions[id]; s != nil {
-		return s
-	}
-	s := &sessionState{id: id, robot: r.id, ring: newRing(h.o.RingEvents, h.o.RingBytes)}
-	h.sessions[id] = s
-	r.sessions = append(r.sessions, id)
-	if len(r.sessions) > h.o.SessionsPerRobot {
-		delete(h.sessions, r.sessions[0])
-		r.sessions = r.sessions[1:]
-	}
-	return s
-}
-
-func (h *Hub) evictRobot(r *robotState) {
-	for _, s := range r.sessions {
-		delete(h.sessions, s)
-	}
-	delete(h.robots, r.id)
-	h.o.Stats.Evicted.Add(1)
-	h.log.Info("robot evicted from caches", "robot", r.id, "last_seen", r.lastSeen.UTC().Format(time.RFC3339))
-}
-
-// Clear handles an empty retained payload on topic tp: the retained message
-// was deleted, so the matching cache entry goes too (a cleared session.state
-// removes the session).
-func (h *Hub) Clear(tp protocol.Topic) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	r := h.robots[tp.Robot]
-	if r == nil {
-		return
-	}
-	switch tp.Kind {
-	case protocol.KindSessionState:
-		if s := h.sessions[tp.Session]; s != nil && s.robot == r.id {
-			delete(h.sessions, tp.Session)
-			if i := indexOf(r.sessions, tp.Session); i >= 0 {
-				r.sessions = append(r.sessions[:i], r.sessions[i+1:]...)
-			}
-		}
-	case protocol.KindStatus:
-		r.status = nil
-	case protocol.KindMetrics:
-		r.metrics = nil
-	}
-}
-
-func indexOf(ss []string, s string) int {
-	for i, x := range ss {
-		if x == s {
-			return i
-		}
-	}
-	return -1
-}
-
-// deliver encodes e once per format in use in room and pushes it to every
-// subscriber. Called with h.mu held, so every subscriber sees one order.
-func (h *Hub) deliver(room string, e *Entry, ts time.Time, key string) {
-	subs := h.rooms[room]
-	if len(subs) == 0 {
-		return
-	}
-	var frames [2]struct {
-		f     Format
-		frame []byte
-	}
-	var extra map[Format][]byte
-	for s := range subs {
-		f := s.Format()
-		var frame []byte
-		switch {
-		case frames[0].f == f:
-			frame = frames[0].frame
-		case frames[1].f == f:
-			frame = frames[1].frame
-		case extra[f] != nil:
-			frame = extra[f]
-		default:
-			b, err := f.Event(room, e.Ev, e.Raw)
-			if err != nil {
-				h.o.Stats.EncodeErrors.Add(1)
+		for _, g := range r.groups {
+			if !h.allowed(g.who, e.Ev) {
 				continue
 			}
-			frame = b
-			switch {
-			case frames[0].f == nil:
-				frames[0].f, frames[0].frame = f, b
-			case frames[1].f == nil:
-				frames[1].f, frames[1].frame = f, b
-			default:
-				if extra == nil {
-					extra = map[Format][]byte{}
+			for _, m := range g.members {
+				mask, first := uint8(0), true
+				for j := 0; j < rt.n; j++ {
+					if _, in := m.rooms[rt.rooms[j]]; in {
+						if j < i {
+							first = false // delivered with an earlier room
+							break
+						}
+						mask |= 1 << j
+					}
 				}
-				extra[f] = b
+				if first {
+					h.deliver(m.s, Delivery{Routed: rt, Mask: mask})
+				}
 			}
 		}
-		s.Send(Message{Room: room, Type: e.Ev.Type, Key: key, Frame: frame, TS: ts})
 	}
 }
 
-// Snapshot is what a subscribe answers with.
+// deliver sends d to s: one frame per room, or one frame per event for a
+// format whose frames do not name their room.
+func (h *Hub) deliver(s Subscriber, d Delivery) {
+	f := s.Format()
+	if !perRoom(f) {
+		frame, err := d.Frame(f, "")
+		if err != nil {
+			h.o.Stats.EncodeErrors.Add(1)
+			return
+		}
+		s.Send(d.Message(d.FirstRoom(), frame))
+		return
+	}
+	for room := range d.Rooms() {
+		frame, err := d.Frame(f, room)
+		if err != nil {
+			h.o.Stats.EncodeErrors.Add(1)
+			continue
+		}
+		s.Send(d.Message(room, frame))
+	}
+}
+
+// systemRobot is the robot field of the relay's own system.status.
+const systemRobot = "relay"
+
+// allowed reports whether a grant may see ev: a robot's events go to those
+// granted the robot; system.status (built per grant) to everyone.
+func (h *Hub) allowed(who Authorizer, ev *protocol.Event) bool {
+	if ev.Type == protocol.TypeSystemStatus {
+		return true
+	}
+	return who.CanRobot(ev.Robot)
+}
+
+// Routed is one event on its way to its rooms, shared by every subscriber
+// it reaches. Frames are encoded lazily, once per format and room, on the
+// routing goroutine.
+type Routed struct {
+	Ev  *protocol.Event
+	Raw []byte
+	Key string    // robot id of a robot.metrics event, for latest-only replacement
+	TS  time.Time // the event's ts, for the fan-out latency histogram
+
+	rooms  [3]string
+	n      int
+	frames []cachedFrame
+}
+
+type cachedFrame struct {
+	f     Format
+	room  string
+	frame []byte
+	err   error
+}
+
+func (rt *Routed) add(room string) {
+	rt.rooms[rt.n] = room
+	rt.n++
+}
+
+// Delivery is one event for one subscriber: Mask selects the event's rooms
+// the subscriber is in.
+type Delivery struct {
+	*Routed
+	Mask uint8
+}
+
+// Rooms yields the rooms of the event the subscriber is in, in routing
+// order (fleet, robot, session).
+func (d Delivery) Rooms() iter.Seq[string] {
+	return func(yield func(string) bool) {
+		for i := 0; i < d.n; i++ {
+			if d.Mask&(1<<i) != 0 && !yield(d.rooms[i]) {
+				return
+			}
+		}
+	}
+}
+
+// FirstRoom returns the first room of the event the subscriber is in.
+func (d Delivery) FirstRoom() string {
+	for r := range d.Rooms() {
+		return r
+	}
+	return ""
+}
+
+// Frame returns the event encoded by f for room; formats whose frames do
+// not name the room get one frame per event. It is encoded once per
+// format and room however many subscribers ask.
+func (d Delivery) Frame(f Format, room string) ([]byte, error) {
+	if !perRoom(f) {
+		room = ""
+	}
+	for _, c := range d.frames {
+		if c.f == f && c.room == room {
+			return c.frame, c.err
+		}
+	}
+	b, err := f.Event(room, d.Ev, d.Raw)
+	d.frames = append(d.frames, cachedFrame{f: f, room: room, frame: b, err: err})
+	return b, err
+}
+
+// Message returns the queue message of the delivery for one of its frames.
+func (d Delivery) Message(room string, frame []byte) Message {
+	return Message{Room: room, Type: d.Ev.Type, Key: d.Key, Frame: frame, TS: d.TS}
+}
+
+// Snapshot is what a subscribe answers with. Events are references to
+// immutable cache entries, taken under the hub's lock; Order sorts them
+// outside it.
 type Snapshot struct {
 	Room      string
 	Recovered bool
 	Events    []*Entry
+	fleet     int // fleet snapshots: Events[:fleet] are statuses, to sort by robot; the rest session states; -1 once ordered
 }
 
 // Subscribe adds s to room after checking who against the room (spec §5)
-// and calls answer with the snapshot, under the hub's lock, so the answer is
-// queued before any live event of the room. sinceSeq < 0 means none.
-// Subscribing to a room s is already in answers again with a fresh snapshot.
+// and calls answer with the snapshot under the hub's lock, so that what
+// answer queues comes before any live event of the room. answer must be
+// cheap: it queues the snapshot's references; encoding happens later, on
+// the client's writer (see Stream). sinceSeq < 0 means none. Subscribing
+// to a room s is already in answers again with a fresh snapshot.
 func (h *Hub) Subscribe(s Subscriber, who Authorizer, room string, sinceSeq int64, answer func(Snapshot)) error {
 	kind, id, err := ParseRoom(room)
 	if err != nil {
@@ -361,126 +372,87 @@ func (h *Hub) Subscribe(s Subscriber, who Authorizer, room string, sinceSeq int6
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	switch kind {
-	case "robot":
-		if !who.CanRobot(id) {
-			return ErrForbidden
-		}
-	case "session":
-		if ss := h.sessions[id]; ss != nil {
-			if !who.CanRobot(ss.robot) {
-				return ErrForbidden
-			}
-		} else if !who.AllRobots() {
-			return ErrForbidden
+	if err := h.st.authorize(kind, id, who); err != nil {
+		return err
+	}
+	m := h.subs[s]
+	if m != nil {
+		if _, in := m.rooms[room]; !in && len(m.rooms) >= h.o.MaxRoomsPerClient {
+			return ErrTooManyRooms
 		}
 	}
-	mine := h.subs[s]
-	if _, in := mine[room]; !in && len(mine) >= h.o.MaxRoomsPerClient {
-		return ErrTooManyRooms
-	}
-	snap := h.snapshot(kind, id, sinceSeq, who)
+	snap := h.st.snapshot(kind, id, sinceSeq, who)
 	snap.Room = room
 	answer(snap)
-	if mine == nil {
-		mine = map[string]struct{}{}
-		h.subs[s] = mine
+	if m == nil {
+		m = &member{s: s, who: who, key: grantKey(who), rooms: map[string]int{}}
+		h.subs[s] = m
 	}
-	mine[room] = struct{}{}
-	if h.rooms[room] == nil {
-		h.rooms[room] = map[Subscriber]struct{}{}
-	}
-	h.rooms[room][s] = struct{}{}
+	h.join(m, room)
 	return nil
 }
 
-// snapshot builds a room's snapshot (spec §5). Called with h.mu held.
-func (h *Hub) snapshot(kind, id string, since int64, who Authorizer) Snapshot {
-	var out []*Entry
-	switch kind {
-	case "fleet":
-		ids := make([]string, 0, len(h.robots))
-		for rid, r := range h.robots {
-			if r.status != nil && who.CanRobot(rid) {
-				ids = append(ids, rid)
-			}
-		}
-		sort.Strings(ids)
-		for _, rid := range ids {
-			out = append(out, h.robots[rid].status)
-		}
-		var running []*Entry
-		for _, s := range h.sessions {
-			if s.state != nil && s.state.Ev.Data.(protocol.SessionState).Status == protocol.StatusRunning && who.CanRobot(s.robot) {
-				running = append(running, s.state)
-			}
-		}
-		sort.Slice(running, func(i, j int) bool { return running[i].Ev.ID < running[j].Ev.ID })
-		return Snapshot{Events: append(out, running...)}
-	case "robot":
-		r := h.robots[id]
-		if r == nil {
-			return Snapshot{}
-		}
-		if since >= 0 {
-			if evs, ok := r.ring.since(since); ok {
-				if r.metrics != nil && r.metrics.Ev.Seq > since {
-					evs = append(evs, r.metrics)
-					sortBySeq(evs)
-				}
-				return Snapshot{Recovered: true, Events: evs}
-			}
-		}
-		if r.status != nil {
-			out = append(out, r.status)
-		}
-		if r.metrics != nil {
-			out = append(out, r.metrics)
-		}
-		alerts := make([]*Entry, 0, len(r.alerts))
-		for _, a := range r.alerts {
-			alerts = append(alerts, a)
-		}
-		sortBySeq(alerts)
-		out = append(out, alerts...)
-		for _, sid := range r.sessions {
-			if s := h.sessions[sid]; s != nil && s.state != nil {
-				out = append(out, s.state)
-			}
-		}
-		return Snapshot{Events: out}
-	case "session":
-		s := h.sessions[id]
-		if s == nil {
-			return Snapshot{}
-		}
-		if since >= 0 {
-			if evs, ok := s.ring.since(since); ok {
-				if s.state != nil && s.state.Ev.Seq > since {
-					evs = append(evs, s.state)
-					sortBySeq(evs)
-				}
-				return Snapshot{Recovered: true, Events: evs}
-			}
-		}
-		if s.state != nil {
-			out = append(out, s.state)
-		}
-		return Snapshot{Events: append(out, s.ring.all()...)}
+func (h *Hub) join(m *member, name string) {
+	if _, in := m.rooms[name]; in {
+		return
 	}
-	return Snapshot{}
+	r := h.rooms[name]
+	if r == nil {
+		r = &room{byKey: map[any]*group{}}
+		h.rooms[name] = r
+	}
+	g := r.byKey[m.key]
+	if g == nil {
+		g = &group{who: m.who}
+		r.byKey[m.key] = g
+		r.groups = append(r.groups, g)
+	}
+	m.rooms[name] = len(g.members)
+	g.members = append(g.members, m)
+}
+
+func (h *Hub) leave(m *member, name string) {
+	i, in := m.rooms[name]
+	if !in {
+		return
+	}
+	delete(m.rooms, name)
+	r := h.rooms[name]
+	g := r.byKey[m.key]
+	last := len(g.members) - 1
+	if i != last {
+		moved := g.members[last]
+		g.members[i] = moved
+		moved.rooms[name] = i
+	}
+	g.members[last] = nil
+	g.members = g.members[:last]
+	if len(g.members) == 0 {
+		delete(r.byKey, m.key)
+		for j, x := range r.groups {
+			if x == g {
+				r.groups = append(r.groups[:j], r.groups[j+1:]...)
+				break
+			}
+		}
+		if len(r.groups) == 0 {
+			delete(h.rooms, name)
+		}
+	}
 }
 
 // Unsubscribe removes s from room and reports whether it was in it.
 func (h *Hub) Unsubscribe(s Subscriber, room string) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	mine := h.subs[s]
-	if _, in := mine[room]; !in {
+	m := h.subs[s]
+	if m == nil {
 		return false
 	}
-	delete(mine, room)
-	h.leaveRoom(s, room)
+	if _, in := m.rooms[room]; !in {
+		return false
+	}
+	h.leave(m, room)
 	return true
 }
 
@@ -488,19 +460,70 @@ func (h *Hub) Unsubscribe(s Subscriber, room string) bool {
 func (h *Hub) Leave(s Subscriber) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	for room := range h.subs[s] {
-		h.leaveRoom(s, room)
+	m := h.subs[s]
+	if m == nil {
+		return
+	}
+	for room := range m.rooms {
+		h.leave(m, room)
 	}
 	delete(h.subs, s)
 }
 
-func (h *Hub) leaveRoom(s Subscriber, room string) {
-	if m := h.rooms[room]; m != nil {
-		delete(m, s)
-		if len(m) == 0 {
-			delete(h.rooms, room)
+// MarkGap records that the relay may have missed events of robot ("" means
+// every robot): its MQTT session was not resumed by the broker, or a queue
+// overflowed. Every affected ring's coverage mark moves, so the next
+// since_seq resume of its rooms answers recovered false, and every member
+// of an affected room that may see the robot gets a `gap` notice
+// {"room", "reason"} (a /ws frame of type gap, a Socket.IO event gap).
+func (h *Hub) MarkGap(robot, reason string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.o.Stats.Gaps.Add(1)
+	h.st.markGap(robot)
+	for name, r := range h.rooms {
+		kind, id, _ := ParseRoom(name)
+		var can func(Authorizer) bool
+		switch {
+		case robot == "":
+			can = func(Authorizer) bool { return true }
+		case kind == "robot" && id != robot, kind == "session" && h.st.sessions[sessKey{robot, id}] == nil:
+			continue
+		default:
+			can = func(a Authorizer) bool { return a.CanRobot(robot) }
+		}
+		b, err := json.Marshal(gapNotice{Room: name, Reason: reason})
+		if err != nil {
+			continue
+		}
+		var frames map[Format][]byte
+		for _, g := range r.groups {
+			if !can(g.who) {
+				continue
+			}
+			for _, m := range g.members {
+				f := m.s.Format()
+				fr, ok := frames[f]
+				if !ok {
+					if frames == nil {
+						frames = map[Format][]byte{}
+					}
+					if n, can := f.(Noticer); can {
+						fr = n.Notice("gap", b)
+					}
+					frames[f] = fr
+				}
+				if fr != nil {
+					m.s.Send(Message{Room: name, Frame: fr})
+				}
+			}
 		}
 	}
+}
+
+type gapNotice struct {
+	Room   string `json:"room"`
+	Reason string `json:"reason"`
 }
 
 // RobotState returns the robot's last retained status state ("online",
@@ -508,38 +531,21 @@ func (h *Hub) leaveRoom(s Subscriber, room string) {
 func (h *Hub) RobotState(id string) (state string, known bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	r := h.robots[id]
-	if r == nil || r.status == nil {
-		return "", false
-	}
-	return r.status.Ev.Data.(protocol.RobotStatus).State, true
+	return h.st.robotState(id)
 }
 
-// RobotInfo is one robot's entry in /api/v1/robots.
-type RobotInfo struct {
-	ID       string          `json:"id"`
-	Status   json.RawMessage `json:"status"`
-	Metrics  json.RawMessage `json:"metrics"`
-	LastSeen time.Time       `json:"last_seen"`
+// SessionRobots returns the robots the relay knows session id for.
+func (h *Hub) SessionRobots(id string) []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.st.sessionRobots(id)
 }
 
 // Robots returns the latest status and metrics of every known robot, by id.
 func (h *Hub) Robots() []RobotInfo {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	out := make([]RobotInfo, 0, len(h.robots))
-	for _, r := range h.robots {
-		ri := RobotInfo{ID: r.id, LastSeen: r.lastSeen.UTC(), Status: json.RawMessage("null"), Metrics: json.RawMessage("null")}
-		if r.status != nil {
-			ri.Status = r.status.Raw
-		}
-		if r.metrics != nil {
-			ri.Metrics = r.metrics.Raw
-		}
-		out = append(out, ri)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
-	return out
+	return h.st.robotInfos()
 }
 
 // Counts are the hub's sizes, for /api/v1/stats and metrics.
@@ -557,52 +563,59 @@ type Counts struct {
 func (h *Hub) Counts() Counts {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	c := Counts{Rooms: len(h.rooms), Subscribers: len(h.subs), RobotsKnown: len(h.robots), Sessions: len(h.sessions)}
+	c := Counts{Rooms: len(h.rooms), Subscribers: len(h.subs)}
 	for _, m := range h.subs {
-		c.Subscriptions += len(m)
+		c.Subscriptions += len(m.rooms)
 	}
-	for _, r := range h.robots {
-		if r.status != nil && r.status.Ev.Data.(protocol.RobotStatus).State == "online" {
-			c.RobotsOnline++
-		}
-	}
-	for _, s := range h.sessions {
-		if s.state != nil && s.state.Ev.Data.(protocol.SessionState).Status == protocol.StatusRunning {
-			c.SessionsRunning++
-		}
-	}
+	h.st.counts(&c, nil)
 	return c
 }
 
-// SystemStatus publishes one system.status event into fleet.
+// SystemStatus publishes one system.status event into fleet. Each grant
+// gets the counts of the robots it covers (spec §5).
 func (h *Hub) SystemStatus() {
-	c := h.Counts()
 	relay := h.o.RelayStats()
 	relay.UptimeS = h.o.Now().Sub(h.started).Seconds()
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.sysSeq++
-	ev := protocol.NewEvent("relay", protocol.SystemStatus{
-		RobotsOnline: c.RobotsOnline, RobotsKnown: c.RobotsKnown, SessionsRunning: c.SessionsRunning, Relay: relay})
-	ev.Seq = h.sysSeq
-	raw, err := json.Marshal(ev)
-	if err != nil {
-		h.o.Stats.EncodeErrors.Add(1)
+	r := h.rooms[RoomFleet]
+	if r == nil {
 		return
 	}
-	h.deliver(RoomFleet, &Entry{Ev: ev, Raw: raw}, ev.TS.Time, "")
+	h.st.sysSeq++
+	for _, g := range r.groups {
+		var c Counts
+		h.st.counts(&c, g.who)
+		ev := protocol.NewEvent(systemRobot, protocol.SystemStatus{
+			RobotsOnline: c.RobotsOnline, RobotsKnown: c.RobotsKnown, SessionsRunning: c.SessionsRunning, Relay: relay})
+		ev.Seq = h.st.sysSeq
+		raw, err := json.Marshal(ev)
+		if err != nil {
+			h.o.Stats.EncodeErrors.Add(1)
+			return
+		}
+		rt := &Routed{Ev: ev, Raw: raw, TS: ev.TS.Time}
+		rt.add(RoomFleet)
+		for _, m := range g.members {
+			h.deliver(m.s, Delivery{Routed: rt, Mask: 1})
+		}
+	}
 }
 
 // Sweep evicts robots not heard from for RobotTTL.
 func (h *Hub) Sweep() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	cutoff := h.o.Now().Add(-h.o.RobotTTL)
-	for _, r := range h.robots {
-		if r.lastSeen.Before(cutoff) {
-			h.evictRobot(r)
-		}
-	}
+	h.st.sweep()
+}
+
+// Clear handles an empty retained payload on topic tp: the retained message
+// was deleted, so the matching cache entry goes too (a cleared session.state
+// removes the session).
+func (h *Hub) Clear(tp protocol.Topic) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.st.clear(tp)
 }
 
 // Run publishes system.status every SystemStatusInterval and sweeps stale
@@ -623,3 +636,16 @@ func (h *Hub) Run(ctx context.Context) error {
 		}
 	}
 }
+
+// Grant wraps who with the robots claim it was made from, so that members
+// with equal claims are authorized as one group.
+func Grant(who Authorizer, robots []string) Authorizer {
+	return keyedGrant{who, strings.Join(robots, "\x00")}
+}
+
+type keyedGrant struct {
+	Authorizer
+	key string
+}
+
+func (g keyedGrant) GrantKey() string { return g.key }

@@ -1,6 +1,7 @@
 package hub_test
 
 import (
+	"encoding/json"
 	"sync"
 	"testing"
 	"time"
@@ -24,6 +25,8 @@ func (f *rawFormat) Event(_ string, _ *protocol.Event, raw []byte) ([]byte, erro
 	return raw, nil
 }
 
+func (f *rawFormat) Notice(name string, obj []byte) []byte { return append([]byte(name+" "), obj...) }
+
 type sub struct {
 	f    hub.Format
 	mu   sync.Mutex
@@ -31,6 +34,7 @@ type sub struct {
 }
 
 func (s *sub) Format() hub.Format { return s.f }
+
 func (s *sub) Send(m hub.Message) {
 	s.mu.Lock()
 	s.msgs = append(s.msgs, m)
@@ -101,9 +105,11 @@ func TestRingAndResume(t *testing.T) {
 	st := ingest(t, h, "r-1", "", protocol.RobotStatus{State: "online", AgentVersion: "1", StartedAt: protocol.Now()}, true)
 	snap := subscribe(t, h, s, all{}, "robot:r-1", st.Seq-1)
 	require.False(t, snap.Recovered)
+	// A retained re-send means the relay (re)subscribed: whatever the robot
+	// published after its status while the relay was away may be lost, so
+	// nothing is recovered until the next live event.
 	snap = subscribe(t, h, s, all{}, "robot:r-1", st.Seq)
-	require.True(t, snap.Recovered)
-	require.Empty(t, snap.Events)
+	require.False(t, snap.Recovered)
 
 	var evs []*protocol.Event
 	for i := 0; i < 3; i++ {
@@ -112,13 +118,13 @@ func TestRingAndResume(t *testing.T) {
 	snap = subscribe(t, h, s, all{}, "robot:r-1", evs[0].Seq)
 	require.True(t, snap.Recovered)
 	require.Equal(t, []*protocol.Event{evs[1], evs[2]}, events(snap))
-	snap = subscribe(t, h, s, all{}, "robot:r-1", st.Seq)
+	snap = subscribe(t, h, s, all{}, "robot:r-1", evs[0].Seq-1)
 	require.True(t, snap.Recovered, "the status fell out, but nothing after it did")
 	require.Len(t, snap.Events, 3)
 	// One more pushes evs[0] out: asking from before it can no longer be
 	// answered.
 	ingest(t, h, "r-1", "", protocol.RobotNotification{Level: "info", Title: "n"}, false)
-	snap = subscribe(t, h, s, all{}, "robot:r-1", st.Seq)
+	snap = subscribe(t, h, s, all{}, "robot:r-1", evs[0].Seq-1)
 	require.False(t, snap.Recovered)
 	snap = subscribe(t, h, s, all{}, "robot:r-1", evs[0].Seq)
 	require.True(t, snap.Recovered)
@@ -134,7 +140,7 @@ func events(s hub.Snapshot) []*protocol.Event {
 
 // TestAuthorization: robot and session rooms follow the robots claim.
 func TestAuthorization(t *testing.T) {
-	h := hub.New(hub.Options{MaxRoomsPerClient: 2})
+	h := hub.New(hub.Options{MaxRoomsPerClient: 3})
 	ingest(t, h, "r-1", "s-1", protocol.SessionQueued{Pipeline: "p", Model: "m"}, false)
 	s := &sub{f: &rawFormat{}}
 	cases := []struct {
@@ -146,11 +152,12 @@ func TestAuthorization(t *testing.T) {
 		{"robot:r-2", only("r-1"), hub.ErrForbidden},
 		{"session:s-1", only("r-1"), nil},
 		{"session:s-1", only("r-2"), hub.ErrForbidden},
-		{"session:s-unseen", only("r-1"), hub.ErrForbidden},
+		{"session:s-unseen", only("r-1"), nil}, // spec §5: unseen sessions are open, delivery filters
 		{"room", all{}, hub.ErrUnknownRoom},
 		{"robot:", all{}, hub.ErrUnknownRoom},
 		{"session:a/b", all{}, hub.ErrUnknownRoom},
 		{"fleet", all{}, hub.ErrTooManyRooms},
+		{"robot:r-1", only("r-1"), nil}, // already in it: answered again
 	}
 	for _, tc := range cases {
 		err := h.Subscribe(s, tc.who, tc.room, -1, func(hub.Snapshot) {})
@@ -223,3 +230,105 @@ func TestLastWillWithLowerSeqWins(t *testing.T) {
 	require.NotEmpty(t, snap.Events)
 	require.Equal(t, will.ID, snap.Events[len(snap.Events)-1].Ev.ID)
 }
+
+// ingestRaw feeds the hub an envelope edited as raw JSON (fields the typed
+// event may not know yet).
+func ingestRaw(t *testing.T, h *hub.Hub, ev *protocol.Event, edit func(map[string]any)) bool {
+	t.Helper()
+	b, err := protocol.Encode(ev)
+	require.NoError(t, err)
+	var m map[string]any
+	require.NoError(t, json.Unmarshal(b, &m))
+	edit(m)
+	raw, err := json.Marshal(m)
+	require.NoError(t, err)
+	dec, err := protocol.Decode(raw)
+	require.NoError(t, err)
+	return h.Ingest(dec, raw, false)
+}
+
+// TestStatusEpoch: a status of an older connection (lower data.epoch, e.g.
+// a Will that fired late) never replaces a newer one; equal epochs and
+// statuses without one: the last received wins (issue 14 item 3).
+func TestStatusEpoch(t *testing.T) {
+	h := hub.New(hub.Options{})
+	st := func(state string, epoch any, seq int64) bool {
+		d := protocol.RobotStatus{State: state, AgentVersion: "1", StartedAt: protocol.Now()}
+		if state == "offline" {
+			d.Reason = "lost"
+		}
+		ev := protocol.NewEvent("r-e", d)
+		ev.Seq = seq
+		return ingestRaw(t, h, ev, func(m map[string]any) {
+			if epoch != nil {
+				m["data"].(map[string]any)["epoch"] = epoch
+			}
+		})
+	}
+	state := func() string { s, _ := h.RobotState("r-e"); return s }
+	require.True(t, st("online", 2, 10))
+	require.False(t, st("offline", 1, 5), "an older connection's Will")
+	require.Equal(t, "online", state())
+	require.Equal(t, int64(1), h.Stats().StaleStatus.Load())
+	require.True(t, st("offline", 2, 9), "the same connection's Will: last received wins")
+	require.Equal(t, "offline", state())
+	require.True(t, st("online", nil, 11), "no epoch: as before, last received wins")
+	require.Equal(t, "online", state())
+	require.True(t, st("offline", 3, 12))
+	require.Equal(t, "offline", state())
+}
+
+// TestSessionRingGap: retained re-sends and MarkGap move the session
+// ring's mark too, not only the robot ring's (issue 14 item 2).
+func TestSessionRingGap(t *testing.T) {
+	h := hub.New(hub.Options{})
+	s := &sub{f: &rawFormat{}}
+	q := ingest(t, h, "r-1", "s-1", protocol.SessionQueued{Pipeline: "p", Model: "m"}, false)
+	p := ingest(t, h, "r-1", "s-1", protocol.SessionProgress{Percent: 1, Stage: "x"}, false)
+	require.True(t, subscribe(t, h, s, all{}, "session:s-1", q.Seq).Recovered)
+	// The relay resubscribed: the broker re-sends the retained state.
+	ingest(t, h, "r-1", "s-1", protocol.SessionState{Status: "running", Pipeline: "p", Model: "m", CreatedAt: protocol.Now()}, true)
+	require.False(t, subscribe(t, h, s, all{}, "session:s-1", p.Seq).Recovered, "events after the cut may be lost")
+	n := ingest(t, h, "r-1", "s-1", protocol.SessionProgress{Percent: 2, Stage: "x"}, false)
+	require.True(t, subscribe(t, h, s, all{}, "session:s-1", n.Seq-1).Recovered)
+	require.False(t, subscribe(t, h, s, all{}, "session:s-1", p.Seq).Recovered)
+
+	// MarkGap for every robot.
+	ingest(t, h, "r-2", "s-2", protocol.SessionQueued{Pipeline: "p", Model: "m"}, false)
+	for _, room := range []string{"robot:r-1", "robot:r-2", "session:s-2"} {
+		subscribe(t, h, s, all{}, room, -1)
+	}
+	s.msgs = nil
+	h.MarkGap("", "queue_overflow")
+	for _, room := range []string{"robot:r-1", "session:s-1", "robot:r-2", "session:s-2"} {
+		require.False(t, subscribe(t, h, s, all{}, room, n.Seq).Recovered, room)
+	}
+	var gaps []string
+	for _, m := range s.msgs {
+		if m.Type == "" && len(m.Frame) > 4 && string(m.Frame[:4]) == "gap " {
+			gaps = append(gaps, m.Room)
+		}
+	}
+	require.ElementsMatch(t, []string{"robot:r-1", "session:s-1", "robot:r-2", "session:s-2"}, gaps)
+}
+
+// TestOnceWithRooms: a subscriber in several of an event's rooms gets the
+// event once per room for a per-room format, once in all for a roomless
+// one, each frame encoded once.
+func TestOnceWithRooms(t *testing.T) {
+	h := hub.New(hub.Options{})
+	perRoom, roomless := &sub{f: &rawFormat{}}, &sub{f: &roomlessFormat{}}
+	for _, s := range []*sub{perRoom, roomless} {
+		for _, room := range []string{"fleet", "robot:r-1", "session:s-1"} {
+			subscribe(t, h, s, all{}, room, -1)
+		}
+	}
+	ingest(t, h, "r-1", "s-1", protocol.SessionQueued{Pipeline: "p", Model: "m"}, false)
+	require.Len(t, perRoom.msgs, 3)
+	require.Len(t, roomless.msgs, 1)
+	require.Equal(t, 1, roomless.f.(*roomlessFormat).n)
+}
+
+type roomlessFormat struct{ rawFormat }
+
+func (*roomlessFormat) Roomless() {}

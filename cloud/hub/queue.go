@@ -14,13 +14,27 @@ type Message struct {
 	Key   string    // robot id of a robot.metrics frame, for latest-only replacement
 	Frame []byte    // the encoded frame, shared by every client of the format: never modify
 	TS    time.Time // the event's ts, for the fan-out latency histogram; zero for control frames
+	// Stream, when set, produces this message's frames in parts on the
+	// consumer's goroutine (a snapshot); Frame is nil and Bytes is what it
+	// counts against the cap while queued.
+	Stream Stream
+	Bytes  int
+}
+
+// Stream is a large answer (a snapshot) encoded part by part by whoever
+// drains the queue, outside the hub's lock: only one part is in memory at a
+// time, and the frames queued after it wait their turn.
+type Stream interface {
+	// Next appends the frames of the next part to buf and reports whether
+	// more parts follow.
+	Next(buf [][]byte) ([][]byte, bool)
 }
 
 // msgOverhead is what one queued message costs beyond its frame, so that a
 // flood of tiny frames is capped too.
 const msgOverhead = 64
 
-func (m *Message) size() int { return len(m.Frame) + msgOverhead }
+func (m *Message) size() int { return len(m.Frame) + m.Bytes + msgOverhead }
 
 // PushResult says what Push did with a message.
 type PushResult int
@@ -127,13 +141,20 @@ func (q *Queue) Push(m Message) PushResult {
 }
 
 // Pop moves up to maxBytes of queued messages (at least one) into buf and
-// returns it.
+// returns it. A Stream message is returned alone and stays at the head
+// until the consumer reports it finished with Done.
 func (q *Queue) Pop(buf []Message, maxBytes int) []Message {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	taken := 0
 	for q.head < len(q.items) {
 		m := q.items[q.head]
+		if m.Stream != nil {
+			if len(buf) == 0 {
+				buf = append(buf, m)
+			}
+			break
+		}
 		if len(buf) > 0 && taken+m.size() > maxBytes {
 			break
 		}
@@ -153,6 +174,22 @@ func (q *Queue) Pop(buf []Message, maxBytes int) []Message {
 	q.bytes -= taken
 	q.stats.QueueBytes.Add(-int64(taken))
 	return buf
+}
+
+// Done removes the finished Stream st from the head of the queue.
+func (q *Queue) Done(st Stream) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.head < len(q.items) && q.items[q.head].Stream == st {
+		n := q.items[q.head].size()
+		q.items[q.head] = Message{}
+		q.head++
+		q.bytes -= n
+		q.stats.QueueBytes.Add(-int64(n))
+		if q.head < len(q.items) {
+			q.signal()
+		}
+	}
 }
 
 // TakeDropped returns and resets the per-room drop counts, once the queue is

@@ -18,4 +18,6 @@ type Stats struct {
 	Reconnects    atomic.Int64 // MQTT reconnections after a lost connection
 	Evicted       atomic.Int64 // robots evicted from the caches
 	EncodeErrors  atomic.Int64 // frames a Format failed to encode
+	Gaps          atomic.Int64 // MarkGap calls: the relay may have missed events
+	StaleStatus   atomic.Int64 // robot.status events dropped for an epoch older than the cached one
 }

@@ -101,7 +101,9 @@ func TestAuthMatrix(t *testing.T) {
 			{"robots claim outside", mint(t, auth.RoleViewer, []string{"r-1"}, time.Hour), "robot:r-9", "forbidden"},
 			{"session of a robot outside", mint(t, auth.RoleViewer, []string{"r-1"}, time.Hour), "session:s-9", "forbidden"},
 			{"session of a robot inside", mint(t, auth.RoleViewer, []string{"r-9"}, time.Hour), "session:s-9", ""},
-			{"unseen session needs *", mint(t, auth.RoleViewer, []string{"r-*"}, time.Hour), "session:s-new", "forbidden"},
+			// Spec §5: a session not seen yet may be subscribed by any token;
+			// delivery then filters by the grant.
+			{"unseen session with a scoped token", mint(t, auth.RoleViewer, []string{"r-*"}, time.Hour), "session:s-new", ""},
 			{"unseen session with *", mint(t, auth.RoleViewer, []string{"*"}, time.Hour), "session:s-new", ""},
 			{"fleet for anyone", mint(t, auth.RoleViewer, []string{"r-1"}, time.Hour), "fleet", ""},
 			{"static token outside", "static-viewer-token-1234", "robot:r-9", "forbidden"},

@@ -140,7 +140,8 @@ func New(cfg config.Config, log *slog.Logger) (*Relay, error) {
 			MaxBytes: cfg.NATS.MaxBytes, Replicas: cfg.NATS.Replicas, Logger: log.With("component", "history")}}
 	}
 	r.commands = command.New(command.Options{Publisher: r.ingest, Topics: topics, RobotState: r.hub.RobotState,
-		Timeout: cfg.Commands.Timeout, MaxPending: cfg.Commands.MaxPending})
+		Timeout: cfg.Commands.Timeout, MaxPending: cfg.Commands.MaxPending, MaxPendingPerOwner: cfg.Commands.MaxPendingPerPrincipal,
+		SessionRobots: r.hub.SessionRobots})
 	r.ingest.SetOnReply(func(ev *protocol.Event, raw []byte) { r.commands.Reply(ev, raw) })
 
 	var lat prometheus.Histogram

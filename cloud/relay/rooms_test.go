@@ -117,7 +117,12 @@ func TestSnapshots(t *testing.T) {
 				return len(c.subscribe("session:s-2").Snapshot) > 0
 			}, wait, 20*time.Millisecond)
 
-			f := c.subscribe("fleet")
+			// r-2 publishes on its own connection: wait for its status too.
+			var f frame
+			require.Eventually(t, func() bool {
+				f = c.subscribe("fleet")
+				return len(f.Snapshot) == 3
+			}, wait, 20*time.Millisecond)
 			require.Equal(t, ids(st1, st2, ss1), snapshotIDs(t, f), "fleet: every status, running sessions' state")
 			require.False(t, f.Recovered)
 

@@ -25,6 +25,7 @@ type (
 		RobotID   string            `json:"robot_id,omitempty"`
 		Room      string            `json:"room"`
 		Recovered bool              `json:"recovered"`
+		More      bool              `json:"more"`
 		Snapshot  []json.RawMessage `json:"snapshot"`
 	}
 	unsubscribedPayload struct {
@@ -143,7 +144,7 @@ func (s *session) connect(data json.RawMessage) {
 			Data: connectErrorData{Code: hub.CodeUnauthorized, Message: err.Error()}})))
 		return
 	}
-	s.p, s.clientID = p, "c-"+protocol.NewID()
+	s.p, s.grant, s.clientID = p, hub.Grant(p, p.Robots), "c-"+protocol.NewID()
 	s.connected.Store(true)
 	s.srv.stats.Connects.Add(1)
 	s.pushControl(appendSIO(nil, SIOConnect, "/", []byte(`{"sid":"`+newSID()+`"}`)))
@@ -251,16 +252,9 @@ func (s *session) subscribe(ack int64, event, room string, a roomArgs) {
 	if a.SinceSeq != nil {
 		since = *a.SinceSeq
 	}
-	err := s.srv.hub.Subscribe(s, s.p, room, since, func(snap hub.Snapshot) {
-		sp := subscribedPayload{SessionID: a.SessionID, RobotID: a.RobotID, Room: room, Recovered: snap.Recovered,
-			Snapshot: make([]json.RawMessage, len(snap.Events))}
-		for i, e := range snap.Events {
-			sp.Snapshot[i] = e.Raw
-		}
-		s.answer(ack, "subscribed", mustJSON(sp))
-		for _, e := range snap.Events {
-			s.pushControl(AppendEvent(nil, EventName(e.Ev.Type), e.Raw))
-		}
+	err := s.srv.hub.Subscribe(s, s.grant, room, since, func(snap hub.Snapshot) {
+		parts := hub.NewParts(snap)
+		s.push(hub.Message{Stream: &snapshotStream{parts: parts, ack: ack, a: a}, Bytes: parts.Bytes()})
 	})
 	if err != nil {
 		s.fail(ack, event, hub.Code(err), "subscribe "+room+": "+err.Error())
@@ -271,6 +265,38 @@ func (s *session) subscribe(ack int64, event, room string, a roomArgs) {
 		// again so that no closed session stays in a room.
 		s.srv.hub.Leave(s)
 	}
+}
+
+// snapshotStream streams a subscribe's snapshot: the first part in
+// `subscribed` (and the ack), later parts in `snapshot` events, each part's
+// envelopes then as the individual named events (spec §5, §6).
+type snapshotStream struct {
+	parts *hub.Parts
+	ack   int64
+	a     roomArgs
+}
+
+// Next implements hub.Stream.
+func (st *snapshotStream) Next(buf [][]byte) ([][]byte, bool) {
+	es, first, more := st.parts.Next()
+	sp := subscribedPayload{SessionID: st.a.SessionID, RobotID: st.a.RobotID, Room: st.parts.Snap.Room,
+		Recovered: st.parts.Snap.Recovered, More: more, Snapshot: make([]json.RawMessage, len(es))}
+	for i, e := range es {
+		sp.Snapshot[i] = e.Raw
+	}
+	b := mustJSON(sp)
+	if first {
+		if st.ack >= 0 {
+			buf = append(buf, AppendAck(nil, st.ack, b))
+		}
+		buf = append(buf, AppendEvent(nil, "subscribed", b))
+	} else {
+		buf = append(buf, AppendEvent(nil, "snapshot", b))
+	}
+	for _, e := range es {
+		buf = append(buf, AppendEvent(nil, EventName(e.Ev.Type), e.Raw))
+	}
+	return buf, more
 }
 
 // pingTimestamp is the pong's timestamp: the client's own timestamp field
@@ -295,7 +321,7 @@ func (s *session) command(ack int64, arg json.RawMessage) {
 		return
 	}
 	robot := a.Robot
-	s.srv.o.Commands.Submit(s.p, robot, a.Name, a.Args, func(res command.Result) {
+	s.srv.o.Commands.Submit(s.p, s.p.Subject, robot, a.Name, a.Args, func(res command.Result) {
 		s.answer(ack, "command_reply", mustJSON(commandReplyPayload{OK: res.Reply.OK, Result: command.MarshalResult(res.Reply),
 			Error: res.Reply.Error, CommandID: res.CommandID, Robot: robot, Reply: res.Raw}))
 	}, func(code, msg string, err error) {

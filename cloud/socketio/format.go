@@ -2,7 +2,6 @@ package socketio
 
 import (
 	"strings"
-	"sync"
 
 	"github.com/robotfleet/fleetlink/cloud/hub"
 	"github.com/robotfleet/fleetlink/protocol"
@@ -36,31 +35,24 @@ func EventName(typ string) string {
 }
 
 // Format is the hub.Format of the Socket.IO endpoint: it encodes an event
-// into the ready Engine.IO text packet 42["<name>",<envelope>].
-//
-// The frame does not depend on the room, so Format hands the hub the same
-// bytes for every room an event goes to. The hub delivers an event to its
-// rooms one after another under its lock; remembering the last event lets
-// the frame be built once per event instead of once per room, and lets a
-// client in several of those rooms (fleet and robot:<id>) recognise the
-// repeat by identity and receive the event once.
-type Format struct {
-	mu    sync.Mutex // guards last and frame
-	last  *protocol.Event
-	frame []byte
-}
+// into the ready Engine.IO text packet 42["<name>",<envelope>]. The frame
+// does not name a room, so the hub encodes it once per event and delivers
+// it once to a client in several of the event's rooms.
+type Format struct{}
 
 // Event implements hub.Format.
-func (f *Format) Event(_ string, ev *protocol.Event, raw []byte) ([]byte, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if ev == f.last && f.frame != nil {
-		return f.frame, nil
-	}
+func (Format) Event(_ string, ev *protocol.Event, raw []byte) ([]byte, error) {
 	name := EventName(ev.Type)
-	b := AppendEvent(make([]byte, 0, len(raw)+len(name)+6), name, raw)
-	f.last, f.frame = ev, b
-	return b, nil
+	return AppendEvent(make([]byte, 0, len(raw)+len(name)+6), name, raw), nil
 }
 
-var _ hub.Format = (*Format)(nil)
+// Roomless implements hub.RoomlessFormat.
+func (Format) Roomless() {}
+
+// Notice implements hub.Noticer: the event name with obj as its argument.
+func (Format) Notice(name string, obj []byte) []byte { return AppendEvent(nil, name, obj) }
+
+var (
+	_ hub.RoomlessFormat = Format{}
+	_ hub.Noticer        = Format{}
+)

@@ -204,7 +204,7 @@ type Server struct {
 	log      *slog.Logger
 	hub      *hub.Hub
 	hstats   *hub.Stats
-	format   *Format
+	format   Format
 	upgrader websocket.Upgrader
 	stats    Stats
 	warn     warnLimiter
@@ -224,7 +224,7 @@ func New(o Options) *Server {
 	}
 	o.setDefaults()
 	s := &Server{o: o, log: o.Logger.With("component", "socketio"), hub: o.Hub, hstats: o.Hub.Stats(),
-		format: &Format{}, sessions: map[string]*session{}}
+		sessions: map[string]*session{}}
 	s.upgrader = websocket.Upgrader{
 		ReadBufferSize:  1024,
 		WriteBufferSize: 8192,

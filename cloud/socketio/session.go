@@ -57,8 +57,7 @@ type session struct {
 	why        closeReason   // written before done is closed
 	writerDone chan struct{} // closed when the WebSocket writer has returned
 
-	lastEvent atomic.Pointer[byte] // first byte of the last event frame queued (see Format)
-	connected atomic.Bool          // joined namespace "/"
+	connected atomic.Bool // joined namespace "/"
 
 	mu       sync.Mutex // guards the fields below
 	ws       *websocket.Conn
@@ -74,6 +73,7 @@ type session struct {
 
 	inMu     sync.Mutex // serializes inbound packets; guards the fields below
 	p        *auth.Principal
+	grant    hub.Authorizer // p keyed by its robots claim (hub.Grant)
 	clientID string
 	tokens   float64
 	last     time.Time
@@ -93,18 +93,8 @@ func newSession(srv *Server) *session {
 // Format implements hub.Subscriber.
 func (s *session) Format() hub.Format { return s.srv.format }
 
-// Send implements hub.Subscriber; it never blocks. An event the client
-// already got through another of its rooms (same frame, see Format) is
-// skipped, so every event reaches a client once.
-func (s *session) Send(m hub.Message) {
-	if m.Type != "" && len(m.Frame) > 0 {
-		p := &m.Frame[0]
-		if s.lastEvent.Swap(p) == p {
-			return
-		}
-	}
-	s.push(m)
-}
+// Send implements hub.Subscriber; it never blocks.
+func (s *session) Send(m hub.Message) { s.push(m) }
 
 func (s *session) push(m hub.Message) {
 	switch s.q.Push(m) {
@@ -266,6 +256,19 @@ func (s *session) writePoll(w http.ResponseWriter, batch []hub.Message, drops []
 	flushed := false
 	for i := range batch {
 		m := &batch[i]
+		if m.Stream != nil {
+			parts, more := m.Stream.Next(nil)
+			for _, p := range parts {
+				if buf.Len() > 0 {
+					buf.WriteByte(recordSep)
+				}
+				buf.Write(p)
+			}
+			if !more {
+				s.q.Done(m.Stream)
+			}
+			continue
+		}
 		if buf.Len() > 0 {
 			buf.WriteByte(recordSep)
 		}

@@ -121,6 +121,7 @@ func (s *session) writer(conn *websocket.Conn) {
 	defer close(s.writerDone)
 	defer conn.Close()
 	var batch []hub.Message
+	var parts [][]byte
 	for {
 		if s.closed() {
 			s.writeClose(conn)
@@ -137,6 +138,20 @@ func (s *session) writer(conn *websocket.Conn) {
 		}
 		for i := range batch {
 			m := &batch[i]
+			if m.Stream != nil {
+				var more bool
+				parts, more = m.Stream.Next(parts[:0])
+				for j := range parts {
+					if !s.write(conn, parts[j]) {
+						return
+					}
+					parts[j] = nil
+				}
+				if !more {
+					s.q.Done(m.Stream)
+				}
+				continue
+			}
 			if m.Room == closeRoom {
 				s.close(reasonFlushed)
 				break

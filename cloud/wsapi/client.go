@@ -1,7 +1,6 @@
 package wsapi
 
 import (
-	"encoding/json"
 	"errors"
 	"io"
 	"sync"
@@ -27,11 +26,12 @@ var jsonFormat hub.Format = JSON{}
 // concurrently with the drain's writes. An idle connection thus costs one
 // parked goroutine, a timer and its buffers.
 type client struct {
-	h    *Handler
-	conn *websocket.Conn
-	p    *auth.Principal
-	id   string
-	q    *hub.Queue
+	h     *Handler
+	conn  *websocket.Conn
+	p     *auth.Principal
+	grant hub.Authorizer // p, keyed by its robots claim so the hub authorizes equal grants together
+	id    string
+	q     *hub.Queue
 
 	done       chan struct{} // closed once the connection is closed and the queue released
 	readerDone chan struct{} // closed when the reader has returned
@@ -49,7 +49,7 @@ type client struct {
 
 func newClient(h *Handler, conn *websocket.Conn, p *auth.Principal) *client {
 	c := &client{
-		h: h, conn: conn, p: p, id: "c-" + protocol.NewID(),
+		h: h, conn: conn, p: p, grant: hub.Grant(p, p.Robots), id: "c-" + protocol.NewID(),
 		q:    hub.NewQueue(h.o.QueueBytes, h.stats),
 		done: make(chan struct{}), readerDone: make(chan struct{}), closing: make(chan struct{}),
 		tokens: h.o.OpsBurst, last: time.Now(),
@@ -136,6 +136,7 @@ func (c *client) shutdown() {
 // the goroutine that set writing runs it.
 func (c *client) drain() {
 	var batch []hub.Message
+	var parts [][]byte
 	var idle *time.Timer
 	for {
 		select {
@@ -150,6 +151,21 @@ func (c *client) drain() {
 			bc.begin() // one syscall for the whole batch
 		}
 		for i := range batch {
+			if st := batch[i].Stream; st != nil {
+				var more bool
+				parts, more = st.Next(parts[:0])
+				for j := range parts {
+					if !c.write(parts[j]) {
+						c.writing.Store(false)
+						return
+					}
+					parts[j] = nil
+				}
+				if !more {
+					c.q.Done(st)
+				}
+				continue
+			}
 			if !c.write(batch[i].Frame) {
 				c.writing.Store(false)
 				return
@@ -335,13 +351,9 @@ func (c *client) handle(data []byte) {
 		if op.SinceSeq != nil {
 			since = *op.SinceSeq
 		}
-		err := c.h.o.Hub.Subscribe(c, c.p, op.Room, since, func(s hub.Snapshot) {
-			f := subscribedFrame{Type: "subscribed", Room: s.Room, Recovered: s.Recovered,
-				Snapshot: make([]json.RawMessage, len(s.Events)), Ref: op.Ref}
-			for i, e := range s.Events {
-				f.Snapshot[i] = e.Raw
-			}
-			c.sendControl(mustJSON(f))
+		err := c.h.o.Hub.Subscribe(c, c.grant, op.Room, since, func(s hub.Snapshot) {
+			parts := hub.NewParts(s)
+			c.Send(hub.Message{Stream: &snapshotStream{parts: parts, ref: op.Ref}, Bytes: parts.Bytes()})
 		})
 		if err != nil {
 			c.sendControl(mustJSON(errorFrame{Type: "error", Code: hub.Code(err), Message: "subscribe " + clip(op.Room) + ": " + err.Error(), Ref: op.Ref, Room: clip(op.Room)}))
@@ -358,7 +370,7 @@ func (c *client) handle(data []byte) {
 
 func (c *client) command(op Op) {
 	robot, ref := op.Robot, op.Ref
-	c.h.o.Commands.Submit(c.p, robot, op.Name, op.Args, func(res command.Result) {
+	c.h.o.Commands.Submit(c.p, c.p.Subject, robot, op.Name, op.Args, func(res command.Result) {
 		c.sendControl(mustJSON(commandReplyFrame{Type: "command_reply", Ref: ref, OK: res.Reply.OK,
 			Result: command.MarshalResult(res.Reply), Error: res.Reply.Error, CommandID: res.CommandID,
 			Robot: robot, Reply: res.Raw}))

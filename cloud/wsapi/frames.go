@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"strconv"
 
 	"github.com/robotfleet/fleetlink/cloud/hub"
 	"github.com/robotfleet/fleetlink/protocol"
@@ -113,7 +114,64 @@ func (JSON) Event(room string, _ *protocol.Event, raw []byte) ([]byte, error) {
 	return append(b, '}'), nil
 }
 
-var _ hub.Format = JSON{}
+// Notice implements hub.Noticer: it returns {"type":NAME,...obj's fields}.
+func (JSON) Notice(name string, obj []byte) []byte {
+	b := make([]byte, 0, len(obj)+len(name)+12)
+	b = append(b, `{"type":"`...)
+	b = append(b, name...)
+	b = append(b, '"')
+	if len(obj) > 2 {
+		b = append(b, ',')
+		b = append(b, obj[1:]...)
+		return b
+	}
+	return append(b, '}')
+}
+
+var _ hub.Noticer = JSON{}
+
+// snapshotStream streams a subscribe's snapshot (spec §5): `subscribed`
+// with the first part, then `snapshot` frames, the last with more false.
+type snapshotStream struct {
+	parts *hub.Parts
+	ref   json.RawMessage
+}
+
+// Next implements hub.Stream. Room names are identifiers (spec §1) and
+// refs were checked by DecodeOp, so the frame is assembled directly.
+func (s *snapshotStream) Next(buf [][]byte) ([][]byte, bool) {
+	es, first, more := s.parts.Next()
+	n := 96 + len(s.ref)
+	for _, e := range es {
+		n += len(e.Raw) + 1
+	}
+	b := make([]byte, 0, n)
+	if first {
+		b = append(b, `{"type":"subscribed","room":"`...)
+		b = append(b, s.parts.Snap.Room...)
+		b = append(b, `","recovered":`...)
+		b = strconv.AppendBool(b, s.parts.Snap.Recovered)
+		if len(s.ref) > 0 {
+			b = append(b, `,"ref":`...)
+			b = append(b, s.ref...)
+		}
+	} else {
+		b = append(b, `{"type":"snapshot","room":"`...)
+		b = append(b, s.parts.Snap.Room...)
+		b = append(b, '"')
+	}
+	b = append(b, `,"more":`...)
+	b = strconv.AppendBool(b, more)
+	b = append(b, `,"snapshot":[`...)
+	for i, e := range es {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, e.Raw...)
+	}
+	b = append(b, "]}"...)
+	return append(buf, b), more
+}
 
 type connectedFrame struct {
 	Type       string   `json:"type"`
@@ -123,14 +181,6 @@ type connectedFrame struct {
 	Role       string   `json:"role"`
 	Robots     []string `json:"robots"`
 	Expires    *string  `json:"expires_at,omitempty"`
-}
-
-type subscribedFrame struct {
-	Type      string            `json:"type"`
-	Room      string            `json:"room"`
-	Recovered bool              `json:"recovered"`
-	Snapshot  []json.RawMessage `json:"snapshot"`
-	Ref       json.RawMessage   `json:"ref,omitempty"`
 }
 
 type unsubscribedFrame struct {
