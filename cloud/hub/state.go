@@ -60,9 +60,10 @@ func (st *state) ingest(ev *protocol.Event, raw []byte, retained bool) (*Entry, 
 	e := &Entry{Ev: ev, Raw: raw}
 	r := st.robot(ev.Robot)
 	r.lastSeen = st.o.Now()
-	if retained {
-		// The broker re-sent its retained store: the relay (re)subscribed,
-		// and events published while it was away may be lost.
+	if retained && ev.Type != protocol.TypeRobotMetrics {
+		// The broker re-sent a retained event the relay had not seen: the
+		// relay (re)subscribed, and events published while it was away may
+		// be lost. (Latest-only metrics are not in the ring.)
 		r.ring.gap()
 	}
 	switch ev.Type {
