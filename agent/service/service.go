@@ -1,22 +1,30 @@
 // Package service installs and controls robot-agent as a system service
-// with kardianos/service, using our own systemd unit (kardianos' default
-// hard-codes RestartSec=120): restart on failure after 5 s, start after the
-// network is online, a StateDirectory for the spool and sessions.
+// with kardianos/service. The unit is not kardianos' (which runs as root
+// and hard-codes RestartSec=120) but the hardened one the package installs,
+// configs/systemd/robot-agent.service: the robot-agent system user, a
+// read-only OS, the state directory as the only writable place.
 package service
 
 import (
-	"bytes"
 	"fmt"
 	"os"
+	"os/exec"
+	"os/user"
 	"strings"
-	"text/template"
 
 	kservice "github.com/kardianos/service"
+
+	"github.com/robotfleet/fleetlink/configs/systemd"
 )
+
+// User is the system user the unit runs as (User= in the unit); install
+// creates it when it is missing, as the package's preinstall script does.
+const User = "robot-agent"
 
 // Options describes the installed service.
 type Options struct {
-	// Name of the service and unit. Default "robot-agent".
+	// Name of the service and unit. Default "robot-agent". The unit's
+	// contents (user, state directory) do not depend on it.
 	Name string
 	// Executable the unit runs. Default: this program (os.Executable).
 	Executable string
@@ -41,36 +49,27 @@ func (o *Options) fillDefaults() error {
 	return nil
 }
 
-// unitTemplate is the systemd unit. It is rendered here (not by kardianos'
-// template engine) so `install --print-unit` prints exactly what install
-// writes.
-var unitTemplate = template.Must(template.New("unit").Parse(`[Unit]
-Description=Robot fleet agent (fleetlink): metrics, alerts and model optimization sessions over MQTT
-Documentation=https://github.com/robotfleet/fleetlink/blob/main/agent/README.md
-Wants=network-online.target
-After=network-online.target
-ConditionFileIsExecutable={{.Exec}}
-
-[Service]
-Type=simple
-ExecStart={{.Exec}} run --config {{.Config}}
-# Restart after a crash or an error exit, not after a clean stop.
-Restart=on-failure
-RestartSec=5
-# /var/lib/robot-agent: the durable spool, session journal and outputs.
-StateDirectory=robot-agent
-StateDirectoryMode=0750
-# SIGTERM makes the agent publish its retained offline status, then exit.
-KillSignal=SIGTERM
-TimeoutStopSec=30
-# Session runners live in their own process groups; stop them with the agent.
-KillMode=mixed
-# Secrets and overrides as ROBOT_AGENT_* variables, e.g. ROBOT_AGENT_MQTT_PASSWORD.
-EnvironmentFile=-/etc/default/{{.Name}}
-
-[Install]
-WantedBy=multi-user.target
-`))
+// Unit returns the systemd unit for o: configs/systemd/robot-agent.service,
+// the unit the package installs, with ExecStart (and the condition on it)
+// pointing at o.Executable and o.ConfigPath. With /usr/bin/robot-agent and
+// the default config path it is that file byte for byte. `install
+// --print-unit` prints exactly what install writes.
+func Unit(o Options) (string, error) {
+	if err := o.fillDefaults(); err != nil {
+		return "", err
+	}
+	var b strings.Builder
+	for _, line := range strings.SplitAfter(systemd.AgentUnit, "\n") {
+		switch {
+		case strings.HasPrefix(line, "ExecStart="):
+			line = "ExecStart=" + quote(o.Executable) + " run --config " + quote(o.ConfigPath) + "\n"
+		case strings.HasPrefix(line, "ConditionFileIsExecutable="):
+			line = "ConditionFileIsExecutable=" + quote(o.Executable) + "\n"
+		}
+		b.WriteString(line)
+	}
+	return b.String(), nil
+}
 
 // quote writes a path as one systemd command-line word.
 func quote(s string) string {
@@ -79,16 +78,6 @@ func quote(s string) string {
 	}
 	r := strings.NewReplacer(`\`, `\\`, `"`, `\"`, `$`, `$$`, `%`, `%%`)
 	return `"` + r.Replace(s) + `"`
-}
-
-// Unit returns the systemd unit for o.
-func Unit(o Options) (string, error) {
-	if err := o.fillDefaults(); err != nil {
-		return "", err
-	}
-	var b bytes.Buffer
-	err := unitTemplate.Execute(&b, map[string]string{"Exec": quote(o.Executable), "Config": quote(o.ConfigPath), "Name": o.Name})
-	return b.String(), err
 }
 
 // noop satisfies kardianos' Interface for control actions; `run` does not
@@ -123,12 +112,54 @@ func Control(o Options, action string) error {
 	default:
 		return fmt.Errorf("service %s: %w", action, ErrUnknownAction)
 	}
+	if err := o.fillDefaults(); err != nil {
+		return fmt.Errorf("service %s: %w", action, err)
+	}
 	s, err := newService(o)
 	if err != nil {
 		return fmt.Errorf("service %s: %w", action, err)
 	}
+	if action == "install" {
+		for _, p := range []string{o.Executable, o.ConfigPath} {
+			if hidden(p) {
+				return fmt.Errorf("service install: %s: %w; copy it to /usr/local/bin or /etc/robot-agent first", p, ErrHiddenPath)
+			}
+		}
+		if err := ensureUser(User, "/var/lib/robot-agent"); err != nil {
+			return fmt.Errorf("service install: %w", err)
+		}
+	}
 	if err := kservice.Control(s, action); err != nil {
 		return fmt.Errorf("service %s: %w", action, err)
+	}
+	return nil
+}
+
+// hidden reports whether path is under a directory ProtectHome=yes hides.
+func hidden(path string) bool {
+	for _, d := range []string{"/home/", "/root/", "/run/user/"} {
+		if strings.HasPrefix(path, d) {
+			return true
+		}
+	}
+	return false
+}
+
+// ensureUser creates the system user name (and its group) unless it
+// exists: no login shell, home = the state directory, not created here
+// (systemd's StateDirectory= creates and owns it).
+func ensureUser(name, home string) error {
+	if _, err := user.Lookup(name); err == nil {
+		return nil
+	}
+	nologin := "/usr/sbin/nologin"
+	if _, err := os.Stat(nologin); err != nil {
+		nologin = "/sbin/nologin"
+	}
+	out, err := exec.Command("useradd", "--system", "--user-group", "--home-dir", home, "--no-create-home",
+		"--shell", nologin, "--comment", "fleetlink robot agent", name).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("create system user %s: %w: %s", name, err, strings.TrimSpace(string(out)))
 	}
 	return nil
 }
