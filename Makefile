@@ -11,7 +11,7 @@ BINS := robot-agent fleet-relay fleetctl
 PLATFORMS := linux/amd64 linux/arm64 linux/arm/7
 export CGO_ENABLED ?= 0
 
-.PHONY: all build release test test-deps lint bench demo generate clean
+.PHONY: all build release test test-deps lint bench chaos demo generate clean
 
 all: build
 
@@ -50,6 +50,11 @@ generate:
 
 bench: build
 	@bash scripts/bench.sh
+
+# The fault suite at full size (minutes): writes docs/RELIABILITY.md.
+# `make test` runs the same scenarios at a short size.
+chaos: test-deps
+	CHAOS=long CHAOS_REPORT=$(CURDIR)/docs/RELIABILITY.md CGO_ENABLED=1 $(GO) test -count=1 -timeout 60m -run 'TestChaos' -v ./e2e/
 
 demo: build
 	@bash scripts/demo.sh

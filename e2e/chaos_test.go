@@ -165,6 +165,7 @@ type recorder struct {
 	lastEvent time.Time
 	firstAt   map[string]time.Time // event id -> when delivered
 	robotOf   map[string]string    // event id -> robot
+	lat       []latency            // end-to-end latency of live events
 	resuming  map[string]bool      // rooms subscribed with since_seq on this connection
 	conns     int
 	stop      chan struct{}
@@ -266,14 +267,38 @@ func (r *recorder) frame(b []byte) {
 	}
 }
 
+// latency is one live event's robot-to-dashboard time.
+type latency struct {
+	at time.Time
+	d  time.Duration
+}
+
+// p99 of the live events delivered in [from, to).
+func (r *recorder) p99(from, to time.Time) (time.Duration, int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var ds []time.Duration
+	for _, l := range r.lat {
+		if !l.at.Before(from) && l.at.Before(to) {
+			ds = append(ds, l.d)
+		}
+	}
+	if len(ds) == 0 {
+		return 0, 0
+	}
+	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+	return ds[(len(ds)*99)/100], len(ds)
+}
+
 // event counts one session event (called with r.mu held).
 func (r *recorder) event(raw json.RawMessage) {
 	var ev struct {
-		Type    string `json:"type"`
-		ID      string `json:"id"`
-		Robot   string `json:"robot"`
-		Session string `json:"session"`
-		Seq     int64  `json:"seq"`
+		TS      time.Time `json:"ts"`
+		Type    string    `json:"type"`
+		ID      string    `json:"id"`
+		Robot   string    `json:"robot"`
+		Session string    `json:"session"`
+		Seq     int64     `json:"seq"`
 		Data    struct {
 			Error *struct {
 				Code string `json:"code"`
@@ -293,6 +318,9 @@ func (r *recorder) event(raw json.RawMessage) {
 	now := time.Now()
 	r.firstAt[ev.ID] = now
 	r.robotOf[ev.ID] = ev.Robot
+	if ev.Type == "session.progress" && len(r.lat) < 1<<16 {
+		r.lat = append(r.lat, latency{now, now.Sub(ev.TS)})
+	}
 	r.lastEvent = now
 	if ev.Seq > r.lastSeq[ev.Robot] {
 		r.lastSeq[ev.Robot] = ev.Seq
@@ -498,6 +526,8 @@ func (sc *scenario) waitProgress(min int) {
 // recovery is timed on robot's events ("" = any robot's).
 func (sc *scenario) finish(fault string, faultEnd time.Time, robot string, producedFn func() int, note string) chaosResult {
 	sc.t.Helper()
+	// Until every session has its final event and every event is there;
+	// once the finals are in, a few seconds more for stragglers at most.
 	deadline := time.Now().Add(sc.sz.Settle)
 	for time.Now().Before(deadline) {
 		all := true
@@ -509,6 +539,9 @@ func (sc *scenario) finish(fault string, faultEnd time.Time, robot string, produ
 		d, _ := sc.rec.counts()
 		if all && d >= producedFn() {
 			break
+		}
+		if all {
+			deadline = minTime(deadline, time.Now().Add(3*time.Second))
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
@@ -701,6 +734,38 @@ func TestChaos(t *testing.T) {
 		})
 	}
 
+	t.Run("stalled dashboard and invalid payload flood", func(t *testing.T) {
+		long := sz
+		long.Steps *= 3 // sessions outlast the baseline and the flood
+		sc, _, _, relay := mosquittoScenario(t, long, true, false)
+		sc.startSessions("h")
+		sc.waitProgress(3 * len(sc.robots))
+		quiet := time.Now()
+		time.Sleep(2 * time.Second)
+		before, nb := sc.rec.p99(quiet, time.Now())
+		stalledClient(t, relay.addr, sc.robots)
+		faultStart := time.Now()
+		// Malformed, wrong-topic and oversized-field payloads from a peer
+		// with broker access: the relay counts and drops every one.
+		junk := [][]byte{[]byte("not json"), []byte(`{"v":1,"type":"robot.alert"}`), []byte(`{"v":9}`)}
+		n := 3000
+		if sz.Long {
+			n = 30000
+		}
+		// Spread over the fault's duration, while the sessions stream.
+		every := sz.Cut / time.Duration(n)
+		for i := 0; i < n; i++ {
+			sc.cmd.c.Publish(fmt.Sprintf("fleet/v1/robots/r-%d/alerts", 1+i%len(sc.robots)), 0, false, junk[i%len(junk)])
+			time.Sleep(every)
+		}
+		end := time.Now()
+		during, nd := sc.rec.p99(faultStart, end)
+		res := sc.finish("a dashboard stops reading + invalid payload flood", end, "", sc.whole(),
+			fmt.Sprintf("%d invalid payloads; the other client's p99 %s during (%d events) vs %s before (%d events)", n,
+				during.Round(time.Millisecond), nd, before.Round(time.Millisecond), nb))
+		mustLoseNothing(t, res)
+	})
+
 	t.Run("relay kill -9 and restart, Mosquitto", func(t *testing.T) {
 		sc, _, _, relay := mosquittoScenario(t, sz, true, false)
 		sc.startSessions("f")
@@ -711,6 +776,31 @@ func TestChaos(t *testing.T) {
 		end := time.Now()
 		res := sc.finish("relay kill -9 and restart (Mosquitto, history in memory)", end, "", sc.whole(), "")
 		mustNotLoseSilently(t, res)
+	})
+
+	t.Run("NATS node kill -9, robots fail over", func(t *testing.T) {
+		c := natstest.StartCluster(t, 3)
+		sc := newScenario(t, sz, sz.Robots)
+		conf := filepath.Join(t.TempDir(), "relay.yaml")
+		yaml := fmt.Sprintf("mqtt:\n  username: %s\n  password: %s\n  client_id: chaos-relay-f\n", natstest.RelayUser, natstest.RelayPassword)
+		if err := os.WriteFile(conf, []byte(yaml), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		n1, n2, n3 := c.Nodes[0], c.Nodes[1], c.Nodes[2]
+		relay := startChaosRelay(t, n1.MQTTURL(), nil, "--config", conf)
+		sc.cmd = newCommander(t, n2.MQTTURL(), natstest.CtlUser, natstest.CtlPassword)
+		// Each robot lists every node, its own first.
+		sc.agents = newChaosAgents(t, sz.Robots, n3.MQTTURL()+","+n2.MQTTURL()+","+n1.MQTTURL(),
+			func(id string) (string, string) { return id, natstest.RobotPassword(id) })
+		sc.rec = newRecorder(t, sc.robots, relay.addr)
+		eventually(t, 30*time.Second, "robots online", func() bool { return relayRobotsOnline(relay.addr, sc.robots) })
+		sc.startSessions("i")
+		sc.waitProgress(3 * len(sc.robots))
+		n3.Kill()
+		end := time.Now()
+		res := sc.finish("NATS node kill -9 (the robots' node), robots fail over to another node", end, "", sc.whole(), "")
+		mustLoseNothing(t, res)
+		n3.Restart(t)
 	})
 
 	t.Run("relay kill -9 and restart, NATS with JetStream history", func(t *testing.T) {
@@ -738,6 +828,20 @@ func TestChaos(t *testing.T) {
 	})
 }
 
+// stalledClient subscribes to every robot room and then never reads.
+func stalledClient(t *testing.T, addr string, robots []string) *websocket.Conn {
+	t.Helper()
+	c, _, err := websocket.DefaultDialer.Dial("ws://"+addr+"/ws", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	for _, r := range robots {
+		_ = c.WriteJSON(map[string]any{"op": "subscribe", "room": "robot:" + r})
+	}
+	return c
+}
+
 // writeReliability writes docs/RELIABILITY.md from the scenarios' results.
 func writeReliability(t *testing.T, path string, sz chaosSize) {
 	chaosMu.Lock()
@@ -756,6 +860,13 @@ func writeReliability(t *testing.T, path string, sz chaosSize) {
 	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
 		t.Errorf("write %s: %v", path, err)
 	}
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
 }
 
 func yesNo(b bool) string {
