@@ -199,6 +199,16 @@ type WS struct {
 	// OpsPerSecond per client, and the burst. Defaults 20 and 40.
 	OpsPerSecond float64 `yaml:"ops_per_second"`
 	OpsBurst     float64 `yaml:"ops_burst"`
+	// SocketIOMaxSessions caps the Engine.IO session table. Default 100000.
+	SocketIOMaxSessions int `yaml:"socketio_max_sessions"`
+	// SocketIOMaxPending caps the sessions that have not joined the
+	// namespace yet (no token checked). Default 1000.
+	SocketIOMaxPending int `yaml:"socketio_max_pending"`
+	// SocketIOMaxPendingPerAddr caps those per client address. Default 16.
+	SocketIOMaxPendingPerAddr int `yaml:"socketio_max_pending_per_address"`
+	// SocketIOConnectTimeout closes a session that has not joined the
+	// namespace in time. Default 10s.
+	SocketIOConnectTimeout time.Duration `yaml:"socketio_connect_timeout"`
 }
 
 // Hub sizes the caches.
@@ -215,6 +225,13 @@ type Hub struct {
 	SessionsPerRobot int `yaml:"sessions_per_robot"`
 	// RobotTTL evicts robots not heard from. Default 24h.
 	RobotTTL time.Duration `yaml:"robot_ttl"`
+	// RobotBytes caps what one robot and its sessions may make the relay
+	// cache. Default 4194304 (4 MiB).
+	RobotBytes int `yaml:"robot_bytes"`
+	// TotalBytes caps the caches over every robot. Default 1073741824 (1 GiB).
+	TotalBytes int `yaml:"total_bytes"`
+	// MaxTextBytes caps each string of an event's data. Default 4096.
+	MaxTextBytes int `yaml:"max_text_bytes"`
 }
 
 // Commands tunes the command op.
@@ -268,9 +285,10 @@ func Default() Config {
 		NATS: NATS{URLs: []string{}, Stream: "FLEET_HISTORY", MaxAge: 24 * time.Hour, MaxBytes: 1 << 30, Replicas: 1},
 		Auth: Auth{StaticTokens: []auth.StaticToken{}},
 		WS: WS{Heartbeat: 25 * time.Second, ClientGrace: 20 * time.Second, WriteTimeout: 10 * time.Second,
-			QueueBytes: 1 << 20, ReadLimit: 64 << 10, MaxRooms: 128, OpsPerSecond: 20, OpsBurst: 40},
+			QueueBytes: 1 << 20, ReadLimit: 64 << 10, MaxRooms: 128, OpsPerSecond: 20, OpsBurst: 40,
+			SocketIOMaxSessions: 100000, SocketIOMaxPending: 1000, SocketIOMaxPendingPerAddr: 16, SocketIOConnectTimeout: 10 * time.Second},
 		Hub: Hub{RingEvents: 300, RingBytes: 1 << 20, DedupIDs: 65536, MaxRobots: 10000, SessionsPerRobot: 32,
-			RobotTTL: 24 * time.Hour},
+			RobotTTL: 24 * time.Hour, RobotBytes: 4 << 20, TotalBytes: 1 << 30, MaxTextBytes: 4096},
 		Commands:             Commands{Timeout: 10 * time.Second, MaxPending: 10000, MaxPendingPerPrincipal: 100},
 		History:              History{Window: 15 * time.Minute, Step: 5 * time.Second, RobotBytes: 32 << 10, TotalBytes: 64 << 20},
 		SystemStatusInterval: 10 * time.Second,
@@ -486,6 +504,13 @@ func (c *Config) Validate() error {
 	positive("hub.max_robots", float64(c.Hub.MaxRobots))
 	positive("hub.sessions_per_robot", float64(c.Hub.SessionsPerRobot))
 	positive("hub.robot_ttl", float64(c.Hub.RobotTTL))
+	positive("hub.robot_bytes", float64(c.Hub.RobotBytes))
+	positive("hub.total_bytes", float64(c.Hub.TotalBytes))
+	positive("hub.max_text_bytes", float64(c.Hub.MaxTextBytes))
+	positive("ws.socketio_max_sessions", float64(c.WS.SocketIOMaxSessions))
+	positive("ws.socketio_max_pending", float64(c.WS.SocketIOMaxPending))
+	positive("ws.socketio_max_pending_per_address", float64(c.WS.SocketIOMaxPendingPerAddr))
+	positive("ws.socketio_connect_timeout", float64(c.WS.SocketIOConnectTimeout))
 	positive("history.window", float64(c.History.Window))
 	if c.History.Step < time.Second || c.History.Step > c.History.Window {
 		bad("history.step", "must be between 1s and history.window (%s), got %s", c.History.Window, c.History.Step)

@@ -37,7 +37,9 @@ func (r *ring) gap() { r.gapped = true }
 // add appends e. A retained event stands for a gap before it (the broker
 // keeps only the latest), so it moves coverFrom up to its seq; the first
 // live event after a gap moves it to just below its own seq.
-func (r *ring) add(e *Entry, retained bool) {
+// It returns the change of the ring's bytes.
+func (r *ring) add(e *Entry, retained bool) int {
+	before := r.bytes
 	seq := e.Ev.Seq
 	switch {
 	case retained:
@@ -49,14 +51,30 @@ func (r *ring) add(e *Entry, retained bool) {
 		r.coverFrom = seq - 1 // the first event the relay saw
 	}
 	for len(r.es) > 0 && (len(r.es) >= r.maxN || r.bytes+len(e.Raw) > r.maxBytes) {
-		old := r.es[0]
-		r.es[0] = nil
-		r.es = r.es[1:]
-		r.bytes -= len(old.Raw)
-		r.coverFrom = max(r.coverFrom, old.Ev.Seq)
+		r.dropOldest()
 	}
 	r.es = append(r.es, e)
 	r.bytes += len(e.Raw)
+	return r.bytes - before
+}
+
+// dropOldest evicts the oldest event; the ring no longer covers its seq.
+func (r *ring) dropOldest() {
+	old := r.es[0]
+	r.es[0] = nil
+	r.es = r.es[1:]
+	r.bytes -= len(old.Raw)
+	r.coverFrom = max(r.coverFrom, old.Ev.Seq)
+}
+
+// trim evicts the oldest events until the ring holds at most maxBytes and
+// returns the bytes freed.
+func (r *ring) trim(maxBytes int) int {
+	before := r.bytes
+	for len(r.es) > 0 && r.bytes > maxBytes {
+		r.dropOldest()
+	}
+	return before - r.bytes
 }
 
 // all returns the held events ordered by seq.

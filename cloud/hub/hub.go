@@ -78,6 +78,16 @@ type Options struct {
 	// RobotTTL evicts a robot not heard from for this long (offline or
 	// not). Default 24h.
 	RobotTTL time.Duration
+	// RobotBytes caps the envelope bytes cached for one robot and its
+	// sessions; past it its oldest sessions, then its oldest ring events
+	// are evicted. Default 4 MiB.
+	RobotBytes int
+	// TotalBytes caps the envelope bytes cached over every robot; past it
+	// the least recently seen robots are evicted. Default 1 GiB.
+	TotalBytes int
+	// MaxTextBytes caps each string in an event's data (messages, stderr
+	// tails, titles); longer ones are cut, marked with "…". Default 4096.
+	MaxTextBytes int
 	// MaxRoomsPerClient caps one subscriber's rooms. Default 128.
 	MaxRoomsPerClient int
 	// SystemStatusInterval is the period of system.status into fleet.
@@ -111,6 +121,15 @@ func (o *Options) setDefaults() {
 	}
 	if o.RobotTTL <= 0 {
 		o.RobotTTL = 24 * time.Hour
+	}
+	if o.RobotBytes <= 0 {
+		o.RobotBytes = 4 << 20
+	}
+	if o.TotalBytes <= 0 {
+		o.TotalBytes = 1 << 30
+	}
+	if o.MaxTextBytes <= 0 {
+		o.MaxTextBytes = 4096
 	}
 	if o.MaxRoomsPerClient <= 0 {
 		o.MaxRoomsPerClient = 128

@@ -2,6 +2,8 @@ package hub_test
 
 import (
 	"encoding/json"
+	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -332,3 +334,37 @@ func TestOnceWithRooms(t *testing.T) {
 type roomlessFormat struct{ rawFormat }
 
 func (*roomlessFormat) Roomless() {}
+
+// TestCacheBudgets: one robot cannot make the relay cache more than
+// RobotBytes, all robots together no more than TotalBytes, and free text
+// is cut to MaxTextBytes; every eviction is counted (issue 9 item 13).
+func TestCacheBudgets(t *testing.T) {
+	h := hub.New(hub.Options{RobotBytes: 64 << 10, TotalBytes: 160 << 10, MaxTextBytes: 2048})
+	big := strings.Repeat("x", 2000)
+	for i := range 200 {
+		ingest(t, h, "r-greedy", fmt.Sprintf("s-%d", i%40), protocol.SessionProgress{Percent: 1, Stage: "s", Message: big}, false)
+		ingest(t, h, "r-greedy", "", protocol.RobotAlert{Alert: fmt.Sprintf("a-%d", i), Severity: "info", State: "firing", Message: big}, false)
+	}
+	require.LessOrEqual(t, h.Stats().CachedBytes.Load(), int64(64<<10))
+	require.Positive(t, h.Stats().BudgetEvictions.Load())
+
+	// Free text is cut, the event still valid and forwarded.
+	s := &sub{f: &rawFormat{}}
+	subscribe(t, h, s, all{}, "robot:r-text", -1)
+	ev := ingest(t, h, "r-text", "", protocol.RobotNotification{Level: "info", Title: "t", Message: strings.Repeat("é", 5000)}, false)
+	require.Equal(t, int64(1), h.Stats().TextClipped.Load())
+	require.Len(t, s.msgs, 1)
+	got, err := protocol.Decode(s.msgs[0].Frame)
+	require.NoError(t, err)
+	require.Equal(t, ev.ID, got.ID)
+	msg := got.Data.(protocol.RobotNotification).Message
+	require.LessOrEqual(t, len(msg), 2048+len("…"))
+	require.True(t, strings.HasSuffix(msg, "…"))
+
+	// Many robots: the least recently seen go past TotalBytes.
+	for i := range 100 {
+		ingest(t, h, fmt.Sprintf("r-%d", i), "", protocol.RobotNotification{Level: "info", Title: "t", Message: big}, false)
+	}
+	require.LessOrEqual(t, h.Stats().CachedBytes.Load(), int64(160<<10))
+	require.Less(t, h.Counts().RobotsKnown, 100)
+}

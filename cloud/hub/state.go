@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/robotfleet/fleetlink/protocol"
 )
@@ -23,6 +24,7 @@ type state struct {
 	byID     map[string][]string // session id → robots that have it, for session:<id> rooms
 	seen     *idSet
 	sysSeq   int64
+	bytes    int // envelope bytes cached, over every robot (TotalBytes)
 }
 
 // sessKey names a session: it belongs to the robot that publishes it
@@ -37,12 +39,22 @@ type robotState struct {
 	sessions []string          // recent session ids, oldest first, ≤ SessionsPerRobot
 	ring     *ring             // everything but robot.metrics
 	lastSeen time.Time
+	bytes    int // envelope bytes cached for the robot and its sessions (RobotBytes)
 }
 
 type sessionState struct {
 	id, robot string
 	state     *Entry
 	ring      *ring // session events except session.state
+}
+
+func (s *sessionState) bytes() int { return s.ring.bytes + size(s.state) }
+
+func size(e *Entry) int {
+	if e == nil {
+		return 0
+	}
+	return len(e.Raw)
 }
 
 func newState(o *Options, log *slog.Logger) *state {
@@ -57,6 +69,12 @@ func (st *state) ingest(ev *protocol.Event, raw []byte, retained bool) (*Entry, 
 		st.o.Stats.Duplicates.Add(1)
 		return nil, false
 	}
+	if len(raw) > st.o.MaxTextBytes {
+		if cev, craw, ok := clipText(raw, st.o.MaxTextBytes); ok {
+			st.o.Stats.TextClipped.Add(1)
+			ev, raw = cev, craw
+		}
+	}
 	e := &Entry{Ev: ev, Raw: raw}
 	r := st.robot(ev.Robot)
 	r.lastSeen = st.o.Now()
@@ -66,6 +84,7 @@ func (st *state) ingest(ev *protocol.Event, raw []byte, retained bool) (*Entry, 
 		// be lost. (Latest-only metrics are not in the ring.)
 		r.ring.gap()
 	}
+	delta := 0
 	switch ev.Type {
 	case protocol.TypeRobotStatus:
 		// Ordered by the connection epoch when both carry one: a Last Will
@@ -83,23 +102,28 @@ func (st *state) ingest(ev *protocol.Event, raw []byte, retained bool) (*Entry, 
 				}
 			}
 		}
+		delta += size(e) - size(r.status)
 		r.status = e
 	case protocol.TypeRobotMetrics:
 		if newer(r.metrics, ev) {
+			delta += size(e) - size(r.metrics)
 			r.metrics = e
 		}
 	case protocol.TypeRobotAlert:
 		a := ev.Data.(protocol.RobotAlert)
+		old := r.alerts[a.Alert]
 		if a.State == "firing" {
-			if len(r.alerts) < 256 || r.alerts[a.Alert] != nil {
+			if len(r.alerts) < 256 || old != nil {
+				delta += size(e) - size(old)
 				r.alerts[a.Alert] = e
 			}
-		} else {
+		} else if old != nil {
+			delta -= size(old)
 			delete(r.alerts, a.Alert)
 		}
 	}
 	if ev.Type != protocol.TypeRobotMetrics {
-		r.ring.add(e, retained)
+		delta += r.ring.add(e, retained)
 	}
 	if ev.Session != "" {
 		s := st.session(r, ev.Session)
@@ -108,13 +132,109 @@ func (st *state) ingest(ev *protocol.Event, raw []byte, retained bool) (*Entry, 
 		}
 		if ev.Type == protocol.TypeSessionState {
 			if newer(s.state, ev) {
+				delta += size(e) - size(s.state)
 				s.state = e
 			}
 		} else {
-			s.ring.add(e, retained)
+			delta += s.ring.add(e, retained)
 		}
 	}
+	st.charge(r, delta)
+	st.enforce(r, ev.Session)
 	return e, true
+}
+
+// charge adds delta bytes to r's and the total's accounts.
+func (st *state) charge(r *robotState, delta int) {
+	r.bytes += delta
+	st.bytes += delta
+	st.o.Stats.CachedBytes.Add(int64(delta))
+}
+
+// enforce keeps r within RobotBytes (its oldest other sessions go first,
+// then the oldest events of its rings) and the caches within TotalBytes
+// (the least recently seen other robots go). Every eviction is counted.
+func (st *state) enforce(r *robotState, keep string) {
+	for r.bytes > st.o.RobotBytes {
+		over := r.bytes - st.o.RobotBytes
+		if i := slices.IndexFunc(r.sessions, func(id string) bool { return id != keep }); i >= 0 {
+			st.dropSession(r, r.sessions[i])
+		} else if freed := r.ring.trim(max(0, r.ring.bytes-over)); freed > 0 {
+			st.charge(r, -freed)
+		} else if s := st.sessions[sessKey{r.id, keep}]; s != nil && s.ring.bytes > 0 {
+			st.charge(r, -s.ring.trim(max(0, s.ring.bytes-over)))
+		} else if len(r.alerts) > 0 {
+			var oldest *Entry
+			for _, a := range r.alerts {
+				if oldest == nil || a.Ev.Seq < oldest.Ev.Seq {
+					oldest = a
+				}
+			}
+			delete(r.alerts, oldest.Ev.Data.(protocol.RobotAlert).Alert)
+			st.charge(r, -size(oldest))
+		} else {
+			break // what is left is the latest status, metrics and session state
+		}
+		st.o.Stats.BudgetEvictions.Add(1)
+	}
+	for st.bytes > st.o.TotalBytes && len(st.robots) > 1 {
+		var oldest *robotState
+		for _, x := range st.robots {
+			if x != r && (oldest == nil || x.lastSeen.Before(oldest.lastSeen)) {
+				oldest = x
+			}
+		}
+		st.evictRobot(oldest)
+		st.o.Stats.BudgetEvictions.Add(1)
+	}
+}
+
+// clipText cuts every string in raw's data longer than limit bytes to
+// limit (at a rune boundary) plus "…", so that one robot's free text
+// (messages, stderr tails, titles) cannot make the caches huge. It returns
+// the re-decoded event and false when nothing was that long.
+func clipText(raw []byte, limit int) (*protocol.Event, []byte, bool) {
+	var env map[string]any
+	if json.Unmarshal(raw, &env) != nil {
+		return nil, nil, false
+	}
+	clipped := false
+	var walk func(v any) any
+	walk = func(v any) any {
+		switch x := v.(type) {
+		case string:
+			if len(x) > limit {
+				clipped = true
+				cut := limit
+				for cut > 0 && !utf8.RuneStart(x[cut]) {
+					cut--
+				}
+				return x[:cut] + "…"
+			}
+		case map[string]any:
+			for k, y := range x {
+				x[k] = walk(y)
+			}
+		case []any:
+			for i, y := range x {
+				x[i] = walk(y)
+			}
+		}
+		return v
+	}
+	env["data"] = walk(env["data"])
+	if !clipped {
+		return nil, nil, false
+	}
+	b, err := json.Marshal(env)
+	if err != nil {
+		return nil, nil, false
+	}
+	ev, err := protocol.Decode(b)
+	if err != nil {
+		return nil, nil, false
+	}
+	return ev, b, true
 }
 
 // statusEpoch reads data.epoch of a robot.status envelope (the agent's
@@ -176,6 +296,7 @@ func (st *state) dropSession(r *robotState, id string) {
 	if st.sessions[sessKey{r.id, id}] == nil {
 		return
 	}
+	st.charge(r, -st.sessions[sessKey{r.id, id}].bytes())
 	delete(st.sessions, sessKey{r.id, id})
 	if rs := removeString(st.byID[id], r.id); len(rs) > 0 {
 		st.byID[id] = rs
@@ -196,6 +317,7 @@ func (st *state) evictRobot(r *robotState) {
 	for _, s := range slices.Clone(r.sessions) {
 		st.dropSession(r, s)
 	}
+	st.charge(r, -r.bytes)
 	delete(st.robots, r.id)
 	st.o.Stats.Evicted.Add(1)
 	st.log.Info("robot evicted from caches", "robot", r.id, "last_seen", r.lastSeen.UTC().Format(time.RFC3339))
@@ -213,8 +335,10 @@ func (st *state) clear(tp protocol.Topic) {
 	case protocol.KindSessionState:
 		st.dropSession(r, tp.Session)
 	case protocol.KindStatus:
+		st.charge(r, -size(r.status))
 		r.status = nil
 	case protocol.KindMetrics:
+		st.charge(r, -size(r.metrics))
 		r.metrics = nil
 	}
 }

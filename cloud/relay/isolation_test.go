@@ -200,3 +200,30 @@ func TestMarkGap(t *testing.T) {
 	other.send(map[string]any{"op": "ping", "ref": 1})
 	require.Equal(t, "pong", other.next().Type, "rooms of other robots get no notice")
 }
+
+// TestCacheBudgetInMetrics: one robot publishing large events stays within
+// hub.robot_bytes, and the evictions show in /metrics (issue 9 item 13).
+func TestCacheBudgetInMetrics(t *testing.T) {
+	cfg := testConfig()
+	cfg.Hub.RobotBytes = 64 << 10
+	r := startRelay(t, cfg)
+	rb := newRobot(t, r.BrokerURL(), "r-1")
+	big := make([]byte, 3000)
+	for i := range big {
+		big[i] = 'x'
+	}
+	for i := range 60 {
+		rb.send(fmt.Sprintf("s-%d", i), protocol.SessionProgress{Percent: 1, Stage: "s", Message: string(big)})
+	}
+	c := connect(t, r, "")
+	require.Eventually(t, func() bool { return len(c.subscribe(fmt.Sprintf("session:s-%d", 59)).Snapshot) == 1 }, wait, 20*time.Millisecond)
+	require.LessOrEqual(t, r.Hub().Stats().CachedBytes.Load(), int64(64<<10))
+	_, body := httpGet(t, "http://"+r.Addr()+"/metrics")
+	var n int
+	for _, l := range splitLines(body) {
+		if _, err := fmtSscanf(l, "fleet_relay_cache_evictions_total %d", &n); err == nil {
+			break
+		}
+	}
+	require.Positive(t, n, "fleet_relay_cache_evictions_total")
+}

@@ -33,6 +33,11 @@ func newMetrics(h *hub.Hub, ready func() bool) (*prometheus.Registry, prometheus
 	counter("mqtt_reconnects_total", "MQTT connections lost (each followed by reconnection attempts).", s.Reconnects.Load)
 	counter("robots_evicted_total", "Robots evicted from the caches.", s.Evicted.Load)
 	counter("encode_errors_total", "Frames a wire format failed to encode.", s.EncodeErrors.Load)
+	counter("cache_evictions_total", "Cache entries evicted to keep a robot within hub.robot_bytes or the caches within hub.total_bytes.", s.BudgetEvictions.Load)
+	counter("text_clipped_total", "Events whose data strings were cut to hub.max_text_bytes.", s.TextClipped.Load)
+	counter("gaps_total", "Times the relay may have missed events (MQTT session not resumed, a queue overflowed): gap notices sent.", s.Gaps.Load)
+	counter("stale_status_total", "robot.status events dropped for an older connection epoch than the cached one.", s.StaleStatus.Load)
+	gauge("cache_bytes", "Envelope bytes in the hub's caches.", func() float64 { return float64(s.CachedBytes.Load()) })
 	gauge("connections", "Open WebSocket connections.", func() float64 { return float64(s.Connections.Load()) })
 	gauge("queue_bytes", "Bytes waiting in client queues.", func() float64 { return float64(s.QueueBytes.Load()) })
 	gauge("rooms", "Rooms with at least one subscriber.", func() float64 { return float64(h.Counts().Rooms) })
@@ -71,4 +76,5 @@ func registerSocketIOMetrics(reg *prometheus.Registry, s *socketio.Stats) {
 	counter("heartbeat_timeouts_total", "Sessions closed for missing heartbeats or not connecting in time.", s.HeartbeatTimeouts.Load)
 	counter("bad_packets_total", "Undecodable packets and refused events.", s.BadPackets.Load)
 	counter("refused_total", "HTTP requests refused (unknown sid, bad transport, origin, full).", s.Refused.Load)
+	counter("pending_refused_total", "Handshakes refused because too many sessions had not joined the namespace yet.", s.PendingRefused.Load)
 }

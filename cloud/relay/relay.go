@@ -91,6 +91,7 @@ func New(cfg config.Config, log *slog.Logger) (*Relay, error) {
 	r.hub = hub.New(hub.Options{
 		RingEvents: cfg.Hub.RingEvents, RingBytes: cfg.Hub.RingBytes, DedupIDs: cfg.Hub.DedupIDs,
 		MaxRobots: cfg.Hub.MaxRobots, SessionsPerRobot: cfg.Hub.SessionsPerRobot, RobotTTL: cfg.Hub.RobotTTL,
+		RobotBytes: cfg.Hub.RobotBytes, TotalBytes: cfg.Hub.TotalBytes, MaxTextBytes: cfg.Hub.MaxTextBytes,
 		MaxRoomsPerClient: cfg.WS.MaxRooms, SystemStatusInterval: cfg.SystemStatusInterval,
 		Stats: stats, Logger: log.With("component", "hub"),
 		RelayStats: func() protocol.RelayStats {
@@ -165,6 +166,8 @@ func New(cfg config.Config, log *slog.Logger) (*Relay, error) {
 		CheckOrigin: socketio.AllowOrigins(cfg.AllowedOrigins), PingInterval: cfg.WS.Heartbeat,
 		PingTimeout: cfg.WS.ClientGrace, WriteTimeout: cfg.WS.WriteTimeout, QueueBytes: cfg.WS.QueueBytes,
 		MaxPayload: int(cfg.WS.ReadLimit), OpsPerSecond: cfg.WS.OpsPerSecond, OpsBurst: cfg.WS.OpsBurst,
+		MaxSessions: cfg.WS.SocketIOMaxSessions, MaxPending: cfg.WS.SocketIOMaxPending,
+		MaxPendingPerAddr: cfg.WS.SocketIOMaxPendingPerAddr, ConnectTimeout: cfg.WS.SocketIOConnectTimeout,
 		Observe: lat.Observe, Logger: log.With("component", "socketio")})
 	registerSocketIOMetrics(r.reg, r.sio.Stats())
 

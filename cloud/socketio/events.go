@@ -146,6 +146,7 @@ func (s *session) connect(data json.RawMessage) {
 	}
 	s.p, s.grant, s.clientID = p, hub.Grant(p, p.Robots), "c-"+protocol.NewID()
 	s.connected.Store(true)
+	s.srv.joined(s)
 	s.srv.stats.Connects.Add(1)
 	s.pushControl(appendSIO(nil, SIOConnect, "/", []byte(`{"sid":"`+newSID()+`"}`)))
 	cp := connectedPayload{ClientID: s.clientID, ServerTime: protocol.Now().String(),

@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -61,8 +62,17 @@ type Options struct {
 	// closed. Default 20s.
 	PingTimeout time.Duration
 	// ConnectTimeout: an Engine.IO session that has not joined namespace "/"
-	// within it is closed. Default 45s (the reference server's).
+	// within it is closed. Default 10s (stock clients join at once; the
+	// reference server's 45s let a handshake flood hold the table).
 	ConnectTimeout time.Duration
+	// MaxPending caps the sessions that have not joined namespace "/" yet
+	// (unauthenticated): a handshake flood fills this, not the session
+	// table. Default 1000.
+	MaxPending int
+	// MaxPendingPerAddr caps one client address's sessions that have not
+	// joined yet. Behind a proxy every client shares its address: raise it.
+	// Default 16.
+	MaxPendingPerAddr int
 	// UpgradeTimeout: a WebSocket probe that does not complete the upgrade
 	// within it is dropped (the session stays on polling). Default 10s.
 	UpgradeTimeout time.Duration
@@ -103,7 +113,13 @@ func (o *Options) setDefaults() {
 		o.PingTimeout = 20 * time.Second
 	}
 	if o.ConnectTimeout <= 0 {
-		o.ConnectTimeout = 45 * time.Second
+		o.ConnectTimeout = 10 * time.Second
+	}
+	if o.MaxPending <= 0 {
+		o.MaxPending = 1000
+	}
+	if o.MaxPendingPerAddr <= 0 {
+		o.MaxPendingPerAddr = 16
 	}
 	if o.UpgradeTimeout <= 0 {
 		o.UpgradeTimeout = 10 * time.Second
@@ -183,6 +199,7 @@ type Stats struct {
 	Pongs             atomic.Int64 // heartbeat pongs received
 	BadPackets        atomic.Int64 // undecodable packets and refused events
 	Refused           atomic.Int64 // HTTP requests refused (unknown sid, bad transport, origin, full)
+	PendingRefused    atomic.Int64 // handshakes refused because too many sessions had not joined yet (in total or from the address)
 }
 
 // Engine.IO HTTP error codes, answered as {"code":N,"message":"..."}.
@@ -209,9 +226,11 @@ type Server struct {
 	stats    Stats
 	warn     warnLimiter
 
-	mu       sync.Mutex // guards sessions and shutdown
-	sessions map[string]*session
-	shutdown bool
+	mu        sync.Mutex // guards sessions, pending, pendingBy, the sessions' pendingAddr and shutdown
+	sessions  map[string]*session
+	pending   int            // sessions not yet joined to "/"
+	pendingBy map[string]int // pending per client address
+	shutdown  bool
 
 	wg sync.WaitGroup // WebSocket connections being served
 }
@@ -224,7 +243,7 @@ func New(o Options) *Server {
 	}
 	o.setDefaults()
 	s := &Server{o: o, log: o.Logger.With("component", "socketio"), hub: o.Hub, hstats: o.Hub.Stats(),
-		sessions: map[string]*session{}}
+		sessions: map[string]*session{}, pendingBy: map[string]int{}}
 	s.upgrader = websocket.Upgrader{
 		ReadBufferSize:  1024,
 		WriteBufferSize: 8192,
@@ -316,17 +335,30 @@ func (s *Server) session(sid string) *session {
 }
 
 // open creates and registers a session, or returns nil when the server is
-// full or shutting down. r is the handshake request (nil in tests).
+// full, too many sessions wait to join (from r's address or in total), or
+// it is shutting down. r is the handshake request (nil in tests).
 func (s *Server) open(r *http.Request) *session {
 	sess := newSession(s)
+	addr := ""
 	if r != nil {
 		sess.httpToken = auth.FromRequest(r)
+		addr = clientAddr(r)
 	}
 	s.mu.Lock()
 	if s.shutdown || len(s.sessions) >= s.o.MaxSessions {
 		s.mu.Unlock()
 		return nil
 	}
+	if s.pending >= s.o.MaxPending || s.pendingBy[addr] >= s.o.MaxPendingPerAddr {
+		s.mu.Unlock()
+		s.stats.PendingRefused.Add(1)
+		s.warnf("pending", "refusing Socket.IO handshakes: too many sessions have not joined yet",
+			"addr", addr, "pending", s.o.MaxPending, "per_addr", s.o.MaxPendingPerAddr)
+		return nil
+	}
+	s.pending++
+	s.pendingBy[addr]++
+	sess.pendingAddr = &addr
 	s.sessions[sess.sid] = sess
 	s.mu.Unlock()
 	s.stats.Handshakes.Add(1)
@@ -338,9 +370,38 @@ func (s *Server) open(r *http.Request) *session {
 func (s *Server) remove(sess *session) {
 	s.mu.Lock()
 	delete(s.sessions, sess.sid)
+	s.joinedLocked(sess)
 	s.mu.Unlock()
 	s.stats.Sessions.Add(-1)
 	s.hstats.Connections.Add(-1)
+}
+
+// joined moves sess out of the pending count once it joined "/".
+func (s *Server) joined(sess *session) {
+	s.mu.Lock()
+	s.joinedLocked(sess)
+	s.mu.Unlock()
+}
+
+func (s *Server) joinedLocked(sess *session) {
+	if sess.pendingAddr == nil {
+		return
+	}
+	addr := *sess.pendingAddr
+	sess.pendingAddr = nil
+	s.pending--
+	if s.pendingBy[addr]--; s.pendingBy[addr] <= 0 {
+		delete(s.pendingBy, addr)
+	}
+}
+
+// clientAddr is the host of the request's remote address.
+func clientAddr(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
 }
 
 // openPacket is the Engine.IO handshake: 0{"sid",...}.

@@ -71,6 +71,8 @@ type session struct {
 
 	httpToken string // the handshake request's bearer token or ?token=, the fallback of CONNECT's auth.token
 
+	pendingAddr *string // the client address while not joined to "/" (guarded by srv.mu)
+
 	inMu     sync.Mutex // serializes inbound packets; guards the fields below
 	p        *auth.Principal
 	grant    hub.Authorizer // p keyed by its robots claim (hub.Grant)
