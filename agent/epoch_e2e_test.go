@@ -1,0 +1,101 @@
+package agent_test
+
+import (
+	"regexp"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/robotfleet/fleetlink/agent/internal/agenttest"
+	"github.com/robotfleet/fleetlink/internal/brokertest"
+	"github.com/robotfleet/fleetlink/internal/tcpproxy"
+	"github.com/robotfleet/fleetlink/protocol"
+	"github.com/stretchr/testify/require"
+)
+
+var connectedEpoch = regexp.MustCompile(`msg="connected to the broker".* epoch=(\d+)`)
+
+// lastConnectedEpoch is the epoch of the agent's latest successful connect, from its log.
+func lastConnectedEpoch(a *agenttest.Agent) int64 {
+	m := connectedEpoch.FindAllStringSubmatch(a.Output(), -1)
+	if len(m) == 0 {
+		return 0
+	}
+	e, _ := strconv.ParseInt(m[len(m)-1][1], 10, 64)
+	return e
+}
+
+// Issue 14 item 3: a network blackhole between the agent and Mosquitto.
+// The agent's connection attempts during the blackhole are held open by the
+// silent network and complete when it ends: Mosquitto accepts them and,
+// as they are already abandoned, publishes their Wills — after the agent's
+// live connection announced online. Every status carries its connection's
+// epoch: every such Will has a lower epoch than the live online status, so a
+// receiver that orders a robot's statuses by epoch ends with "online".
+func TestBlackholeStaleWillsAreOlderEpochs(t *testing.T) {
+	m := brokertest.StartMosquitto(t)
+	p, err := tcpproxy.New(m.Addr())
+	require.NoError(t, err)
+	t.Cleanup(func() { p.Close() })
+	const robot = "r-hole"
+	w := watch(t, m.URL(), topics.Status(robot))
+	a := agenttest.Start(t, agenttest.Options{Broker: "tcp://" + p.Addr(), RobotID: robot, Env: []string{
+		"ROBOT_AGENT_MQTT_KEEP_ALIVE=1s", "ROBOT_AGENT_MQTT_CONNECT_TIMEOUT=500ms",
+	}})
+	first := waitStatus(t, w, "online", "")
+	e1 := first.ev.Data.(protocol.RobotStatus).Epoch
+	require.Positive(t, e1, "the online status carries the connection epoch")
+
+	p.Blackhole()
+	// The broker gives up on the silent connection (1.5 × keep-alive) and
+	// fires its Will; meanwhile the agent's attempts pile up in the hole.
+	require.Eventually(t, func() bool {
+		for _, g := range w.events(t) {
+			if st, ok := g.ev.Data.(protocol.RobotStatus); ok && st.State == "offline" && st.Epoch == e1 {
+				return true
+			}
+		}
+		return false
+	}, wait, 20*time.Millisecond, "the first connection's Will")
+	held := p.Stats().Accepted
+	require.Eventually(t, func() bool { return p.Stats().Accepted >= held+3 }, wait, 20*time.Millisecond,
+		"the agent keeps trying during the blackhole")
+	p.Restore()
+
+	// Settle: the agent is connected, and the latest status by epoch is its
+	// live online status.
+	var live int64
+	require.Eventually(t, func() bool {
+		live = lastConnectedEpoch(a)
+		best := latestByEpoch(t, w)
+		return live > e1 && best != nil && best.Epoch == live && best.State == "online"
+	}, wait, 50*time.Millisecond, "a receiver ordering by epoch ends with the live online status")
+
+	var staleWills int
+	for _, g := range w.events(t) {
+		st := g.ev.Data.(protocol.RobotStatus)
+		if st.State != "offline" {
+			continue
+		}
+		require.Equal(t, "lost", st.Reason)
+		require.Less(t, st.Epoch, live, "a Will (epoch %d) never outranks the live connection (epoch %d)", st.Epoch, live)
+		if st.Epoch > e1 {
+			staleWills++ // an attempt held by the blackhole, completed after it
+		}
+	}
+	require.Positive(t, staleWills, "attempts held open during the blackhole completed and fired their Wills:\n%s", a.Output())
+	t.Logf("first epoch %d, live epoch %d, stale Wills after the blackhole %d, proxy %+v", e1, live, staleWills, p.Stats())
+}
+
+// latestByEpoch is what a receiver ordering by epoch holds: the status with
+// the highest epoch (the later one on a tie).
+func latestByEpoch(t *testing.T, w *watcher) *protocol.RobotStatus {
+	var best *protocol.RobotStatus
+	for _, g := range w.events(t) {
+		st, ok := g.ev.Data.(protocol.RobotStatus)
+		if ok && (best == nil || st.Epoch >= best.Epoch) {
+			best = &st
+		}
+	}
+	return best
+}
