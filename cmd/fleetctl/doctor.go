@@ -2,7 +2,7 @@ package main
 
 import (
 	"context"
-	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -16,7 +16,15 @@ import (
 )
 
 func init() {
-	register("doctor", command{summary: "check robots' health from their retained status and metrics, and ping one", run: runDoctor})
+	register(&command{
+		name:    "doctor",
+		args:    "[ROBOT]",
+		summary: "check robots' health from their retained status and metrics, and ping one",
+		help: "Reads the retained status and metrics of ROBOT (all robots without ROBOT)\n" +
+			"and prints one check per line: OK, WARN or FAIL. With ROBOT online it also\n" +
+			"pings it. Exits 1 when a check fails or no robot is found.",
+		define: defineDoctor,
+	})
 }
 
 // Check levels, worst last.
@@ -68,35 +76,36 @@ type robotSeen struct {
 	invalidMore     int             // invalid payloads beyond the cap
 }
 
-func runDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("doctor", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: fleetctl doctor [flags] [ROBOT]\n\nReads the retained status and metrics of ROBOT (all robots without ROBOT)\nand prints one check per line: OK, WARN or FAIL. With ROBOT online it also\npings it. Exits 1 when a check fails or no robot is found.\n\nFlags:\n")
-		fs.PrintDefaults()
-	}
+func defineDoctor(fs *flag.FlagSet) runFunc {
 	mc := addMQTTFlags(fs)
 	timeout := fs.Duration("timeout", 5*time.Second, "how long to wait for the ping reply; also caps --wait")
 	wait := fs.Duration("wait", time.Second, "how long to collect retained messages")
 	stale := fs.Duration("stale", 30*time.Second, "warn when the latest metrics are older than this")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
-	pos, err := parseInterleaved(fs, args)
-	if err != nil {
-		return err
+	return func(ctx context.Context, pos []string, stdout, stderr io.Writer) error {
+		return runDoctor(ctx, mc, pos, doctorOpts{timeout: *timeout, wait: *wait, stale: *stale, json: *asJSON}, stdout, stderr)
 	}
+}
+
+type doctorOpts struct {
+	timeout, wait, stale time.Duration
+	json                 bool
+}
+
+func runDoctor(ctx context.Context, mc *mqttConfig, pos []string, o doctorOpts, stdout, stderr io.Writer) error {
 	if len(pos) > 1 {
 		return fmt.Errorf("%w: at most one ROBOT, got %q", errUsage, pos)
 	}
-	for name, d := range map[string]time.Duration{"--timeout": *timeout, "--wait": *wait, "--stale": *stale} {
+	for name, d := range map[string]time.Duration{"--timeout": o.timeout, "--wait": o.wait, "--stale": o.stale} {
 		if d <= 0 {
 			return fmt.Errorf("%w: %s must be positive, got %s", errUsage, name, d)
 		}
 	}
-	*wait = min(*wait, *timeout) // --timeout bounds every wait
-	topics, err := mc.topics()
-	if err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
+	o.wait = min(o.wait, o.timeout) // --timeout bounds every wait
+	if err := mc.load(stderr); err != nil {
+		return err
 	}
+	topics := mc.Topics
 	robot := "+"
 	if len(pos) == 1 {
 		robot = pos[0]
@@ -111,7 +120,7 @@ func runDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	defer client.Disconnect(250)
 
-	seen, dropped, err := collectRetained(ctx, client, mc, topics, robot, *wait)
+	seen, dropped, err := collectStatusMetrics(ctx, client, mc, robot, o.wait)
 	if err != nil {
 		return err
 	}
@@ -120,12 +129,12 @@ func runDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		if robot != "+" {
 			what = robot
 		}
-		fmt.Fprintf(stderr, "fleetctl doctor: no retained status or metrics of %s on %s under prefix %q\n", what, mc.Broker, topics.Prefix())
-		return fmt.Errorf("%w on %s", errNoRobots, mc.Broker)
+		fmt.Fprintf(stderr, "fleetctl doctor: no retained status or metrics of %s on %s under prefix %q\n", what, mc.broker(), topics.Prefix())
+		return fmt.Errorf("%w on %s", errNoRobots, mc.broker())
 	}
 
 	now := time.Now()
-	rep := doctorReport{Broker: mc.Broker, Dropped: dropped}
+	rep := doctorReport{Broker: mc.broker(), Dropped: dropped}
 	ids := make([]string, 0, len(seen))
 	for id := range seen {
 		ids = append(ids, id)
@@ -133,9 +142,9 @@ func runDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	sort.Strings(ids)
 	for _, id := range ids {
 		s := seen[id]
-		rr := robotReport{Robot: id, Checks: robotChecks(s, now, *stale)}
+		rr := robotReport{Robot: id, Checks: robotChecks(s, now, o.stale)}
 		if robot != "+" && s.status != nil && s.status.Data.(protocol.RobotStatus).State == "online" {
-			rr.Checks = append(rr.Checks, pingCheck(ctx, client, mc, topics, id, *timeout))
+			rr.Checks = append(rr.Checks, pingCheck(ctx, client, mc, id, o.timeout))
 		}
 		for _, c := range rr.Checks {
 			switch c.Level {
@@ -151,12 +160,10 @@ func runDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return ctx.Err()
 	}
 
-	if *asJSON {
-		b, err := json.MarshalIndent(rep, "", "  ")
-		if err != nil {
-			return fmt.Errorf("print report: %w", err)
+	if o.json {
+		if err := writeJSON(stdout, rep); err != nil {
+			return err
 		}
-		fmt.Fprintf(stdout, "%s\n", b)
 	} else {
 		printReport(stdout, &rep)
 	}
@@ -166,48 +173,68 @@ func runDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	return nil
 }
 
-// collectRetained subscribes to the status and metrics of robot ("+" for
-// all) and gathers what arrives within wait of the subscription's
-// acknowledgement; the retained messages come first. For a single robot it
-// stops as soon as both topics have spoken.
-func collectRetained(ctx context.Context, client mqtt.Client, mc *mqttConfig, topics protocol.Topics, robot string, wait time.Duration) (map[string]*robotSeen, int64, error) {
-	q := newMsgQueue(watchQueueBytes)
-	subs := map[string]byte{
+// collectStatusMetrics gathers the retained status and metrics of robot
+// ("+" for all) for wait; for a single robot it stops as soon as both
+// topics have spoken.
+func collectStatusMetrics(ctx context.Context, client mqtt.Client, mc *mqttConfig, robot string, wait time.Duration) (map[string]*robotSeen, int64, error) {
+	topics := mc.Topics
+	seen := map[string]*robotSeen{}
+	filters := map[string]byte{
 		topics.Status(robot):  protocol.KindStatus.QoS(),
 		topics.Metrics(robot): protocol.KindMetrics.QoS(),
 	}
-	tok := client.SubscribeMultiple(subs, func(_ mqtt.Client, m mqtt.Message) { q.push(m) })
-	if err := waitToken(ctx, tok, mc.ConnectTimeout); err != nil {
-		return nil, 0, fmt.Errorf("subscribe %s and %s: %w", topics.Status(robot), topics.Metrics(robot), err)
-	}
+	dropped, err := collectRetained(ctx, client, mc, filters, wait, func(m mqtt.Message) bool {
+		id := robotOf(topics, m.Topic())
+		s := seen[id]
+		if s == nil {
+			s = &robotSeen{}
+			seen[id] = s
+		}
+		s.observe(topics, m.Topic(), m.Payload())
+		return robot != "+" && s.status != nil && s.metrics != nil
+	})
+	return seen, dropped, err
+}
 
-	seen := map[string]*robotSeen{}
-	base := topics.Prefix() + "/v1/robots/"
+// collectRetained subscribes to filters and hands what arrives within wait
+// of the subscription's acknowledgement to take, retained messages first,
+// until take says it has enough. Empty payloads (retained messages being
+// cleared) are skipped. It returns how many messages overflowed the buffer.
+func collectRetained(ctx context.Context, client mqtt.Client, mc *mqttConfig, filters map[string]byte, wait time.Duration, take func(mqtt.Message) (enough bool)) (int64, error) {
+	q := newMsgQueue(watchQueueBytes)
+	tok := client.SubscribeMultiple(filters, func(_ mqtt.Client, m mqtt.Message) { q.push(m) })
+	if err := waitToken(ctx, tok, mc.ConnectTimeout); err != nil {
+		names := make([]string, 0, len(filters))
+		for f := range filters {
+			names = append(names, f)
+		}
+		sort.Strings(names)
+		return 0, fmt.Errorf("subscribe %s: %w", strings.Join(names, ", "), err)
+	}
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			return nil, 0, ctx.Err()
+			return 0, ctx.Err()
 		case <-timer.C:
-			return seen, q.dropped.Load(), nil
+			return q.dropped.Load(), nil
 		case m := <-q.ch:
 			q.done(m)
 			if len(m.Payload()) == 0 {
-				continue // a retained message being cleared
+				continue
 			}
-			id, _, _ := strings.Cut(strings.TrimPrefix(m.Topic(), base), "/")
-			s := seen[id]
-			if s == nil {
-				s = &robotSeen{}
-				seen[id] = s
-			}
-			s.observe(topics, m.Topic(), m.Payload())
-			if robot != "+" && s.status != nil && s.metrics != nil {
-				return seen, q.dropped.Load(), nil
+			if take(m) {
+				return q.dropped.Load(), nil
 			}
 		}
 	}
+}
+
+// robotOf returns the robot id of a topic under topics' prefix.
+func robotOf(topics protocol.Topics, topic string) string {
+	id, _, _ := strings.Cut(strings.TrimPrefix(topic, topics.Prefix()+"/v1/robots/"), "/")
+	return id
 }
 
 // observe records one payload on topic: the latest valid event of its
@@ -299,57 +326,32 @@ func robotChecks(s *robotSeen, now time.Time, stale time.Duration) []doctorCheck
 }
 
 // pingCheck sends ping to robot and times the matching reply.
-func pingCheck(ctx context.Context, client mqtt.Client, mc *mqttConfig, topics protocol.Topics, robot string, timeout time.Duration) doctorCheck {
+func pingCheck(ctx context.Context, client mqtt.Client, mc *mqttConfig, robot string, timeout time.Duration) doctorCheck {
 	fail := func(format string, a ...any) doctorCheck {
 		return doctorCheck{Name: "ping", Level: levelFail, Detail: fmt.Sprintf(format, a...)}
 	}
-	ev := protocol.NewEvent(robot, protocol.Command{Name: protocol.CmdPing, Args: map[string]any{}, ExpiresAt: protocol.TimePtr(time.Now().Add(timeout))})
-	payload, err := protocol.Encode(ev)
-	if err != nil {
-		return fail("encode: %v", err)
-	}
-	replies := make(chan protocol.CommandReply, 1)
-	tok := client.Subscribe(topics.Replies(robot), protocol.KindReplies.QoS(), func(_ mqtt.Client, m mqtt.Message) {
-		r, err := protocol.Decode(m.Payload())
-		if err != nil {
-			return
+	res, err := call(ctx, client, mc, robot, protocol.CmdPing, nil, callOpts{Timeout: timeout, Expires: timeout})
+	switch {
+	case errors.Is(err, errNoReply):
+		return fail("no reply to ping within %s", timeout)
+	case res != nil && err != nil:
+		rtt := res.RTT.Round(time.Microsecond)
+		if res.Data.Error == nil {
+			return fail("refused after %s", rtt)
 		}
-		if d, ok := r.Data.(protocol.CommandReply); ok && d.CommandID == ev.ID {
-			select {
-			case replies <- d:
-			default: // a QoS 1 redelivery
-			}
+		return fail("refused after %s: %s: %q", rtt, res.Data.Error.Code, res.Data.Error.Message)
+	case err != nil:
+		if ctx.Err() != nil {
+			return fail("interrupted")
 		}
-	})
-	if err := waitToken(ctx, tok, mc.ConnectTimeout); err != nil {
-		return fail("subscribe %s: %v", topics.Replies(robot), err)
+		return fail("%v", err)
 	}
-	start := time.Now()
-	if err := waitToken(ctx, client.Publish(topics.Commands(robot), protocol.KindCommands.QoS(), false, payload), mc.ConnectTimeout); err != nil {
-		return fail("publish %s: %v", topics.Commands(robot), err)
+	detail := fmt.Sprintf("reply in %s", res.RTT.Round(time.Microsecond))
+	var pr protocol.PingResult
+	if resultAs(res, &pr) == nil && pr.AgentVersion != "" {
+		detail += fmt.Sprintf(", agent %s, uptime %.0fs", pr.AgentVersion, pr.UptimeS)
 	}
-	timer := time.NewTimer(timeout)
-	defer timer.Stop()
-	select {
-	case <-ctx.Done():
-		return fail("interrupted")
-	case <-timer.C:
-		return fail("no reply to ping %s within %s", ev.ID, timeout)
-	case d := <-replies:
-		rtt := time.Since(start)
-		if !d.OK {
-			if d.Error == nil {
-				return fail("refused after %s", rtt.Round(time.Microsecond))
-			}
-			return fail("refused after %s: %s: %q", rtt.Round(time.Microsecond), d.Error.Code, d.Error.Message)
-		}
-		detail := fmt.Sprintf("reply in %s", rtt.Round(time.Microsecond))
-		var pr protocol.PingResult
-		if b, err := json.Marshal(d.Result); err == nil && json.Unmarshal(b, &pr) == nil && pr.AgentVersion != "" {
-			detail += fmt.Sprintf(", agent %s, uptime %.0fs", pr.AgentVersion, pr.UptimeS)
-		}
-		return doctorCheck{Name: "ping", Level: levelOK, Detail: detail}
-	}
+	return doctorCheck{Name: "ping", Level: levelOK, Detail: detail}
 }
 
 // roundAge rounds d for people: whole seconds, or milliseconds under one.
@@ -362,9 +364,9 @@ func roundAge(d time.Duration) time.Duration {
 
 func printReport(w io.Writer, rep *doctorReport) {
 	for _, r := range rep.Robots {
-		fmt.Fprintf(w, "robot %s\n", r.Robot)
+		fmt.Fprintf(w, "robot %s\n", clean(r.Robot))
 		for _, c := range r.Checks {
-			fmt.Fprintf(w, "  %-4s  %-8s  %s\n", c.Level, c.Name, c.Detail)
+			fmt.Fprintf(w, "  %-4s  %-8s  %s\n", c.Level, c.Name, clean(c.Detail))
 		}
 	}
 	if rep.Dropped > 0 {

@@ -2,9 +2,9 @@ package main
 
 import "errors"
 
-// Sentinel errors of fleetctl's commands; run maps them to exit codes.
+// Sentinel errors of fleetctl's commands; exitCode maps them to exit codes.
 var (
-	// errUsage: bad flags or arguments; the usage text follows (exit 2).
+	// errUsage: bad flags, arguments or broker options (exit 2).
 	errUsage = errors.New("usage")
 	// errInvalidEvents: validate read input that is not a valid event.
 	errInvalidEvents = errors.New("invalid events")
@@ -16,4 +16,12 @@ var (
 	errNoRobots = errors.New("no robots found")
 	// errChecksFailed: at least one of doctor's checks is FAIL.
 	errChecksFailed = errors.New("checks failed")
+	// errSessionFailed: a followed session ended failed (exit 3).
+	errSessionFailed = errors.New("session failed")
+	// errSessionCancelled: a followed session ended cancelled (exit 4).
+	errSessionCancelled = errors.New("session cancelled")
+	// errSessionTimeout: a followed session failed with code timeout (exit 5).
+	errSessionTimeout = errors.New("session timed out")
+	// errFollowTimeout: --follow-timeout passed before the session ended.
+	errFollowTimeout = errors.New("session still running")
 )

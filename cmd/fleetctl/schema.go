@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -12,26 +13,58 @@ import (
 )
 
 func init() {
-	register("schema", command{summary: "list the event types, or print one's JSON Schema and example", run: runSchema})
+	register(&command{
+		name:    "schema",
+		args:    "[TYPE]",
+		summary: "list the event types, or print one's JSON Schema and example",
+		help: "Without TYPE lists the event types; with TYPE prints its JSON Schema\n" +
+			"(draft 2020-12) and an example that validates. With --json the list is a JSON\n" +
+			"array and TYPE gives {\"type\", \"schema\", \"example\"}.",
+		define: defineSchema,
+	})
 }
 
-func runSchema(_ context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("schema", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: fleetctl schema [TYPE]\n\nWithout TYPE lists the event types; with TYPE prints its JSON Schema\n(draft 2020-12) and an example that validates.\n\nFlags:\n")
-		fs.PrintDefaults()
-	}
+// schemaEntry is one event type in `schema --json`.
+type schemaEntry struct {
+	Type        string `json:"type"`
+	Topic       string `json:"topic,omitempty"` // with {r} and {s}; empty for WebSocket-only types
+	QoS         *byte  `json:"qos,omitempty"`
+	Retained    *bool  `json:"retained,omitempty"`
+	Direction   string `json:"direction"`
+	Description string `json:"description"`
+}
+
+// schemaDoc is `schema --json TYPE`.
+type schemaDoc struct {
+	Type    string          `json:"type"`
+	Schema  json.RawMessage `json:"schema"`
+	Example json.RawMessage `json:"example"`
+}
+
+func defineSchema(fs *flag.FlagSet) runFunc {
 	only := fs.String("only", "", "print only the schema or only the example: schema|example")
-	pos, err := parseInterleaved(fs, args)
-	if err != nil {
-		return err
+	asJSON := fs.Bool("json", false, "print one JSON document (a list without TYPE)")
+	return func(_ context.Context, pos []string, stdout, _ io.Writer) error {
+		return runSchema(pos, *only, *asJSON, stdout)
 	}
+}
+
+func runSchema(pos []string, only string, asJSON bool, stdout io.Writer) error {
 	switch {
+	case len(pos) == 0 && asJSON:
+		list := []schemaEntry{}
+		for _, t := range protocol.Catalog() {
+			e := schemaEntry{Type: t.Type, Topic: t.Topic(), Direction: t.Direction, Description: t.Description}
+			if e.Topic != "" {
+				e.QoS, e.Retained = &t.QoS, &t.Retained
+			}
+			list = append(list, e)
+		}
+		return writeJSON(stdout, list)
 	case len(pos) > 1:
 		return fmt.Errorf("%w: at most one TYPE, got %q", errUsage, pos)
-	case *only != "" && *only != "schema" && *only != "example":
-		return fmt.Errorf("%w: --only must be schema or example, got %q", errUsage, *only)
+	case only != "" && only != "schema" && only != "example":
+		return fmt.Errorf("%w: --only must be schema or example, got %q", errUsage, only)
 	case len(pos) == 0:
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "TYPE\tTOPIC\tQOS\tRETAINED\tDESCRIPTION")
@@ -48,20 +81,27 @@ func runSchema(_ context.Context, args []string, stdout, stderr io.Writer) error
 	if !ok {
 		return fmt.Errorf("unknown event type %q (known: %s)", pos[0], strings.Join(protocol.Types(), ", "))
 	}
-	if *only != "example" {
-		if *only == "" {
+	if asJSON && only == "" {
+		ex, err := protocol.ExampleJSON(info.Type)
+		if err != nil {
+			return err
+		}
+		return writeJSON(stdout, schemaDoc{Type: info.Type, Schema: info.Schema(), Example: ex})
+	}
+	if only != "example" {
+		if only == "" {
 			fmt.Fprintf(stdout, "# %s: %s\n# JSON Schema (draft 2020-12):\n", info.Type, info.Description)
 		}
 		if _, err := stdout.Write(info.Schema()); err != nil {
 			return err
 		}
 	}
-	if *only != "schema" {
+	if only != "schema" {
 		ex, err := protocol.ExampleJSON(info.Type)
 		if err != nil {
 			return err
 		}
-		if *only == "" {
+		if only == "" {
 			fmt.Fprintf(stdout, "\n# Example:\n")
 		}
 		fmt.Fprintf(stdout, "%s\n", ex)

@@ -14,7 +14,16 @@ import (
 )
 
 func init() {
-	register("validate", command{summary: "check events against the contract, naming each broken field", run: runValidate})
+	register(&command{
+		name:    "validate",
+		args:    "[FILE...]",
+		summary: "check events against the contract, naming each broken field",
+		help: "Validates one event per FILE (standard input without FILE, or for -) and\n" +
+			"prints each broken rule with its field. Exits 1 when any event is invalid.\n" +
+			"With --json prints {\"total\", \"invalid\", \"results\": [{\"input\", \"ok\", \"type\",\n" +
+			"\"robot\", \"session\", \"seq\", \"errors\": [{\"path\", \"message\"}]}]}.",
+		define: defineValidate,
+	})
 }
 
 // stdin is where validate reads when given no file; tests replace it.
@@ -24,46 +33,76 @@ var stdin io.Reader = os.Stdin
 // protocol.MaxPayload bytes, so a longer line is reported, not buffered.
 const maxLine = protocol.MaxPayload + 1
 
-func runValidate(_ context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: fleetctl validate [flags] [FILE...]\n\nValidates one event per FILE (standard input without FILE, or for -) and\nprints each broken rule with its field. Exits 1 when any event is invalid.\n\nFlags:\n")
-		fs.PrintDefaults()
-	}
+// validateReport is `validate --json`.
+type validateReport struct {
+	Total   int              `json:"total"`
+	Invalid int              `json:"invalid"`
+	Results []validateResult `json:"results"`
+}
+
+// validateResult is the verdict on one input.
+type validateResult struct {
+	Input   string          `json:"input"` // FILE, FILE:LINE or <stdin>
+	OK      bool            `json:"ok"`
+	Type    string          `json:"type,omitempty"`
+	Robot   string          `json:"robot,omitempty"`
+	Session string          `json:"session,omitempty"`
+	Seq     int64           `json:"seq,omitempty"`
+	Errors  []validateError `json:"errors,omitempty"`
+}
+
+// validateError is one broken rule; path is empty when the input is not an event at all.
+type validateError struct {
+	Path    string `json:"path"`
+	Message string `json:"message"`
+}
+
+func defineValidate(fs *flag.FlagSet) runFunc {
 	topic := fs.String("topic", "", "also check that the event belongs on this MQTT topic")
-	prefix := fs.String("prefix", envOr("FLEETCTL_TOPIC_PREFIX", protocol.DefaultPrefix), "topic prefix for --topic (env FLEETCTL_TOPIC_PREFIX)")
+	prefix := fs.String("prefix", "", "topic prefix for --topic (env FLEETCTL_TOPIC_PREFIX; default "+protocol.DefaultPrefix+")")
 	lines := fs.Bool("lines", false, "each line of the input is one event (e.g. from mosquitto_sub)")
 	quiet := fs.Bool("q", false, "print only invalid events")
-	files, err := parseInterleaved(fs, args)
-	if err != nil {
-		return err
-	}
-	var tp *protocol.Topic
-	if *topic != "" {
-		topics, err := protocol.NewTopics(*prefix)
-		if err != nil {
-			return fmt.Errorf("%w: --prefix: %v", errUsage, err)
+	asJSON := fs.Bool("json", false, "print one JSON report instead of lines")
+	return func(_ context.Context, files []string, stdout, _ io.Writer) error {
+		var tp *protocol.Topic
+		if *topic != "" {
+			p := *prefix
+			if p == "" {
+				p = os.Getenv("FLEETCTL_TOPIC_PREFIX")
+			}
+			topics, err := protocol.NewTopics(p)
+			if err != nil {
+				return fmt.Errorf("%w: --prefix: %v", errUsage, err)
+			}
+			t, err := topics.Parse(*topic)
+			if err != nil {
+				return fmt.Errorf("%w: --topic: %v", errUsage, err)
+			}
+			tp = &t
 		}
-		t, err := topics.Parse(*topic)
-		if err != nil {
-			return fmt.Errorf("%w: --topic: %v", errUsage, err)
+		if len(files) == 0 {
+			files = []string{"-"}
 		}
-		tp = &t
-	}
-	if len(files) == 0 {
-		files = []string{"-"}
-	}
-	v := validation{out: stdout, topic: tp, quiet: *quiet}
-	for _, name := range files {
-		if err := v.file(name, *lines); err != nil {
-			return err
+		v := validation{out: stdout, topic: tp, quiet: *quiet, json: *asJSON}
+		for _, name := range files {
+			if err := v.file(name, *lines); err != nil {
+				return err
+			}
 		}
+		if *asJSON {
+			rep := validateReport{Total: v.total, Invalid: v.bad, Results: v.results}
+			if rep.Results == nil {
+				rep.Results = []validateResult{}
+			}
+			if err := writeJSON(stdout, rep); err != nil {
+				return err
+			}
+		}
+		if v.bad > 0 {
+			return fmt.Errorf("%w: %d of %d", errInvalidEvents, v.bad, v.total)
+		}
+		return nil
 	}
-	if v.bad > 0 {
-		return fmt.Errorf("%w: %d of %d", errInvalidEvents, v.bad, v.total)
-	}
-	return nil
 }
 
 // validation checks inputs and counts the results.
@@ -71,6 +110,8 @@ type validation struct {
 	out        io.Writer
 	topic      *protocol.Topic
 	quiet      bool
+	json       bool             // collect results instead of printing lines
+	results    []validateResult // with json
 	total, bad int
 }
 
@@ -108,36 +149,56 @@ func (v *validation) file(name string, lines bool) error {
 	if err := sc.Err(); err != nil {
 		v.total++
 		v.bad++
-		fmt.Fprintf(v.out, "%s:%d: INVALID payload: %v (line longer than %d bytes)\n", label, n+1, err, protocol.MaxPayload)
+		msg := fmt.Sprintf("%v (line longer than %d bytes)", err, protocol.MaxPayload)
+		if v.json {
+			v.results = append(v.results, validateResult{Input: fmt.Sprintf("%s:%d", label, n+1), Errors: []validateError{{Path: "payload", Message: msg}}})
+			return nil
+		}
+		fmt.Fprintf(v.out, "%s: INVALID payload: %s\n", clean(fmt.Sprintf("%s:%d", label, n+1)), msg)
 	}
 	return nil
 }
 
-// check validates one payload and prints the verdict: one line when valid,
-// one line per broken rule when not.
+// check validates one payload and records the verdict: one line when
+// valid, one line per broken rule when not (cleaned: the input is foreign).
 func (v *validation) check(label string, payload []byte) {
 	v.total++
 	ev, err := protocol.Decode(payload)
 	if err == nil && v.topic != nil {
 		err = v.topic.Matches(ev)
 	}
+	res := validateResult{Input: label, OK: err == nil}
 	if err == nil {
-		if !v.quiet {
-			where := ev.Robot
-			if ev.Session != "" {
-				where += "/" + ev.Session
+		res.Type, res.Robot, res.Session, res.Seq = ev.Type, ev.Robot, ev.Session, ev.Seq
+	} else {
+		v.bad++
+		var ve *protocol.ValidationError
+		if errors.As(err, &ve) {
+			for _, f := range ve.Fields {
+				res.Errors = append(res.Errors, validateError{Path: f.Path, Message: f.Msg})
 			}
-			fmt.Fprintf(v.out, "%s: ok: %s from %s, seq %d\n", label, ev.Type, where, ev.Seq)
+		} else {
+			res.Errors = []validateError{{Message: err.Error()}}
 		}
+	}
+	if v.json {
+		v.results = append(v.results, res)
 		return
 	}
-	v.bad++
-	var ve *protocol.ValidationError
-	if errors.As(err, &ve) {
-		for _, f := range ve.Fields {
-			fmt.Fprintf(v.out, "%s: INVALID %s: %s\n", label, f.Path, f.Msg)
+	switch {
+	case res.OK && !v.quiet:
+		where := ev.Robot
+		if ev.Session != "" {
+			where += "/" + ev.Session
 		}
-		return
+		fmt.Fprintln(v.out, cleanf("%s: ok: %s from %s, seq %d", label, ev.Type, where, ev.Seq))
+	case !res.OK:
+		for _, e := range res.Errors {
+			if e.Path == "" {
+				fmt.Fprintln(v.out, cleanf("%s: INVALID %s", label, e.Message))
+			} else {
+				fmt.Fprintln(v.out, cleanf("%s: INVALID %s: %s", label, e.Path, e.Message))
+			}
+		}
 	}
-	fmt.Fprintf(v.out, "%s: INVALID %v\n", label, err)
 }

@@ -2,14 +2,10 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -20,119 +16,16 @@ import (
 )
 
 func init() {
-	register("watch", command{summary: "print the events robots publish, one line each", run: runWatch})
-}
-
-// mqttConfig is how fleetctl reaches the broker. Flags fill it, with
-// defaults from the environment.
-type mqttConfig struct {
-	Broker         string        // --broker, FLEETCTL_BROKER; default tcp://127.0.0.1:1883
-	Prefix         string        // --prefix, FLEETCTL_TOPIC_PREFIX; default "fleet"
-	Username       string        // --username, FLEETCTL_USERNAME; default none
-	Password       string        // --password, FLEETCTL_PASSWORD; default none
-	ConnectTimeout time.Duration // --connect-timeout; default 10s
-}
-
-// defaultBroker is the broker when neither --broker nor FLEETCTL_BROKER says.
-const defaultBroker = "tcp://127.0.0.1:1883"
-
-func envOr(key, def string) string {
-	if v := os.Getenv(key); v != "" {
-		return v
-	}
-	return def
-}
-
-// addMQTTFlags registers the broker flags on fs; their defaults come from
-// the environment, read now.
-func addMQTTFlags(fs *flag.FlagSet) *mqttConfig {
-	c := &mqttConfig{}
-	fs.StringVar(&c.Broker, "broker", envOr("FLEETCTL_BROKER", defaultBroker), "MQTT broker URL: tcp://, ssl://, ws:// or wss:// (env FLEETCTL_BROKER)")
-	fs.StringVar(&c.Prefix, "prefix", envOr("FLEETCTL_TOPIC_PREFIX", protocol.DefaultPrefix), "topic prefix (env FLEETCTL_TOPIC_PREFIX)")
-	fs.StringVar(&c.Username, "username", os.Getenv("FLEETCTL_USERNAME"), "MQTT username (env FLEETCTL_USERNAME)")
-	fs.StringVar(&c.Password, "password", os.Getenv("FLEETCTL_PASSWORD"), "MQTT password (env FLEETCTL_PASSWORD)")
-	fs.DurationVar(&c.ConnectTimeout, "connect-timeout", 10*time.Second, "how long to wait for the broker")
-	return c
-}
-
-// topics validates the prefix.
-func (c *mqttConfig) topics() (protocol.Topics, error) {
-	t, err := protocol.NewTopics(c.Prefix)
-	if err != nil {
-		return t, fmt.Errorf("--prefix: %w", err)
-	}
-	return t, nil
-}
-
-// connect opens an MQTT connection. onConnect runs on every (re)connect,
-// so subscriptions made there survive a broker restart.
-func (c *mqttConfig) connect(ctx context.Context, role string, reconnect bool, onConnect mqtt.OnConnectHandler, onLost mqtt.ConnectionLostHandler) (mqtt.Client, error) {
-	if c.Broker == "" {
-		return nil, fmt.Errorf("%w: --broker is empty", errUsage)
-	}
-	opts := mqtt.NewClientOptions().
-		AddBroker(c.Broker).
-		SetClientID("fleetctl-" + role + "-" + randomHex(4)).
-		SetUsername(c.Username).
-		SetPassword(c.Password).
-		SetCleanSession(true).
-		SetConnectTimeout(c.ConnectTimeout).
-		SetAutoReconnect(reconnect).
-		SetOrderMatters(true) // arrival order; handlers only enqueue, never block
-	if onConnect != nil {
-		opts.SetOnConnectHandler(onConnect)
-	}
-	if onLost != nil {
-		opts.SetConnectionLostHandler(onLost)
-	}
-	client := mqtt.NewClient(opts)
-	if err := waitToken(ctx, client.Connect(), c.ConnectTimeout+time.Second); err != nil {
-		return nil, fmt.Errorf("connect to %s: %w", c.Broker, err)
-	}
-	return client, nil
-}
-
-// waitToken waits for an MQTT operation, the timeout or ctx.
-func waitToken(ctx context.Context, tok mqtt.Token, timeout time.Duration) error {
-	timer := time.NewTimer(timeout)
-	defer timer.Stop()
-	select {
-	case <-tok.Done():
-		return tok.Error()
-	case <-timer.C:
-		return fmt.Errorf("no answer from the broker within %s", timeout)
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
-}
-
-// parseInterleaved parses flags that may come before, between or after the
-// positional arguments (fleetctl send r-1 ping --timeout 3s).
-func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return nil, err
-			}
-			return nil, fmt.Errorf("%w: %v", errUsage, err) // exit 2, as for any usage error
-		}
-		rest := fs.Args()
-		if len(rest) == 0 {
-			return pos, nil
-		}
-		if rest[0] == "--" {
-			return append(pos, rest[1:]...), nil
-		}
-		pos = append(pos, rest[0])
-		args = rest[1:]
-	}
+	register(&command{
+		name:    "watch",
+		args:    "[ROBOT]",
+		summary: "print the events robots publish, one line each",
+		help: "Prints every message under fleet/v1/robots/ROBOT/# (all robots without ROBOT),\n" +
+			"one line each: time, topic, type and a summary. Robot-supplied text is printed\n" +
+			"with control characters escaped (\\x1b, \\n), so no payload can drive the terminal.\n" +
+			"With --json, each payload is printed as one line of compact JSON instead.",
+		define: defineWatch,
+	})
 }
 
 // msgQueue hands messages from paho's callbacks to the printing loop without
@@ -171,87 +64,79 @@ func (q *msgQueue) done(m mqtt.Message) { q.bytes.Add(-msgSize(m)) }
 // watchQueueBytes caps what watch buffers while the terminal is slow.
 const watchQueueBytes = 16 << 20
 
-func runWatch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("watch", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: fleetctl watch [flags] [ROBOT]\n\nPrints every message under fleet/v1/robots/ROBOT/# (all robots without ROBOT),\none line each: time, topic, type and a summary.\n\nFlags:\n")
-		fs.PrintDefaults()
-	}
+func defineWatch(fs *flag.FlagSet) runFunc {
 	mc := addMQTTFlags(fs)
-	rawJSON := fs.Bool("json", false, "print the raw payloads, one per line, instead of summaries")
+	asJSON := fs.Bool("json", false, "print the payloads as compact JSON, one per line, instead of summaries")
 	count := fs.Int("count", 0, "exit after this many messages (0: until interrupted)")
-	pos, err := parseInterleaved(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) > 1 {
-		return fmt.Errorf("%w: at most one ROBOT, got %q", errUsage, pos)
-	}
-	topics, err := mc.topics()
-	if err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
-	}
-	filter := topics.AllRobots()
-	if len(pos) == 1 {
-		if err := protocol.CheckID("robot id", pos[0]); err != nil {
-			return fmt.Errorf("%w: %v", errUsage, err)
+	return func(ctx context.Context, pos []string, stdout, stderr io.Writer) error {
+		if len(pos) > 1 {
+			return fmt.Errorf("%w: at most one ROBOT, got %q", errUsage, pos)
 		}
-		filter = topics.RobotTree(pos[0])
-	}
-
-	q := newMsgQueue(watchQueueBytes)
-	// subscribed carries the result of each (re)subscription, made on every
-	// connect; the loop announces it, so "watching" means messages flow.
-	subscribed := make(chan error, 1)
-	onConnect := func(c mqtt.Client) {
-		tok := c.Subscribe(filter, 1, func(_ mqtt.Client, m mqtt.Message) { q.push(m) })
-		go func() { // never wait inside a paho callback
-			err := waitToken(ctx, tok, mc.ConnectTimeout)
-			if err != nil {
-				err = fmt.Errorf("subscribe %s: %w", filter, err)
+		if err := mc.load(stderr); err != nil {
+			return err
+		}
+		topics := mc.Topics
+		filter := topics.AllRobots()
+		if len(pos) == 1 {
+			if err := protocol.CheckID("robot id", pos[0]); err != nil {
+				return fmt.Errorf("%w: %v", errUsage, err)
 			}
+			filter = topics.RobotTree(pos[0])
+		}
+
+		q := newMsgQueue(watchQueueBytes)
+		// subscribed carries the result of each (re)subscription, made on every
+		// connect; the loop announces it, so "watching" means messages flow.
+		subscribed := make(chan error, 1)
+		onConnect := func(c mqtt.Client) {
+			tok := c.Subscribe(filter, 1, func(_ mqtt.Client, m mqtt.Message) { q.push(m) })
+			go func() { // never wait inside a paho callback
+				err := waitToken(ctx, tok, mc.ConnectTimeout)
+				if err != nil {
+					err = fmt.Errorf("subscribe %s: %w", filter, err)
+				}
+				select {
+				case subscribed <- err:
+				default:
+				}
+			}()
+		}
+		onLost := func(_ mqtt.Client, err error) {
+			fmt.Fprintf(stderr, "fleetctl watch: connection lost: %s; reconnecting\n", clean(err.Error()))
+		}
+		client, err := mc.connect(ctx, "watch", true, onConnect, onLost)
+		if err != nil {
+			return err
+		}
+		defer client.Disconnect(250)
+
+		seen := 0
+		recent := newRecentIDs(4096)
+		for {
 			select {
-			case subscribed <- err:
-			default:
-			}
-		}()
-	}
-	onLost := func(_ mqtt.Client, err error) {
-		fmt.Fprintf(stderr, "fleetctl watch: connection lost: %v; reconnecting\n", err)
-	}
-	client, err := mc.connect(ctx, "watch", true, onConnect, onLost)
-	if err != nil {
-		return err
-	}
-	defer client.Disconnect(250)
-
-	seen := 0
-	recent := newRecentIDs(4096)
-	for {
-		select {
-		case <-ctx.Done():
-			reportDropped(stderr, q)
-			return nil // interrupted: the normal way to stop watching
-		case err := <-subscribed:
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(stderr, "fleetctl watch: watching %s on %s\n", filter, mc.Broker)
-		case m := <-q.ch:
-			q.done(m)
-			if recent.seen(m.Payload()) {
-				continue // a QoS 1 redelivery: receivers de-duplicate by event id
-			}
-			if *rawJSON {
-				fmt.Fprintf(stdout, "%s\n", m.Payload())
-			} else {
-				fmt.Fprintln(stdout, watchLine(topics, m.Topic(), m.Payload(), m.Retained(), time.Now()))
-			}
-			seen++
-			if *count > 0 && seen >= *count {
+			case <-ctx.Done():
 				reportDropped(stderr, q)
-				return nil
+				return nil // interrupted: the normal way to stop watching
+			case err := <-subscribed:
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(stderr, "fleetctl watch: watching %s on %s\n", filter, mc.broker())
+			case m := <-q.ch:
+				q.done(m)
+				if recent.seen(m.Payload()) {
+					continue // a QoS 1 redelivery: receivers de-duplicate by event id
+				}
+				if *asJSON {
+					fmt.Fprintln(stdout, payloadLine(m.Payload()))
+				} else {
+					fmt.Fprintln(stdout, watchLine(topics, m.Topic(), m.Payload(), m.Retained(), time.Now()))
+				}
+				seen++
+				if *count > 0 && seen >= *count {
+					reportDropped(stderr, q)
+					return nil
+				}
 			}
 		}
 	}
@@ -264,7 +149,8 @@ func reportDropped(w io.Writer, q *msgQueue) {
 }
 
 // watchLine formats one message: time, topic, type, summary. The time is
-// the event's ts; now when the payload has none.
+// the event's ts; now when the payload has none. Every part may carry
+// robot-supplied text (the topic too), so the whole line is cleaned.
 func watchLine(topics protocol.Topics, topic string, payload []byte, retained bool, now time.Time) string {
 	ts := now.UTC().Format("15:04:05.000")
 	mark := ""
@@ -273,7 +159,7 @@ func watchLine(topics protocol.Topics, topic string, payload []byte, retained bo
 	}
 	ev, err := protocol.Decode(payload)
 	if err != nil {
-		return fmt.Sprintf("%s %s%s INVALID %s", ts, topic, mark, err)
+		return cleanf("%s %s%s INVALID %s", ts, topic, mark, err)
 	}
 	ts = ev.TS.UTC().Format("15:04:05.000")
 	line := fmt.Sprintf("%s %s%s %s %s", ts, topic, mark, ev.Type, summary(ev))
@@ -282,7 +168,7 @@ func watchLine(topics protocol.Topics, topic string, payload []byte, retained bo
 	} else if err := tp.Matches(ev); err != nil {
 		line += " WRONG TOPIC: " + err.Error()
 	}
-	return line
+	return clean(line)
 }
 
 // summary is a short human description of an event's data.

@@ -16,8 +16,8 @@ import (
 // watchRun is one `fleetctl watch` running in the test.
 type watchRun struct {
 	stdout, stderr *syncBuffer
-	finished       chan struct{} // closed when runWatch returned
-	err            error         // runWatch's result, set before finished is closed
+	finished       chan struct{} // closed when watch returned
+	err            error         // watch's result, set before finished is closed
 }
 
 // startWatch runs `fleetctl watch args...` until it returns (--count) or the
@@ -28,7 +28,7 @@ func startWatch(t *testing.T, args ...string) *watchRun {
 	w := &watchRun{stdout: &syncBuffer{}, stderr: &syncBuffer{}, finished: make(chan struct{})}
 	go func() {
 		defer close(w.finished)
-		w.err = runWatch(ctx, args, w.stdout, w.stderr)
+		w.err = runCommand(ctx, commands["watch"], args, w.stdout, w.stderr)
 	}()
 	t.Cleanup(func() {
 		cancel()

@@ -1,0 +1,236 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/robotfleet/fleetlink/internal/brokertest"
+	"github.com/robotfleet/fleetlink/protocol"
+)
+
+// keysOf returns the sorted keys of a JSON object.
+func keysOf(t *testing.T, raw any) []string {
+	t.Helper()
+	m, ok := raw.(map[string]any)
+	require.True(t, ok, "not an object: %v", raw)
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+func decodeJSON(t *testing.T, s string) map[string]any {
+	t.Helper()
+	var m map[string]any
+	require.NoError(t, json.Unmarshal([]byte(s), &m), s)
+	return m
+}
+
+// TestSessionFollowCompletes: a real agent runs the example optimizer;
+// --follow shows progress with stage and ETA and exits 0 with the result.
+func TestSessionFollowCompletes(t *testing.T) {
+	broker := brokertest.StartMochi(t)
+	startAgent(t, broker.URL(), "r-1")
+
+	code, out, errOut := runFleetctl(t, "session", "start", "r-1", "--broker", broker.URL(), "--pipeline", "fake-optimize",
+		"--model", "m.onnx", "--param", "steps=4", "--param", "step_delay=0.1", "--follow")
+	require.Equal(t, 0, code, "stdout:\n%s\nstderr:\n%s", out, errOut)
+	require.Regexp(t, `session \S+ on r-1 completed in \S+ \(fake-optimize m.onnx\)`, out)
+	require.Contains(t, out, "size_after 11")
+	require.Contains(t, out, "artifact m.optimized.onnx 11 bytes sha256 ")
+	require.Regexp(t, `\[#+\.*\] +\d+\.\d% running \w+`, errOut, "a progress bar with stage")
+	require.Contains(t, errOut, "ETA ")
+	t.Logf("progress as a log shows it:\n%s", errOut)
+
+	// --json: one object, the final session.state inside.
+	code, out, errOut = runFleetctl(t, "session", "start", "r-1", "--broker", broker.URL(), "--pipeline", "fake-optimize",
+		"--model", "m.onnx", "--param", "steps=2", "--follow", "--json", "--session-id", "s-json")
+	require.Equal(t, 0, code, errOut)
+	m := decodeJSON(t, out)
+	require.Equal(t, []string{"robot", "session_id", "state", "status"}, keysOf(t, m))
+	require.Equal(t, "s-json", m["session_id"])
+	require.Equal(t, "completed", m["status"])
+	state := m["state"].(map[string]any)
+	require.Equal(t, "completed", state["status"])
+	require.NotNil(t, state["result"])
+}
+
+// TestSessionFollowFailures: a failing pipeline exits 3 with its error and
+// stderr tail; one the robot times out exits 5.
+func TestSessionFollowFailures(t *testing.T) {
+	broker := brokertest.StartMosquitto(t)
+	startAgent(t, broker.URL(), "r-2")
+
+	code, out, errOut := runFleetctl(t, "session", "start", "r-2", "--broker", broker.URL(), "--pipeline", "fail", "--model", "m.onnx", "--follow")
+	require.Equal(t, 3, code, "stdout:\n%s\nstderr:\n%s", out, errOut)
+	require.Contains(t, out, "failed")
+	require.Contains(t, out, "error runner_error")
+	require.Contains(t, out, "| last words")
+	require.Contains(t, errOut, "session failed")
+
+	code, out, errOut = runFleetctl(t, "session", "start", "r-2", "--broker", broker.URL(), "--pipeline", "slow", "--model", "m.onnx", "--follow", "--json")
+	require.Equal(t, 5, code, "stdout:\n%s\nstderr:\n%s", out, errOut)
+	m := decodeJSON(t, out)
+	require.Equal(t, "failed", m["status"])
+	require.Equal(t, "timeout", m["state"].(map[string]any)["error"].(map[string]any)["code"])
+
+	// A command the robot refuses: exit 1, its error, no session.
+	code, _, errOut = runFleetctl(t, "session", "start", "r-2", "--broker", broker.URL(), "--pipeline", "nope", "--model", "m.onnx", "--follow")
+	require.Equal(t, 1, code, errOut)
+	require.Contains(t, errOut, "unknown_pipeline")
+}
+
+// TestSessionCancelAndLists: a long session shows in `sessions` and
+// `robots`; `session cancel` ends it, and a --follow of it exits 4.
+func TestSessionCancelAndLists(t *testing.T) {
+	broker := brokertest.StartMochi(t)
+	startAgent(t, broker.URL(), "r-3")
+	b := broker.URL()
+
+	code, out, errOut := runFleetctl(t, "session", "start", "r-3", "--broker", b, "--pipeline", "fake-optimize", "--model", "m.onnx",
+		"--param", "steps=1000", "--param", "step_delay=0.1", "--session-id", "s-long", "--json")
+	require.Equal(t, 0, code, errOut)
+	m := decodeJSON(t, out)
+	require.Equal(t, []string{"robot", "session_id", "status"}, keysOf(t, m))
+	require.Equal(t, "s-long", m["session_id"])
+
+	// A second fleetctl follows it (its --session-id is taken: start fails),
+	// so follow it the way an engineer would: start another and cancel that.
+	type result struct {
+		code        int
+		out, errOut string
+	}
+	followed := make(chan result, 1)
+	go func() {
+		code, out, errOut := runFleetctl(t, "session", "start", "r-3", "--broker", b, "--pipeline", "fake-optimize", "--model", "m.onnx",
+			"--param", "steps=1000", "--param", "step_delay=0.1", "--session-id", "s-follow", "--follow")
+		followed <- result{code, out, errOut}
+	}()
+
+	require.Eventually(t, func() bool {
+		code, out, _ := runFleetctl(t, "sessions", "r-3", "--broker", b)
+		return code == 0 && strings.Contains(out, "s-long") && strings.Contains(out, "s-follow") && strings.Contains(out, "running")
+	}, 30*time.Second, 200*time.Millisecond)
+	code, out, errOut = runFleetctl(t, "sessions", "r-3", "--broker", b)
+	require.Equal(t, 0, code, errOut)
+	require.Regexp(t, `(?m)^SESSION +STATUS +PIPELINE +MODEL +PROGRESS +STAGE +CREATED +DURATION +ERROR$`, out)
+	require.Regexp(t, `(?m)^s-long +running +fake-optimize +m.onnx +\d+% `, out)
+
+	code, out, errOut = runFleetctl(t, "sessions", "r-3", "--broker", b, "--json")
+	require.Equal(t, 0, code, errOut)
+	m = decodeJSON(t, out)
+	require.Equal(t, []string{"robot", "sessions"}, keysOf(t, m))
+	first := m["sessions"].([]any)[0].(map[string]any)
+	require.Contains(t, keysOf(t, first), "session_id")
+	require.Contains(t, keysOf(t, first), "status")
+	require.Contains(t, keysOf(t, first), "created_at")
+
+	code, out, errOut = runFleetctl(t, "robots", "--broker", b, "--wait", "500ms")
+	require.Equal(t, 0, code, errOut)
+	require.Regexp(t, `(?m)^r-3 +online +\S+ +\S+ +\d+\.\d% +\d+\.\d% +s-\S+ running fake-optimize \d+% \S+ \(\+1 more\)$`, out)
+
+	code, out, errOut = runFleetctl(t, "session", "cancel", "r-3", "s-follow", "--broker", b)
+	require.Equal(t, 0, code, errOut)
+	require.Contains(t, out, "session s-follow on r-3: cancelled")
+	select {
+	case r := <-followed:
+		require.Equal(t, 4, r.code, "stdout:\n%s\nstderr:\n%s", r.out, r.errOut)
+		require.Contains(t, r.out, "session s-follow on r-3 cancelled")
+	case <-time.After(30 * time.Second):
+		t.Fatal("the --follow of a cancelled session did not end")
+	}
+
+	code, out, errOut = runFleetctl(t, "session", "cancel", "r-3", "s-long", "--broker", b, "--json")
+	require.Equal(t, 0, code, errOut)
+	require.Equal(t, map[string]any{"robot": "r-3", "session_id": "s-long", "status": "cancelled"}, decodeJSON(t, out))
+	code, _, errOut = runFleetctl(t, "session", "cancel", "r-3", "s-long", "--broker", b)
+	require.Equal(t, 1, code)
+	require.Contains(t, errOut, "session_finished")
+}
+
+// TestSessionFollowInterrupted: interrupting --follow exits 130 and leaves
+// the session running.
+func TestSessionFollowInterrupted(t *testing.T) {
+	broker := brokertest.StartMochi(t)
+	startAgent(t, broker.URL(), "r-4")
+	ctx, cancel := context.WithCancel(context.Background())
+	stderr := &syncBuffer{}
+	done := make(chan int, 1)
+	go func() {
+		err := runCommand(ctx, commands["session start"], []string{"r-4", "--broker", broker.URL(), "--pipeline", "fake-optimize",
+			"--model", "m.onnx", "--param", "steps=1000", "--session-id", "s-int", "--follow"}, &syncBuffer{}, stderr)
+		done <- exitCode("session start", err, stderr)
+	}()
+	require.Eventually(t, func() bool { return strings.Contains(stderr.String(), "running") }, 30*time.Second, 50*time.Millisecond)
+	cancel()
+	require.Equal(t, 130, <-done)
+	code, out, _ := runFleetctl(t, "sessions", "r-4", "--broker", broker.URL())
+	require.Equal(t, 0, code)
+	require.Regexp(t, `s-int +running`, out)
+}
+
+func TestPing(t *testing.T) {
+	broker := brokertest.StartMochi(t)
+	startAgent(t, broker.URL(), "r-5")
+	code, out, errOut := runFleetctl(t, "ping", "r-5", "--broker", broker.URL())
+	require.Equal(t, 0, code, errOut)
+	require.Regexp(t, `^pong from r-5 in \d+\.\d ms: agent \S+, up \d+s\n$`, out)
+
+	code, out, errOut = runFleetctl(t, "ping", "--json", "r-5", "--broker", broker.URL())
+	require.Equal(t, 0, code, errOut)
+	m := decodeJSON(t, out)
+	require.Equal(t, []string{"agent_version", "broker", "robot", "rtt_ms", "uptime_s"}, keysOf(t, m))
+	require.Equal(t, broker.URL(), m["broker"])
+
+	code, _, errOut = runFleetctl(t, "ping", "r-404", "--broker", broker.URL(), "--timeout", "300ms")
+	require.Equal(t, 1, code)
+	require.Contains(t, errOut, "no reply from r-404 to ping")
+}
+
+// TestRobots: the table and --json from retained state: a real agent, a
+// robot whose Last Will said offline, one that only has metrics.
+func TestRobots(t *testing.T) {
+	broker := brokertest.StartMochi(t)
+	startAgent(t, broker.URL(), "r-6")
+	waitRetained(t, broker.URL(), protocol.Topics{}.Metrics("r-6"), func(*protocol.Event) bool { return true })
+	pub := dial(t, broker.URL(), "others")
+	tp := protocol.Topics{}
+	publish(t, pub, tp.Status("r-7"), statusPayload(t, "r-7", "offline", "lost"), true)
+	publish(t, pub, tp.Metrics("r-8"), metricsPayload(t, "r-8", time.Minute, 0, 0), true)
+
+	code, out, errOut := runFleetctl(t, "robots", "--broker", broker.URL(), "--wait", "500ms")
+	require.Equal(t, 0, code, errOut)
+	ls := lines(out)
+	require.Len(t, ls, 4, out)
+	require.Regexp(t, `^ROBOT +STATE +SINCE +VERSION +CPU +MEM +SESSION$`, ls[0])
+	require.Regexp(t, `^r-6 +online +\d+s +\S+ +\d+\.\d% +\d+\.\d% +-$`, ls[1])
+	require.Regexp(t, `^r-7 +offline \(lost\) +\d+s +1\.0\.0 +- +- +-$`, ls[2])
+	require.Regexp(t, `^r-8 +unknown +- +- +\d+\.\d% +\d+\.\d% +-$`, ls[3])
+
+	code, out, errOut = runFleetctl(t, "robots", "--broker", broker.URL(), "--wait", "500ms", "--json", "r-6", "r-7")
+	require.Equal(t, 0, code, errOut)
+	m := decodeJSON(t, out)
+	require.Equal(t, []string{"broker", "dropped", "robots"}, keysOf(t, m))
+	robots := m["robots"].([]any)
+	require.Len(t, robots, 2)
+	r6 := robots[0].(map[string]any)
+	require.Equal(t, []string{"agent_version", "cpu_percent", "hostname", "memory_percent", "metrics_at", "robot", "sessions", "since", "state"}, keysOf(t, r6))
+	require.Equal(t, "online", r6["state"])
+	require.Equal(t, []any{}, r6["sessions"])
+	r7 := robots[1].(map[string]any)
+	require.Equal(t, "lost", r7["reason"])
+	require.Nil(t, r7["cpu_percent"])
+
+	empty := brokertest.StartMochi(t)
+	code, _, errOut = runFleetctl(t, "robots", "--broker", empty.URL(), "--wait", "200ms")
+	require.Equal(t, 1, code)
+	require.Contains(t, errOut, "no robots found")
+}
