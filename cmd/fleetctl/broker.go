@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"flag"
@@ -22,6 +21,7 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/robotfleet/fleetlink/internal/mqttkit"
 	"github.com/robotfleet/fleetlink/protocol"
 )
 
@@ -34,7 +34,6 @@ const (
 	defaultBroker         = "tcp://127.0.0.1:1883"
 	defaultConnectTimeout = 10 * time.Second
 	defaultKeepAlive      = 30 * time.Second
-	defaultReconnectMax   = 10 * time.Second // watch and --follow reconnect at most this far apart
 )
 
 // fileConfig is fleetctl's config file.
@@ -59,7 +58,14 @@ type fileMQTT struct {
 	ConnectTimeout time.Duration `yaml:"connect_timeout"`
 	// KeepAlive interval. Default 30s.
 	KeepAlive time.Duration `yaml:"keep_alive"`
-	// ReconnectMax caps the reconnect delay of watch and --follow. Default 10s.
+	// ReconnectMin is the first reconnect delay of watch and --follow.
+	// Default 500ms. The reconnect schedule is robot-agent's (mqttkit.Backoff).
+	ReconnectMin time.Duration `yaml:"reconnect_min"`
+	// ReconnectFastMax caps the delay during the first reconnect_fast_for of an outage. Default 8s.
+	ReconnectFastMax time.Duration `yaml:"reconnect_fast_max"`
+	// ReconnectFastFor is how long an outage keeps the fast cap. Default 2m.
+	ReconnectFastFor time.Duration `yaml:"reconnect_fast_for"`
+	// ReconnectMax caps the delay after that. Default 1m.
 	ReconnectMax time.Duration `yaml:"reconnect_max"`
 	// TLS for ssl://, tls:// and wss:// brokers.
 	TLS tlsFiles `yaml:"tls"`
@@ -85,7 +91,7 @@ type brokerList []string
 func (b *brokerList) UnmarshalYAML(n *yaml.Node) error {
 	switch n.Kind {
 	case yaml.ScalarNode:
-		*b = splitList(n.Value)
+		*b = mqttkit.SplitBrokers(n.Value)
 		return nil
 	case yaml.SequenceNode:
 		var l []string
@@ -98,17 +104,6 @@ func (b *brokerList) UnmarshalYAML(n *yaml.Node) error {
 	return fmt.Errorf("line %d: want a URL or a list of URLs", n.Line)
 }
 
-// splitList splits a comma-separated list, trimming spaces and dropping empties.
-func splitList(s string) []string {
-	var out []string
-	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
-	}
-	return out
-}
-
 // mqttConfig is how a command reaches the broker. addMQTTFlags declares its
 // flags; load resolves them against the environment and the config file.
 type mqttConfig struct {
@@ -117,7 +112,7 @@ type mqttConfig struct {
 	Password       string
 	ConnectTimeout time.Duration // of one attempt on one broker
 	KeepAlive      time.Duration
-	ReconnectMax   time.Duration
+	Reconnect      mqttkit.Backoff // the schedule of watch's and --follow's reconnects
 	TLS            tlsFiles
 	Topics         protocol.Topics
 	// Sources says where each option came from, by its config file path:
@@ -244,7 +239,7 @@ func (c *mqttConfig) resolve() error {
 
 	brokers := pick("mqtt.broker", "broker", f.broker, "FLEETCTL_BROKER", strings.Join(fm.Broker, ","), defaultBroker)
 	var err error
-	if c.Brokers, err = parseBrokers(brokers.value); err != nil {
+	if c.Brokers, err = mqttkit.ParseBrokers(brokers.value); err != nil {
 		return fmt.Errorf("%s: %w", brokers.source, err)
 	}
 	prefix := pick("topic_prefix", "prefix", f.prefix, "FLEETCTL_TOPIC_PREFIX", file.TopicPrefix, protocol.DefaultPrefix)
@@ -263,8 +258,19 @@ func (c *mqttConfig) resolve() error {
 	if c.KeepAlive, err = dur("", 0, "FLEETCTL_KEEP_ALIVE", "mqtt.keep_alive", fm.KeepAlive, defaultKeepAlive); err != nil {
 		return err
 	}
-	if c.ReconnectMax, err = dur("", 0, "FLEETCTL_RECONNECT_MAX", "mqtt.reconnect_max", fm.ReconnectMax, defaultReconnectMax); err != nil {
-		return err
+	for _, r := range []struct {
+		into      *time.Duration
+		env, key  string
+		file, def time.Duration
+	}{
+		{&c.Reconnect.Min, "FLEETCTL_RECONNECT_MIN", "mqtt.reconnect_min", fm.ReconnectMin, mqttkit.DefaultBackoffMin},
+		{&c.Reconnect.FastMax, "FLEETCTL_RECONNECT_FAST_MAX", "mqtt.reconnect_fast_max", fm.ReconnectFastMax, mqttkit.DefaultBackoffFastMax},
+		{&c.Reconnect.FastFor, "FLEETCTL_RECONNECT_FAST_FOR", "mqtt.reconnect_fast_for", fm.ReconnectFastFor, mqttkit.DefaultBackoffFastFor},
+		{&c.Reconnect.Max, "FLEETCTL_RECONNECT_MAX", "mqtt.reconnect_max", fm.ReconnectMax, mqttkit.DefaultBackoffMax},
+	} {
+		if *r.into, err = dur("", 0, r.env, r.key, r.file, r.def); err != nil {
+			return err
+		}
 	}
 
 	ft := fm.TLS
@@ -281,12 +287,9 @@ func (c *mqttConfig) resolve() error {
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
 		return errors.New("tls cert file and key file must be given together (--tls-cert-file, --tls-key-file)")
 	}
-	for _, u := range c.Brokers {
-		if s := u[:strings.Index(u, ":")]; s == "ssl" || s == "tls" || s == "wss" {
-			if c.tls, err = loadTLS(c.TLS); err != nil {
-				return err
-			}
-			break
+	if mqttkit.NeedsTLS(c.Brokers) {
+		if c.tls, err = mqttkit.TLSFiles(c.TLS).Config(); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -312,52 +315,6 @@ func readConfig(path string, into *fileConfig) error {
 		return fmt.Errorf("config %s: %v", path, err)
 	}
 	return nil
-}
-
-// parseBrokers splits a comma-separated broker list and checks each URL.
-func parseBrokers(s string) ([]string, error) {
-	urls := splitList(s)
-	if len(urls) == 0 {
-		return nil, errors.New("no broker URL")
-	}
-	for i, raw := range urls {
-		u, err := url.Parse(raw)
-		if err != nil {
-			return nil, fmt.Errorf("broker %d: %q is not a URL: %v", i+1, raw, err)
-		}
-		switch u.Scheme {
-		case "tcp", "ssl", "tls", "ws", "wss":
-		default:
-			return nil, fmt.Errorf("broker %d: unsupported scheme %q in %q (want tcp, ssl, tls, ws or wss)", i+1, u.Scheme, u.Redacted())
-		}
-		if u.Host == "" {
-			return nil, fmt.Errorf("broker %d: %q has no host", i+1, u.Redacted())
-		}
-	}
-	return urls, nil
-}
-
-// loadTLS builds the client TLS config from files.
-func loadTLS(t tlsFiles) (*tls.Config, error) {
-	c := &tls.Config{ServerName: t.ServerName, InsecureSkipVerify: t.InsecureSkipVerify, MinVersion: tls.VersionTLS12}
-	if t.CAFile != "" {
-		pem, err := os.ReadFile(t.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("tls ca file: %w", err)
-		}
-		c.RootCAs = x509.NewCertPool()
-		if !c.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("tls ca file %q holds no PEM certificate", t.CAFile)
-		}
-	}
-	if t.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("tls client certificate: %w", err)
-		}
-		c.Certificates = []tls.Certificate{cert}
-	}
-	return c, nil
 }
 
 // redact hides a password in a broker URL.
@@ -417,9 +374,11 @@ func (c *mqttConfig) connectFailures(err error) string {
 	return strings.Join(c.fails, "; ")
 }
 
-// connect opens an MQTT connection, trying the brokers in order. With
-// reconnect it reconnects (to any of them) after a loss; onConnect runs on
-// every (re)connect, so subscriptions made there survive a failover.
+// connect opens an MQTT connection, trying the brokers in order (a round).
+// With reconnect, a lost connection is reconnected round after round, with
+// robot-agent's jittered backoff between failed rounds, until ctx ends;
+// onConnect runs on every (re)connect, so subscriptions made there survive
+// a failover.
 func (c *mqttConfig) connect(ctx context.Context, role string, reconnect bool, onConnect mqtt.OnConnectHandler, onLost mqtt.ConnectionLostHandler) (mqtt.Client, error) {
 	opts := mqtt.NewClientOptions().
 		SetClientID("fleetctl-" + role + "-" + randomHex(4)).
@@ -428,32 +387,71 @@ func (c *mqttConfig) connect(ctx context.Context, role string, reconnect bool, o
 		SetCleanSession(true).
 		SetConnectTimeout(c.ConnectTimeout).
 		SetKeepAlive(c.KeepAlive).
-		SetAutoReconnect(reconnect).
-		SetMaxReconnectInterval(c.ReconnectMax).
+		SetAutoReconnect(false). // reconnectLoop, with the shared backoff
 		SetConnectionNotificationHandler(c.notify).
 		SetOrderMatters(true) // arrival order; handlers only enqueue, never block
-	for _, b := range c.Brokers {
-		opts.AddBroker(b)
-	}
+	mqttkit.AddBrokers(opts, c.Brokers)
 	if c.tls != nil {
 		opts.SetTLSConfig(c.tls)
 	}
 	if onConnect != nil {
 		opts.SetOnConnectHandler(onConnect)
 	}
-	if onLost != nil {
-		opts.SetConnectionLostHandler(onLost)
-	}
-	client := mqtt.NewClient(opts)
-	// Every broker gets its ConnectTimeout, one after the other.
-	wait := time.Duration(len(c.Brokers))*c.ConnectTimeout + time.Second
-	if err := waitToken(ctx, client.Connect(), wait); err != nil {
+	rctx, stop := context.WithCancel(ctx)
+	client := &stoppingClient{stop: stop}
+	opts.SetConnectionLostHandler(func(cl mqtt.Client, err error) {
+		if onLost != nil {
+			onLost(cl, err)
+		}
+		if reconnect {
+			go c.reconnectLoop(rctx, client.Client)
+		}
+	})
+	client.Client = mqtt.NewClient(opts)
+	if err := mqttkit.Wait(ctx, client.Connect(), c.roundTimeout()); err != nil {
+		stop()
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
 		return nil, fmt.Errorf("connect to %s: %s", c.broker(), c.connectFailures(err))
 	}
 	return client, nil
+}
+
+// stoppingClient ends its reconnect loop when it is disconnected.
+type stoppingClient struct {
+	mqtt.Client
+	stop context.CancelFunc
+}
+
+func (s *stoppingClient) Disconnect(quiesce uint) {
+	s.stop()
+	s.Client.Disconnect(quiesce)
+}
+
+// roundTimeout bounds one connect round: every broker gets its ConnectTimeout.
+func (c *mqttConfig) roundTimeout() time.Duration {
+	return time.Duration(len(c.Brokers))*c.ConnectTimeout + time.Second
+}
+
+// reconnectLoop connects client again after a loss: a round over the
+// brokers, then the backoff's next delay, until a round succeeds or ctx
+// ends. The first round waits the backoff's first delay, so a broker that
+// drops every client at once does not get them all back at once.
+func (c *mqttConfig) reconnectLoop(ctx context.Context, client mqtt.Client) {
+	bo := c.Reconnect // a copy: one schedule per outage
+	for {
+		if !bo.Sleep(ctx) {
+			return
+		}
+		err := mqttkit.Wait(ctx, client.Connect(), c.roundTimeout())
+		if err == nil || ctx.Err() != nil {
+			return
+		}
+		if c.log != nil {
+			fmt.Fprintf(c.log, "fleetctl: reconnect to %s failed: %s; retrying\n", c.broker(), clean(c.connectFailures(err)))
+		}
+	}
 }
 
 // open resolves the options (see load) and connects without reconnecting:
@@ -463,20 +461,6 @@ func (c *mqttConfig) open(ctx context.Context, log io.Writer, role string) (mqtt
 		return nil, err
 	}
 	return c.connect(ctx, role, false, nil, nil)
-}
-
-// waitToken waits for an MQTT operation, the timeout or ctx.
-func waitToken(ctx context.Context, tok mqtt.Token, timeout time.Duration) error {
-	timer := time.NewTimer(timeout)
-	defer timer.Stop()
-	select {
-	case <-tok.Done():
-		return tok.Error()
-	case <-timer.C:
-		return fmt.Errorf("no answer from the broker within %s", timeout)
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
 
 func randomHex(n int) string {

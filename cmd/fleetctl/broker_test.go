@@ -78,7 +78,8 @@ mqtt:
 	require.Equal(t, "eng", mc.Username)
 	require.Equal(t, "from-file", mc.Password)
 	require.Equal(t, 3*time.Second, mc.ConnectTimeout)
-	require.Equal(t, 2*time.Second, mc.ReconnectMax)
+	require.Equal(t, 2*time.Second, mc.Reconnect.Max)
+	require.Equal(t, 500*time.Millisecond, mc.Reconnect.Min, "the default")
 	require.Equal(t, "broker.test", mc.TLS.ServerName)
 
 	t.Setenv("FLEETCTL_CONFIG", cfg) // the file from the environment
@@ -121,18 +122,18 @@ func TestBrokerOptionErrors(t *testing.T) {
 		env  map[string]string
 		want string
 	}{
-		{[]string{"--broker", "http://x:1883"}, nil, `--broker: broker 1: unsupported scheme "http" in "http://x:1883" (want tcp, ssl, tls, ws or wss)`},
-		{[]string{"--broker", "tcp://a:1,tcp://"}, nil, `--broker: broker 2: "tcp:" has no host`},
+		{[]string{"--broker", "http://x:1883"}, nil, `--broker: bad broker URL: "http://x:1883": unsupported scheme "http" (want tcp, mqtt, ssl, tls, mqtts, ws, wss)`},
+		{[]string{"--broker", "tcp://a:1,tcp://"}, nil, `--broker: broker 2 of 2: bad broker URL: "tcp://" has no host`},
 		{[]string{"--broker", " , "}, nil, "--broker: no broker URL"},
-		{nil, map[string]string{"FLEETCTL_BROKER": "mqtt://x:1"}, `FLEETCTL_BROKER: broker 1: unsupported scheme "mqtt"`},
+		{nil, map[string]string{"FLEETCTL_BROKER": "ftp://x:1"}, `FLEETCTL_BROKER: bad broker URL: "ftp://x:1": unsupported scheme "ftp"`},
 		{[]string{"--config", badFile}, nil, "field brokr not found"},
-		{[]string{"--config", badList}, nil, `config mqtt.broker: broker 2: unsupported scheme "http"`},
+		{[]string{"--config", badList}, nil, `config mqtt.broker: broker 2 of 2: bad broker URL: "http://x:2": unsupported scheme "http"`},
 		{[]string{"--config", "/nonexistent/fleetctl.yaml"}, nil, "no such file"},
 		{[]string{"--password", "p"}, nil, "--password: a password needs a username"},
 		{nil, map[string]string{"FLEETCTL_CONNECT_TIMEOUT": "soon"}, `FLEETCTL_CONNECT_TIMEOUT: want a positive duration such as 5s, got "soon"`},
 		{[]string{"--connect-timeout", "0s"}, nil, "--connect-timeout must be positive"},
 		{[]string{"--tls-cert-file", "/x.pem"}, nil, "cert file and key file must be given together"},
-		{[]string{"--broker", "ssl://b:8883", "--tls-ca-file", "/nonexistent/ca.pem"}, nil, "tls ca file: open /nonexistent/ca.pem"},
+		{[]string{"--broker", "ssl://b:8883", "--tls-ca-file", "/nonexistent/ca.pem"}, nil, "bad TLS setting: ca_file: open /nonexistent/ca.pem"},
 		{nil, map[string]string{"FLEETCTL_TLS_INSECURE_SKIP_VERIFY": "maybe"}, `FLEETCTL_TLS_INSECURE_SKIP_VERIFY: want true or false, got "maybe"`},
 		{[]string{"--prefix", "a/+"}, nil, "--prefix: "},
 	}
@@ -313,12 +314,12 @@ func TestConfigExampleIsTheDefaults(t *testing.T) {
 	require.Equal(t, def.Topics, fromSample.Topics)
 	require.Equal(t, def.ConnectTimeout, fromSample.ConnectTimeout)
 	require.Equal(t, def.KeepAlive, fromSample.KeepAlive)
-	require.Equal(t, def.ReconnectMax, fromSample.ReconnectMax)
+	require.Equal(t, def.Reconnect, fromSample.Reconnect)
 	require.Equal(t, def.TLS, fromSample.TLS)
 	require.Equal(t, "config mqtt.broker", fromSample.Sources["mqtt.broker"])
 
 	// Every option of the file is in the sample, commented.
-	for _, key := range []string{"topic_prefix:", "broker:", "username:", "password:", "connect_timeout:", "keep_alive:", "reconnect_max:",
+	for _, key := range []string{"topic_prefix:", "broker:", "username:", "password:", "connect_timeout:", "keep_alive:", "reconnect_min:", "reconnect_fast_max:", "reconnect_fast_for:", "reconnect_max:",
 		"ca_file:", "cert_file:", "key_file:", "server_name:", "insecure_skip_verify:"} {
 		require.Contains(t, sample, key)
 	}
@@ -342,7 +343,7 @@ func TestConfigCheck(t *testing.T) {
 	code, out, errOut = runFleetctl(t, "config", "check", "--config", cfg, "--json")
 	require.Equal(t, 0, code, errOut)
 	m := decodeJSON(t, out)
-	require.Equal(t, []string{"brokers", "connect_timeout", "keep_alive", "password", "reconnect_max", "sources", "tls", "topic_prefix", "username"}, keysOf(t, m))
+	require.Equal(t, []string{"brokers", "connect_timeout", "keep_alive", "password", "reconnect_fast_for", "reconnect_fast_max", "reconnect_max", "reconnect_min", "sources", "tls", "topic_prefix", "username"}, keysOf(t, m))
 	require.Equal(t, "***", m["password"])
 	require.Equal(t, []any{"tcp://a:1", "tcp://b:2"}, m["brokers"])
 }

@@ -10,6 +10,7 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/robotfleet/fleetlink/internal/mqttkit"
 	"github.com/robotfleet/fleetlink/protocol"
 )
 
@@ -75,14 +76,14 @@ func call(ctx context.Context, client mqtt.Client, mc *mqttConfig, robot, name s
 				onStatus(c, m)
 			}
 		})
-	if err := waitToken(ctx, tok, mc.ConnectTimeout); err != nil {
+	if err := mqttkit.Wait(ctx, tok, mc.ConnectTimeout); err != nil {
 		return nil, fmt.Errorf("subscribe %s: %w", replyTopic, err)
 	}
 
 	// The reply subscription is acknowledged before the command leaves, so
 	// a fast robot's reply cannot be missed.
 	start := time.Now()
-	if err := waitToken(ctx, client.Publish(topics.Commands(robot), protocol.KindCommands.QoS(), false, payload), mc.ConnectTimeout); err != nil {
+	if err := mqttkit.Wait(ctx, client.Publish(topics.Commands(robot), protocol.KindCommands.QoS(), false, payload), mc.ConnectTimeout); err != nil {
 		return nil, fmt.Errorf("publish %s: %w", topics.Commands(robot), err)
 	}
 	timer := time.NewTimer(opts.Timeout)

@@ -54,14 +54,17 @@ func defineConfigExample(fs *flag.FlagSet) runFunc {
 
 // configOut is `config check --json`: the options in effect.
 type configOut struct {
-	Brokers        []string `json:"brokers"`
-	TopicPrefix    string   `json:"topic_prefix"`
-	Username       string   `json:"username"`
-	Password       string   `json:"password"` // "***" when set
-	ConnectTimeout string   `json:"connect_timeout"`
-	KeepAlive      string   `json:"keep_alive"`
-	ReconnectMax   string   `json:"reconnect_max"`
-	TLS            tlsFiles `json:"tls"`
+	Brokers          []string `json:"brokers"`
+	TopicPrefix      string   `json:"topic_prefix"`
+	Username         string   `json:"username"`
+	Password         string   `json:"password"` // "***" when set
+	ConnectTimeout   string   `json:"connect_timeout"`
+	KeepAlive        string   `json:"keep_alive"`
+	ReconnectMin     string   `json:"reconnect_min"`
+	ReconnectFastMax string   `json:"reconnect_fast_max"`
+	ReconnectFastFor string   `json:"reconnect_fast_for"`
+	ReconnectMax     string   `json:"reconnect_max"`
+	TLS              tlsFiles `json:"tls"`
 	// Sources says where each option came from, by its config path:
 	// a flag ("--broker"), a variable ("FLEETCTL_BROKER"), "config mqtt.broker" or "default".
 	Sources map[string]string `json:"sources"`
@@ -78,7 +81,9 @@ func defineConfigCheck(fs *flag.FlagSet) runFunc {
 			return err
 		}
 		out := configOut{TopicPrefix: mc.Topics.Prefix(), Username: mc.Username, TLS: mc.TLS, Sources: mc.Sources,
-			ConnectTimeout: mc.ConnectTimeout.String(), KeepAlive: mc.KeepAlive.String(), ReconnectMax: mc.ReconnectMax.String()}
+			ConnectTimeout: mc.ConnectTimeout.String(), KeepAlive: mc.KeepAlive.String(),
+			ReconnectMin: mc.Reconnect.Min.String(), ReconnectFastMax: mc.Reconnect.FastMax.String(),
+			ReconnectFastFor: mc.Reconnect.FastFor.String(), ReconnectMax: mc.Reconnect.Max.String()}
 		for _, b := range mc.Brokers {
 			out.Brokers = append(out.Brokers, redact(b))
 		}
@@ -92,7 +97,8 @@ func defineConfigCheck(fs *flag.FlagSet) runFunc {
 		rows := [][2]string{
 			{"topic_prefix", out.TopicPrefix}, {"mqtt.broker", strings.Join(out.Brokers, ",")},
 			{"mqtt.username", out.Username}, {"mqtt.password", out.Password},
-			{"mqtt.connect_timeout", out.ConnectTimeout}, {"mqtt.keep_alive", out.KeepAlive}, {"mqtt.reconnect_max", out.ReconnectMax},
+			{"mqtt.connect_timeout", out.ConnectTimeout}, {"mqtt.keep_alive", out.KeepAlive}, {"mqtt.reconnect_min", out.ReconnectMin},
+			{"mqtt.reconnect_fast_max", out.ReconnectFastMax}, {"mqtt.reconnect_fast_for", out.ReconnectFastFor}, {"mqtt.reconnect_max", out.ReconnectMax},
 			{"mqtt.tls.ca_file", t.CAFile}, {"mqtt.tls.cert_file", t.CertFile}, {"mqtt.tls.key_file", t.KeyFile},
 			{"mqtt.tls.server_name", t.ServerName}, {"mqtt.tls.insecure_skip_verify", strconv.FormatBool(t.InsecureSkipVerify)},
 		}

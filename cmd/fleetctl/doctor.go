@@ -12,6 +12,7 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/robotfleet/fleetlink/internal/mqttkit"
 	"github.com/robotfleet/fleetlink/protocol"
 )
 
@@ -203,7 +204,7 @@ func collectStatusMetrics(ctx context.Context, client mqtt.Client, mc *mqttConfi
 func collectRetained(ctx context.Context, client mqtt.Client, mc *mqttConfig, filters map[string]byte, wait time.Duration, take func(mqtt.Message) (enough bool)) (int64, error) {
 	q := newMsgQueue(watchQueueBytes)
 	tok := client.SubscribeMultiple(filters, func(_ mqtt.Client, m mqtt.Message) { q.push(m) })
-	if err := waitToken(ctx, tok, mc.ConnectTimeout); err != nil {
+	if err := mqttkit.Wait(ctx, tok, mc.ConnectTimeout); err != nil {
 		names := make([]string, 0, len(filters))
 		for f := range filters {
 			names = append(names, f)

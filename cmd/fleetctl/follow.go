@@ -13,6 +13,7 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/robotfleet/fleetlink/internal/mqttkit"
 	"github.com/robotfleet/fleetlink/protocol"
 )
 
@@ -63,7 +64,7 @@ func (f *follower) run(ctx context.Context, start func(context.Context, mqtt.Cli
 		}
 		tok := c.SubscribeMultiple(filters, push)
 		go func() { // never wait inside a paho callback
-			err := waitToken(ctx, tok, f.mc.ConnectTimeout)
+			err := mqttkit.Wait(ctx, tok, f.mc.ConnectTimeout)
 			select {
 			case subscribed <- err:
 			default:
@@ -94,7 +95,7 @@ func (f *follower) run(ctx context.Context, start func(context.Context, mqtt.Cli
 	started.Store(true)
 	// The robot's status, for a note when it goes away mid-session; call
 	// subscribed it with its own handler, this takes the route over.
-	if err := waitToken(ctx, client.Subscribe(tp.Status(f.robot), protocol.KindStatus.QoS(), push), f.mc.ConnectTimeout); err != nil {
+	if err := mqttkit.Wait(ctx, client.Subscribe(tp.Status(f.robot), protocol.KindStatus.QoS(), push), f.mc.ConnectTimeout); err != nil {
 		return nil, fmt.Errorf("subscribe %s: %w", tp.Status(f.robot), err)
 	}
 	f.bar.note(cleanf("session %s on %s: %s", f.session, f.robot, status))

@@ -133,6 +133,7 @@ func TestSessionCancelAndLists(t *testing.T) {
 	require.Contains(t, keysOf(t, first), "status")
 	require.Contains(t, keysOf(t, first), "created_at")
 
+	waitRetained(t, b, protocol.Topics{}.Metrics("r-3"), func(*protocol.Event) bool { return true })
 	code, out, errOut = runFleetctl(t, "robots", "--broker", b, "--wait", "500ms")
 	require.Equal(t, 0, code, errOut)
 	require.Regexp(t, `(?m)^r-3 +online +\S+ +\S+ +\d+\.\d% +\d+\.\d% +s-\S+ running fake-optimize \d+% \S+ \(\+1 more\)$`, out)

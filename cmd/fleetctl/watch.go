@@ -12,6 +12,7 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/robotfleet/fleetlink/internal/mqttkit"
 	"github.com/robotfleet/fleetlink/protocol"
 )
 
@@ -91,7 +92,7 @@ func defineWatch(fs *flag.FlagSet) runFunc {
 		onConnect := func(c mqtt.Client) {
 			tok := c.Subscribe(filter, 1, func(_ mqtt.Client, m mqtt.Message) { q.push(m) })
 			go func() { // never wait inside a paho callback
-				err := waitToken(ctx, tok, mc.ConnectTimeout)
+				err := mqttkit.Wait(ctx, tok, mc.ConnectTimeout)
 				if err != nil {
 					err = fmt.Errorf("subscribe %s: %w", filter, err)
 				}
