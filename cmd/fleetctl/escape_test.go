@@ -117,3 +117,20 @@ func TestTablesEscapeRobotText(t *testing.T) {
 	// the detail's four lines, each cleaned on its own.
 	require.Equal(t, 2+2+1+1+1+4, len(lines(s)), s)
 }
+
+// TestProgressBarOnTerminal: on a terminal the bar is redrawn in place,
+// notes go above it, and done ends its line.
+func TestProgressBarOnTerminal(t *testing.T) {
+	var out syncBuffer
+	b := &progressBar{w: &out, tty: true, width: 10, maxMsg: 8}
+	eta := 75.0
+	b.update("running", 42, "quantize", "layer 12/28 of the model", &eta, 31)
+	b.update("running", 50, "quantize", "layer 14/28", &eta, 32)
+	b.note("robot went offline")
+	b.update("running", 100, "write", "", nil, 40)
+	b.done()
+	require.Equal(t, "\r\x1b[K[####......]  42.0% running quantize: layer 1… elapsed 31s ETA 1m15s"+
+		"\r\x1b[K[#####.....]  50.0% running quantize: layer 1… elapsed 32s ETA 1m15s"+
+		"\r\x1b[Kfleetctl: robot went offline\n"+
+		"\r\x1b[K[##########] 100.0% running write elapsed 40s\n", out.String())
+}

@@ -235,3 +235,34 @@ func TestRobots(t *testing.T) {
 	require.Equal(t, 1, code)
 	require.Contains(t, errOut, "no robots found")
 }
+
+// TestSessionFollowSurvivesBrokerRestart: the broker restarts mid-session;
+// --follow reconnects, resubscribes, and the retained state and the agent's
+// spooled events bring it to the end: exit 0.
+func TestSessionFollowSurvivesBrokerRestart(t *testing.T) {
+	broker := brokertest.StartMosquitto(t)
+	startAgent(t, broker.URL(), "r-9")
+	type result struct {
+		code        int
+		out, errOut string
+	}
+	done := make(chan result, 1)
+	stderr := &syncBuffer{}
+	go func() {
+		stdout := &syncBuffer{}
+		err := runCommand(context.Background(), commands["session start"], []string{"r-9", "--broker", broker.URL(), "--pipeline", "fake-optimize",
+			"--model", "m.onnx", "--param", "steps=30", "--param", "step_delay=0.1", "--follow", "--follow-timeout", "90s"}, stdout, stderr)
+		done <- result{exitCode("session start", err, stderr), stdout.String(), stderr.String()}
+	}()
+	require.Eventually(t, func() bool { return strings.Contains(stderr.String(), "optimize") }, 30*time.Second, 20*time.Millisecond, stderr.String())
+	broker.Stop()
+	require.Eventually(t, func() bool { return strings.Contains(stderr.String(), "connection lost") }, 10*time.Second, 20*time.Millisecond)
+	broker.Start()
+	select {
+	case r := <-done:
+		require.Equal(t, 0, r.code, "stdout:\n%s\nstderr:\n%s", r.out, r.errOut)
+		require.Contains(t, r.out, "completed")
+	case <-time.After(100 * time.Second):
+		t.Fatalf("--follow did not end after the broker came back:\n%s", stderr.String())
+	}
+}
