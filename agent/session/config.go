@@ -3,6 +3,7 @@ package session
 import (
 	"fmt"
 	"math"
+	"regexp"
 	"time"
 
 	"github.com/robotfleet/fleetlink/protocol"
@@ -88,6 +89,13 @@ type Param struct {
 	Min         *float64 `yaml:"min"`     // int and float
 	Max         *float64 `yaml:"max"`     // int and float
 	Choices     []string `yaml:"choices"` // enum
+	// Pattern a string value must match in whole (Go regexp syntax,
+	// anchored: "[a-z0-9_]+" means ^(?:[a-z0-9_]+)$). Empty: any string.
+	Pattern string `yaml:"pattern"`
+	// AllowLeadingDash lets a string value that lands in the exec argv
+	// start with "-". Off by default: "--output=/etc/x" would be read by the
+	// program as an option, not a value.
+	AllowLeadingDash bool `yaml:"allow_leading_dash"`
 }
 
 // DefaultPipelines are the built-in pipelines the agent runs with no config.
@@ -252,6 +260,17 @@ func (p *Param) validate(at string) error {
 	if p.Type != ParamEnum && len(p.Choices) > 0 {
 		return fmt.Errorf("%s.choices: only enum params take choices", at)
 	}
+	if p.Pattern != "" {
+		if p.Type != ParamString {
+			return fmt.Errorf("%s.pattern: only string params take a pattern", at)
+		}
+		if _, err := regexp.Compile(anchored(p.Pattern)); err != nil {
+			return fmt.Errorf("%s.pattern: %q is not a Go regexp: %v", at, p.Pattern, err)
+		}
+	}
+	if p.AllowLeadingDash && p.Type != ParamString {
+		return fmt.Errorf("%s.allow_leading_dash: only string params take it", at)
+	}
 	if p.Default != nil {
 		if _, err := p.Check(p.Default); err != nil {
 			return fmt.Errorf("%s.default: %v", at, err)
@@ -298,10 +317,22 @@ func (p *Param) Check(v any) (any, error) {
 			}
 			return nil, fmt.Errorf("must be one of %v, got %q", p.Choices, s)
 		}
+		if p.Pattern != "" {
+			re, err := regexp.Compile(anchored(p.Pattern))
+			if err != nil {
+				return nil, fmt.Errorf("bad pattern %q: %v", p.Pattern, err)
+			}
+			if !re.MatchString(s) {
+				return nil, fmt.Errorf("must match the pattern %q, got %q", p.Pattern, clip(s, 64))
+			}
+		}
 		return s, nil
 	}
 	return nil, fmt.Errorf("unknown type %q", p.Type)
 }
+
+// anchored makes a param pattern match the whole value.
+func anchored(pattern string) string { return "^(?:" + pattern + ")$" }
 
 func bound(f *float64, inf string) string {
 	if f == nil {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 )
 
 // maxParamString bounds a string param's length: params travel in every
@@ -33,9 +34,18 @@ func checkParams(p *Pipeline, in map[string]any) (map[string]any, error) {
 		}
 		return nil, fmt.Errorf("%w: param %q is not declared by pipeline %q (declared: %v)", ErrInvalidParams, unknown[0], p.Name, names)
 	}
+	inArgv := argvParams(p)
 	for i := range p.Params {
 		d := &p.Params[i]
 		v, ok := in[d.Name]
+		if ok && v != nil && d.Type == ParamString && inArgv[d.Name] && !d.AllowLeadingDash {
+			// A value that starts with "-" would be read as an option by the
+			// program it is passed to ("--output=/etc/x").
+			if s, isStr := v.(string); isStr && strings.HasPrefix(s, "-") {
+				return nil, fmt.Errorf("%w: param %q: must not start with \"-\" (it is passed in the command line; the pipeline may set allow_leading_dash), got %q",
+					ErrInvalidParams, d.Name, clip(s, 64))
+			}
+		}
 		if !ok || v == nil {
 			if d.Required {
 				return nil, fmt.Errorf("%w: param %q is required", ErrInvalidParams, d.Name)
@@ -55,6 +65,19 @@ func checkParams(p *Pipeline, in map[string]any) (map[string]any, error) {
 		out[d.Name] = c
 	}
 	return out, nil
+}
+
+// argvParams returns the params a pipeline's argv template uses.
+func argvParams(p *Pipeline) map[string]bool {
+	out := map[string]bool{}
+	for _, a := range p.Command {
+		for _, m := range placeholder.FindAllStringSubmatch(a, -1) {
+			if name, ok := strings.CutPrefix(m[1], "param."); ok {
+				out[name] = true
+			}
+		}
+	}
+	return out
 }
 
 // formatParam renders a checked param value as one argv element.
