@@ -184,7 +184,7 @@ func collectStatusMetrics(ctx context.Context, client mqtt.Client, mc *mqttConfi
 		topics.Status(robot):  protocol.KindStatus.QoS(),
 		topics.Metrics(robot): protocol.KindMetrics.QoS(),
 	}
-	dropped, err := collectRetained(ctx, client, mc, filters, wait, func(m mqtt.Message) bool {
+	dropped, err := collectRetained(ctx, client, mc, filters, wait, 0, func(m mqtt.Message) bool {
 		id := robotOf(topics, m.Topic())
 		s := seen[id]
 		if s == nil {
@@ -197,11 +197,15 @@ func collectStatusMetrics(ctx context.Context, client mqtt.Client, mc *mqttConfi
 	return seen, dropped, err
 }
 
-// collectRetained subscribes to filters and hands what arrives within wait
-// of the subscription's acknowledgement to take, retained messages first,
-// until take says it has enough. Empty payloads (retained messages being
-// cleared) are skipped. It returns how many messages overflowed the buffer.
-func collectRetained(ctx context.Context, client mqtt.Client, mc *mqttConfig, filters map[string]byte, wait time.Duration, take func(mqtt.Message) (enough bool)) (int64, error) {
+// collectRetained subscribes to filters and hands what arrives to take,
+// retained messages first, until take says it has enough, wait has passed
+// since the subscription's acknowledgement, or (with quiet > 0) no retained
+// message has come for quiet: the broker sends the retained ones right
+// after the SUBACK, so a pause means they are all in, however large the
+// fleet. Live messages are taken but do not hold the window open. Empty
+// payloads (retained messages being cleared) are skipped. It returns how
+// many messages overflowed the buffer.
+func collectRetained(ctx context.Context, client mqtt.Client, mc *mqttConfig, filters map[string]byte, wait, quiet time.Duration, take func(mqtt.Message) (enough bool)) (int64, error) {
 	q := newMsgQueue(watchQueueBytes)
 	tok := client.SubscribeMultiple(filters, func(_ mqtt.Client, m mqtt.Message) { q.push(m) })
 	if err := mqttkit.Wait(ctx, tok, mc.ConnectTimeout); err != nil {
@@ -212,16 +216,28 @@ func collectRetained(ctx context.Context, client mqtt.Client, mc *mqttConfig, fi
 		sort.Strings(names)
 		return 0, fmt.Errorf("subscribe %s: %w", strings.Join(names, ", "), err)
 	}
-	timer := time.NewTimer(wait)
-	defer timer.Stop()
+	deadline := time.NewTimer(wait)
+	defer deadline.Stop()
+	var lull <-chan time.Time
+	var lullTimer *time.Timer
+	if quiet > 0 {
+		lullTimer = time.NewTimer(quiet)
+		defer lullTimer.Stop()
+		lull = lullTimer.C
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return 0, ctx.Err()
-		case <-timer.C:
+		case <-deadline.C:
+			return q.dropped.Load(), nil
+		case <-lull:
 			return q.dropped.Load(), nil
 		case m := <-q.ch:
 			q.done(m)
+			if lullTimer != nil && m.Retained() {
+				lullTimer.Reset(quiet)
+			}
 			if len(m.Payload()) == 0 {
 				continue
 			}

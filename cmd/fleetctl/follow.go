@@ -113,7 +113,10 @@ func (f *follower) run(ctx context.Context, start func(context.Context, mqtt.Cli
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
-		case <-subscribed: // a reconnect's resubscription; the retained state follows
+		case err := <-subscribed: // a reconnect's resubscription; the retained state follows
+			if err != nil {
+				f.bar.note(cleanf("resubscribe after reconnect: %v; the outcome may come late", err))
+			}
 		case <-grace:
 			st := stateFromFinal(last, final)
 			return &st, nil

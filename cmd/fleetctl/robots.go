@@ -21,8 +21,9 @@ func init() {
 		args:    "[ROBOT...]",
 		summary: "list robots: state, since, version, CPU, memory, running session",
 		help: "Reads the retained status, metrics and session states of every robot (or\n" +
-			"of the ROBOTs named) for --wait and prints one row per robot. Exits 1 when no\n" +
-			"robot is found.",
+			"of the ROBOTs named) and prints one row per robot. It reads until the broker\n" +
+			"has sent no retained message for --quiet (they all come at once after the\n" +
+			"subscription), at most --wait. Exits 1 when no robot is found.",
 		define: defineRobots,
 	})
 }
@@ -63,7 +64,8 @@ type sessionBrief struct {
 
 func defineRobots(fs *flag.FlagSet) runFunc {
 	mc := addMQTTFlags(fs)
-	wait := fs.Duration("wait", time.Second, "how long to collect retained messages")
+	wait := fs.Duration("wait", 10*time.Second, "the longest to collect retained messages")
+	quiet := fs.Duration("quiet", 500*time.Millisecond, "stop collecting after this long without a retained message")
 	asJSON := fs.Bool("json", false, "print the robots as JSON")
 	return func(ctx context.Context, pos []string, stdout, stderr io.Writer) error {
 		for _, r := range pos {
@@ -71,15 +73,15 @@ func defineRobots(fs *flag.FlagSet) runFunc {
 				return fmt.Errorf("%w: %v", errUsage, err)
 			}
 		}
-		if *wait <= 0 {
-			return fmt.Errorf("%w: --wait must be positive, got %s", errUsage, *wait)
+		if *wait <= 0 || *quiet <= 0 {
+			return fmt.Errorf("%w: --wait and --quiet must be positive, got %s and %s", errUsage, *wait, *quiet)
 		}
 		client, err := mc.open(ctx, stderr, "robots")
 		if err != nil {
 			return err
 		}
 		defer client.Disconnect(250)
-		out, err := collectRobots(ctx, client, mc, pos, *wait)
+		out, err := collectRobots(ctx, client, mc, pos, *wait, *quiet)
 		if err != nil {
 			return err
 		}
@@ -95,7 +97,7 @@ func defineRobots(fs *flag.FlagSet) runFunc {
 }
 
 // collectRobots reads the retained state of the fleet (or of only).
-func collectRobots(ctx context.Context, client mqtt.Client, mc *mqttConfig, only []string, wait time.Duration) (*robotsOut, error) {
+func collectRobots(ctx context.Context, client mqtt.Client, mc *mqttConfig, only []string, wait, quiet time.Duration) (*robotsOut, error) {
 	tp := mc.Topics
 	filters := map[string]byte{}
 	robots := only
@@ -114,7 +116,7 @@ func collectRobots(ctx context.Context, client mqtt.Client, mc *mqttConfig, only
 		}
 		return rows[id]
 	}
-	dropped, err := collectRetained(ctx, client, mc, filters, wait, func(m mqtt.Message) bool {
+	dropped, err := collectRetained(ctx, client, mc, filters, wait, quiet, func(m mqtt.Message) bool {
 		ev, err := protocol.Decode(m.Payload())
 		if err != nil {
 			return false // doctor and watch name bad payloads; a table has no room
