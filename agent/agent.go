@@ -49,12 +49,13 @@ type Agent struct {
 	hostname  string
 	startedAt protocol.Time
 
-	out  *spool.Outbox
-	up   *uplink.Uplink
-	col  *metrics.Collector
-	eval *alerts.Evaluator
-	mgr  *session.Manager
-	disp *command.Dispatcher
+	out      *spool.Outbox
+	up       *uplink.Uplink
+	col      *metrics.Collector
+	eval     *alerts.Evaluator
+	mgr      *session.Manager
+	disp     *command.Dispatcher
+	cmdStore *command.Store
 
 	// catalog is the pipelines and models last published in robot.status
 	// (joined), so a change can be re-announced.
@@ -65,9 +66,11 @@ type Agent struct {
 	epoch atomic.Int64
 
 	// cmds is the bounded queue between the paho callback and the dispatcher.
-	cmds        chan []byte
-	cmdsDropped atomic.Int64
-	cmdWarn     atomic.Int64 // unix seconds of the last drop warning
+	cmds            chan []byte
+	cmdsDropped     atomic.Int64
+	cmdWarn         atomic.Int64 // unix seconds of the last drop warning
+	retainedIgnored atomic.Int64 // retained messages on the commands topic
+	retainedWarn    atomic.Int64 // unix seconds of the last such warning
 }
 
 // NewLogger returns the slog logger the config asks for, writing to w.
@@ -112,7 +115,13 @@ func New(cfg config.Config, log *slog.Logger) (*Agent, error) {
 		a.out.Close()
 		return nil, fmt.Errorf("agent: %w", err)
 	}
-	a.disp = command.New(a.mgr, command.Options{RobotID: a.robot, AgentVersion: version.Version, StartedAt: a.startedAt.Time, Log: log})
+	a.cmdStore, err = command.OpenStore(filepath.Join(cfg.StateDir, "commands.db"), cfg.Commands.Remember)
+	if err != nil {
+		a.out.Close()
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	a.disp = command.New(a.mgr, command.Options{RobotID: a.robot, AgentVersion: version.Version, StartedAt: a.startedAt.Time,
+		MaxAge: cfg.Commands.MaxAge, Store: a.cmdStore, Log: log})
 	a.up, err = uplink.New(uplink.Options{
 		Brokers: cfg.MQTT.Broker, ClientID: a.robot, Username: cfg.MQTT.Username, Password: cfg.MQTT.Password,
 		TLS: uplink.TLS{CAFile: cfg.MQTT.TLS.CAFile, CertFile: cfg.MQTT.TLS.CertFile, KeyFile: cfg.MQTT.TLS.KeyFile,
@@ -133,6 +142,7 @@ func New(cfg config.Config, log *slog.Logger) (*Agent, error) {
 		Logger: log,
 	}, a.out)
 	if err != nil {
+		a.cmdStore.Close()
 		a.out.Close()
 		return nil, fmt.Errorf("agent: %w", err)
 	}
@@ -222,8 +232,20 @@ func nonNil(s []string) []string {
 	return s
 }
 
-// enqueueCommand runs in paho's callback: it never blocks.
-func (a *Agent) enqueueCommand(_ string, payload []byte) {
+// enqueueCommand runs in paho's callback: it never blocks. Retained
+// messages are ignored: the relay never retains a command, and a retained
+// one (published by mistake or by an attacker) would run again after every
+// restart; they get no reply, only a rate-limited warning.
+func (a *Agent) enqueueCommand(_ string, payload []byte, retained bool) {
+	if retained {
+		n := a.retainedIgnored.Add(1)
+		now := time.Now().Unix()
+		if last := a.retainedWarn.Load(); now-last >= 60 && a.retainedWarn.CompareAndSwap(last, now) {
+			a.log.Warn("ignored a retained message on the commands topic (commands are never retained; clear it with an empty retained publish)",
+				"topic", a.topics.Commands(a.robot), "ignored_total", n)
+		}
+		return
+	}
 	select {
 	case a.cmds <- payload:
 	default:
@@ -264,6 +286,7 @@ func (a *Agent) reportDrops() {
 // Cancellation is not an error.
 func (a *Agent) Run(ctx context.Context) error {
 	defer a.out.Close()
+	defer a.cmdStore.Close()
 	a.log.Info("robot-agent starting", "version", version.String(), "robot_id", a.robot, "broker", a.cfg.MQTT.Broker,
 		"state_dir", a.cfg.StateDir, "metrics_interval", a.cfg.Metrics.Interval.String(), "gpu_collectors", a.col.GPUCollectors(),
 		"spool_depth", a.out.Stats().Depth)
@@ -302,7 +325,8 @@ func (a *Agent) Run(ctx context.Context) error {
 		firstErr = fmt.Errorf("uplink: %w", err)
 	}
 	st := a.out.Stats()
-	a.log.Info("robot-agent stopped", "spool_depth", st.Depth, "spool_dropped", st.TotalDropped(), "commands_dropped", a.cmdsDropped.Load())
+	a.log.Info("robot-agent stopped", "spool_depth", st.Depth, "spool_dropped", st.TotalDropped(), "commands_dropped", a.cmdsDropped.Load(),
+		"retained_commands_ignored", a.retainedIgnored.Load())
 	return firstErr
 }
 

@@ -4,10 +4,15 @@
 // command.reply (spec §4).
 //
 // Commands are idempotent on their id: a QoS 1 redelivery, or the same
-// command sent again after a reconnect, gets the first reply and starts
-// nothing. start_session ids are kept with their session in the session
-// journal (so this holds across agent restarts); other replies sit in a
-// bounded in-memory cache.
+// command sent again after a reconnect or replayed later, gets the first
+// reply and starts nothing. Replies sit in a bounded in-memory cache and,
+// with a Store, in <state_dir>/commands.db (the newest 4096 ids), so this
+// holds across agent restarts; start_session ids are also kept with their
+// session in the session journal.
+//
+// A command whose ts is further than MaxAge from the agent's clock (in the
+// past, or in the future: a skewed clock) is refused with code "expired",
+// so a captured command cannot be replayed once the store forgot its id.
 package command
 
 import (
@@ -42,8 +47,13 @@ type Options struct {
 	AgentVersion string
 	// StartedAt is when the agent started, for ping's uptime. Default: the time New is called.
 	StartedAt time.Time
-	// Now is the clock, for expires_at and uptime. Default time.Now.
+	// Now is the clock, for expires_at, max age and uptime. Default time.Now.
 	Now func() time.Time
+	// MaxAge refuses (code "expired") a command whose ts differs from the
+	// agent's clock by more than this. Zero: no limit.
+	MaxAge time.Duration
+	// Store remembers command ids and replies across restarts. Nil: memory only.
+	Store *Store
 	// Log receives warnings about refused commands, at most one a minute.
 	// Default: discard.
 	Log *slog.Logger
@@ -120,13 +130,56 @@ func (d *Dispatcher) Handle(ctx context.Context, payload []byte) protocol.Comman
 			return protocol.CommandReply{CommandID: ev.ID, OK: true, Result: res, ReplyTo: cmd.ReplyTo}
 		}
 	}
-	reply := d.run(ev.ID, cmd)
+	if d.opts.Store != nil {
+		r, seen, err := d.opts.Store.Get(ev.ID)
+		switch {
+		case err != nil:
+			// Better refuse than risk running a command twice.
+			d.warn("command store read failed", "id", ev.ID, "err", err)
+			return fail(ev.ID, cmd.ReplyTo, protocol.CodeInternal, "cannot check the command id against the agent's command store")
+		case r != nil:
+			return *r
+		case seen && cmd.Name != protocol.CmdListSessions && cmd.Name != protocol.CmdPing:
+			return fail(ev.ID, cmd.ReplyTo, protocol.CodeInvalidCommand, "command id already handled (its reply was too large to keep)")
+		}
+	}
+	var reply protocol.CommandReply
+	if msg, old := d.tooOld(ev.TS.Time); old {
+		reply = fail("", nil, protocol.CodeExpired, msg)
+	} else {
+		reply = d.run(ev.ID, cmd)
+	}
 	reply.CommandID, reply.ReplyTo = ev.ID, cmd.ReplyTo
 	if !reply.OK {
 		d.warn("command refused", "id", ev.ID, "name", cmd.Name, "code", reply.Error.Code, "message", reply.Error.Message)
 	}
 	d.remember(ev.ID, reply)
+	if d.opts.Store != nil {
+		if err := d.opts.Store.Put(ev.ID, reply, d.opts.Now()); err != nil {
+			d.warn("command store write failed", "id", ev.ID, "err", err)
+		}
+	}
 	return reply
+}
+
+// tooOld says whether a command stamped ts is outside MaxAge of the
+// agent's clock, and why.
+func (d *Dispatcher) tooOld(ts time.Time) (string, bool) {
+	if d.opts.MaxAge <= 0 {
+		return "", false
+	}
+	now := d.opts.Now()
+	age := now.Sub(ts)
+	if age <= d.opts.MaxAge && -age <= d.opts.MaxAge {
+		return "", false
+	}
+	when := fmt.Sprintf("%s old", age.Round(time.Millisecond))
+	if age < 0 {
+		when = fmt.Sprintf("%s in the future", (-age).Round(time.Millisecond))
+	}
+	return fmt.Sprintf("the command is %s (ts %s, robot clock %s; commands.max_age %s): refused as stale or replayed; "+
+		"if it was just sent, the robot's or the sender's clock is off (check NTP)",
+		when, ts.UTC().Format(time.RFC3339Nano), now.UTC().Format(time.RFC3339Nano), d.opts.MaxAge), true
 }
 
 // run executes cmd.

@@ -73,7 +73,7 @@ func agentSide(t *testing.T, broker string) {
 	up, err := uplink.New(uplink.Options{
 		Brokers: []string{broker}, ClientID: robot, StatusTopic: topics.Status(robot), BackoffMin: 100 * time.Millisecond,
 		Will: status("offline", "lost"), Online: status("online", ""), Offline: status("offline", "shutdown"),
-		Subscriptions: []uplink.Subscription{{Topic: topics.Commands(robot), QoS: 1, Handler: func(_ string, p []byte) {
+		Subscriptions: []uplink.Subscription{{Topic: topics.Commands(robot), QoS: 1, Handler: func(_ string, p []byte, _ bool) {
 			select {
 			case cmds <- append([]byte(nil), p...):
 			default:

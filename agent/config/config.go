@@ -148,6 +148,13 @@ type Spool struct {
 type Commands struct {
 	// Queue is how many received commands may wait; more are dropped and counted. Default 32.
 	Queue int `yaml:"queue"`
+	// MaxAge refuses (code "expired") a command whose ts is further than
+	// this from the robot's clock, past or future. Default 10m.
+	MaxAge time.Duration `yaml:"max_age"`
+	// Remember is how many recent command ids (with their replies) are
+	// kept in <state_dir>/commands.db, so that none runs twice, also
+	// across restarts. Default 4096.
+	Remember int `yaml:"remember"`
 }
 
 // Defaults returns the defaults with the env/host derived values filled.
@@ -209,6 +216,10 @@ func (c *Config) FillDefaults() {
 	}
 	if c.Commands.Queue == 0 {
 		c.Commands.Queue = 32
+	}
+	defD(&c.Commands.MaxAge, 10*time.Minute)
+	if c.Commands.Remember == 0 {
+		c.Commands.Remember = 4096
 	}
 	c.Sessions.FillDefaults(c.StateDir)
 }
@@ -300,6 +311,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Commands.Queue < 1 {
 		return invalid("commands.queue", "must be at least 1, got %d", c.Commands.Queue)
+	}
+	if c.Commands.MaxAge < 10*time.Second {
+		return invalid("commands.max_age", "must be at least 10s, got %s", c.Commands.MaxAge)
+	}
+	if c.Commands.Remember < 16 || c.Commands.Remember > 1<<20 {
+		return invalid("commands.remember", "must be in [16, 1048576], got %d", c.Commands.Remember)
 	}
 	if err := c.Sessions.Validate(); err != nil {
 		return fmt.Errorf("%w: %v", ErrInvalid, err)

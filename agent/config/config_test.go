@@ -131,6 +131,8 @@ func TestValidationNamesFieldAndRule(t *testing.T) {
 		{yaml: "alerts: {rules: [{name: x, metric: bogus}]}", want: `alerts.rules[0].metric: unknown metric "bogus"`},
 		{yaml: "sessions: {max_concurrent: -1}", want: "sessions.max_concurrent: must be at least 1"},
 		{yaml: "sessions: {pipelines: [{name: p, runner: exec}]}", want: "sessions.pipelines[0] (p).command"},
+		{yaml: "commands: {max_age: 1s}", want: "commands.max_age: must be at least 10s, got 1s"},
+		{yaml: "commands: {remember: 3}", want: "commands.remember: must be in [16, 1048576], got 3"},
 		{yaml: "state_dir: relative", want: `state_dir: "relative" must be an absolute path`},
 		{yaml: "", env: map[string]string{"ROBOT_AGENT_METRICS_INTERVAL": "soon"}, want: `metrics.interval (from ROBOT_AGENT_METRICS_INTERVAL): "soon" is not a Go duration`},
 		{yaml: "mqtt: {brokr: tcp://x:1}", want: "field brokr not found"},

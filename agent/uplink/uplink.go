@@ -46,11 +46,13 @@ type Source interface {
 
 // Subscription is a topic the uplink subscribes to on every connect.
 // Handler runs inside paho's callback: it must not block (hand the payload
-// to a bounded queue).
+// to a bounded queue). retained is the message's RETAIN flag: set when the
+// broker sends a retained message because of the subscription (MQTT 3.1.1
+// §3.3.1.3), never for a live publish.
 type Subscription struct {
 	Topic   string
 	QoS     byte
-	Handler func(topic string, payload []byte)
+	Handler func(topic string, payload []byte, retained bool)
 }
 
 // TLS configures ssl://, tls://, mqtts:// and wss:// connections.
@@ -331,7 +333,7 @@ func (u *Uplink) connect(ctx context.Context, broker string) (mqtt.Client, int64
 	// may send a command at once, and it must find the subscription.
 	for _, s := range u.opts.Subscriptions {
 		h := s.Handler
-		tok := c.Subscribe(s.Topic, s.QoS, func(_ mqtt.Client, m mqtt.Message) { h(m.Topic(), m.Payload()) })
+		tok := c.Subscribe(s.Topic, s.QoS, func(_ mqtt.Client, m mqtt.Message) { h(m.Topic(), m.Payload(), m.Retained()) })
 		if err := wait(ctx, tok, u.opts.ConnectTimeout); err != nil {
 			c.Disconnect(0)
 			return nil, 0, nil, fmt.Errorf("subscribe %q: %w", s.Topic, err)

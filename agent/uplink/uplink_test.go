@@ -164,7 +164,7 @@ func TestBrokerRestartMidStreamLosesNothing(t *testing.T) {
 	// cannot write its persistence file into the test's private temp dir.
 	m := brokertest.StartMosquitto(t, brokertest.Options{Extra: "user root"})
 	cmds := make(chan string, 10)
-	h := start(t, m.URL(), uplink.Subscription{Topic: topics.Commands(robot), QoS: 1, Handler: func(_ string, p []byte) {
+	h := start(t, m.URL(), uplink.Subscription{Topic: topics.Commands(robot), QoS: 1, Handler: func(_ string, p []byte, _ bool) {
 		select {
 		case cmds <- string(p):
 		default:
