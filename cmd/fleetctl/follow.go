@@ -8,6 +8,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -207,10 +208,12 @@ func sortedKeys[V any](m map[string]V) []string {
 type progressBar struct {
 	w      io.Writer
 	tty    bool
-	drawn  bool   // tty: a bar is on the current line
-	key    string // not tty: status, stage and tenth of the last line
-	width  int    // of the bar itself, in cells
-	maxMsg int    // runes of the progress message shown
+	width  int // of the bar itself, in cells
+	maxMsg int // runes of the progress message shown
+
+	mu    sync.Mutex // guards drawn and key: notes come from paho's goroutines too
+	drawn bool       // tty: a bar is on the current line
+	key   string     // not tty: status, stage and tenth of the last line
 }
 
 func newProgressBar(w io.Writer) *progressBar {
@@ -231,6 +234,8 @@ func isTerminal(w io.Writer) bool {
 func (b *progressBar) update(status string, pct float64, stage, msg string, eta *float64, elapsedS float64) {
 	pct = math.Max(0, math.Min(100, pct))
 	stage, msg = clean(stage), clip(clean(msg), b.maxMsg)
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	if !b.tty {
 		key := fmt.Sprintf("%s|%s|%d", status, stage, int(pct/10))
 		if key == b.key {
@@ -265,6 +270,8 @@ func (b *progressBar) line(status string, pct float64, stage, msg string, eta *f
 
 // note prints a line of its own, above a bar being drawn.
 func (b *progressBar) note(s string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	if b.drawn {
 		fmt.Fprint(b.w, "\r\x1b[K")
 		b.drawn = false
@@ -274,6 +281,8 @@ func (b *progressBar) note(s string) {
 
 // done ends the bar's line.
 func (b *progressBar) done() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	if b.drawn {
 		fmt.Fprintln(b.w)
 		b.drawn = false

@@ -178,6 +178,12 @@ func TestSessionFollowInterrupted(t *testing.T) {
 	code, out, _ := runFleetctl(t, "sessions", "r-4", "--broker", broker.URL())
 	require.Equal(t, 0, code)
 	require.Regexp(t, `s-int +running`, out)
+
+	// --follow-timeout gives up (exit 1) and says the session still runs.
+	code, _, errOut := runFleetctl(t, "session", "start", "r-4", "--broker", broker.URL(), "--pipeline", "fake-optimize",
+		"--model", "m.onnx", "--param", "steps=1000", "--session-id", "s-ft", "--follow", "--follow-timeout", "1s")
+	require.Equal(t, 1, code, errOut)
+	require.Contains(t, errOut, "session still running after --follow-timeout 1s: s-ft on r-4")
 }
 
 func TestPing(t *testing.T) {
