@@ -4,9 +4,6 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -69,76 +66,6 @@ func TestStartSessionThroughRelay(t *testing.T) {
 	joined := strings.Join(types, " ")
 	if !strings.HasPrefix(joined, "session.queued session.started") || !strings.HasSuffix(joined, "session.completed") {
 		t.Fatalf("session events out of order: %s", joined)
-	}
-}
-
-// An operator opens the dashboard in a real browser, finds the robot, sees
-// its metrics, starts an optimization and watches it complete.
-func TestDashboardInBrowser(t *testing.T) {
-	s := startRelay(t)
-	s.startAgent(t, "r-web-1")
-	runDashboard(t, "http://"+s.httpAddr+"/", "r-web-1")
-}
-
-// The same with auth on: the page takes an operator token from the link
-// (#token=…, as fleetctl token prints it) and passes it to /ws.
-func TestDashboardWithToken(t *testing.T) {
-	const secret = "e2e-secret"
-	s := startRelay(t, "FLEET_RELAY_AUTH_SECRET="+secret)
-	s.startAgent(t, "r-web-2")
-	out, err := exec.Command(filepath.Join(binDir, "fleetctl"), "token", "--secret", secret,
-		"--role", "operator", "--robots", "r-web-*", "--ttl", "10m").Output()
-	if err != nil {
-		t.Fatalf("fleetctl token: %v", err)
-	}
-	token := strings.TrimSpace(string(out))
-	// Without a token the relay refuses the WebSocket before the upgrade.
-	resp, err := http.Get("http://" + s.httpAddr + "/ws")
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusUnauthorized {
-		t.Fatalf("/ws without a token: %d, want 401", resp.StatusCode)
-	}
-	runDashboard(t, "http://"+s.httpAddr+"/#token="+token, "r-web-2")
-}
-
-// runDashboard drives scripts/browser/dashboard.js against url.
-func runDashboard(t *testing.T, url, robot string) {
-	t.Helper()
-	script := filepath.Join("..", "scripts", "browser", "dashboard.js")
-	if _, err := os.Stat(filepath.Join("..", "scripts", "browser", "node_modules", "playwright-core")); err != nil {
-		t.Fatalf("playwright-core is not installed: run scripts/test-deps.sh (%v)", err)
-	}
-	if _, err := exec.LookPath("chromium"); err != nil {
-		t.Fatalf("chromium is not installed: run scripts/test-deps.sh (apt-get install chromium)")
-	}
-	shot := filepath.Join(t.TempDir(), "dashboard.png")
-	if dir := os.Getenv("E2E_SCREENSHOT_DIR"); dir != "" {
-		shot = filepath.Join(dir, t.Name()+".png")
-	}
-	cmd := exec.Command("node", script, url, robot, "mlp_opset17.onnx", shot)
-	out, err := cmd.Output()
-	var res struct {
-		OK            bool           `json:"ok"`
-		Error         string         `json:"error"`
-		Session       string         `json:"session"`
-		Result        map[string]any `json:"result"`
-		ConsoleErrors []string       `json:"console_errors"`
-	}
-	if jerr := json.Unmarshal(out, &res); jerr != nil {
-		t.Fatalf("browser script: %v (%v)\n%s", err, jerr, out)
-	}
-	if !res.OK {
-		t.Fatalf("browser: %s\n%s", res.Error, out)
-	}
-	if len(res.ConsoleErrors) > 0 {
-		t.Fatalf("%d console errors in the page, first: %q", len(res.ConsoleErrors), res.ConsoleErrors[0])
-	}
-	m, _ := res.Result["metrics"].(map[string]any)
-	if r, _ := m["compression_ratio"].(float64); r < 2 {
-		t.Fatalf("result shown in the page has compression_ratio %v: %v", m["compression_ratio"], res.Result)
 	}
 }
 
