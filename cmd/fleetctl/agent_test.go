@@ -103,6 +103,14 @@ type agentProc struct {
 // waits until its retained status says online.
 func startAgent(t *testing.T, broker, robot string) *agentProc {
 	t.Helper()
+	return startAgentWith(t, broker, robot, nil)
+}
+
+// startAgentWith is startAgent with more KEY=VALUE environment for the
+// agent; watcher is the username and password the wait for its online
+// status connects with, when the broker wants one.
+func startAgentWith(t *testing.T, broker, robot string, env []string, watcher ...string) *agentProc {
+	t.Helper()
 	bin := agentBinary(t)
 	dir := t.TempDir()
 	models := filepath.Join(dir, "models")
@@ -122,6 +130,7 @@ func startAgent(t *testing.T, broker, robot string) *agentProc {
 		"ROBOT_AGENT_MQTT_RECONNECT_MAX=500ms",
 		"ROBOT_AGENT_METRICS_INTERVAL=1s",
 	}
+	a.cmd.Env = append(a.cmd.Env, env...)
 	a.cmd.Stdout, a.cmd.Stderr = a.out, a.out
 	a.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	require.NoError(t, a.cmd.Start())
@@ -140,15 +149,15 @@ func startAgent(t *testing.T, broker, robot string) *agentProc {
 	})
 	waitRetained(t, strings.Split(broker, ",")[0], protocol.Topics{}.Status(robot), func(ev *protocol.Event) bool {
 		return ev.Data.(protocol.RobotStatus).State == "online"
-	})
+	}, watcher...)
 	return a
 }
 
 // waitRetained waits until the retained (or next) message on topic
 // satisfies ok.
-func waitRetained(t *testing.T, broker, topic string, ok func(*protocol.Event) bool) {
+func waitRetained(t *testing.T, broker, topic string, ok func(*protocol.Event) bool, userPass ...string) {
 	t.Helper()
-	c := dial(t, broker, "wait-"+randomHex(4))
+	c := dial(t, broker, "wait-"+randomHex(4), userPass...)
 	defer c.Disconnect(100)
 	hit := make(chan struct{}, 1)
 	tok := c.Subscribe(topic, 1, func(_ mqtt.Client, m mqtt.Message) {

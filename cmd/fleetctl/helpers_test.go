@@ -39,10 +39,15 @@ func runFleetctl(t *testing.T, args ...string) (code int, stdout, stderr string)
 	return code, out.String(), errb.String()
 }
 
-// dial connects a paho client to the test broker.
-func dial(t *testing.T, url, id string) mqtt.Client {
+// dial connects a paho client to the test broker, with a username and
+// password when userPass gives them.
+func dial(t *testing.T, url, id string, userPass ...string) mqtt.Client {
 	t.Helper()
-	c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(url).SetClientID(id).SetCleanSession(true).SetConnectTimeout(5 * time.Second))
+	opts := mqtt.NewClientOptions().AddBroker(url).SetClientID(id).SetCleanSession(true).SetConnectTimeout(5 * time.Second)
+	if len(userPass) == 2 {
+		opts.SetUsername(userPass[0]).SetPassword(userPass[1])
+	}
+	c := mqtt.NewClient(opts)
 	tok := c.Connect()
 	require.True(t, tok.WaitTimeout(5*time.Second), "connect %s", url)
 	require.NoError(t, tok.Error())

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"sort"
 	"strings"
 	"testing"
@@ -12,6 +13,7 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"github.com/stretchr/testify/require"
 
+	"github.com/robotfleet/fleetlink/cloud/broker"
 	"github.com/robotfleet/fleetlink/internal/brokertest"
 	"github.com/robotfleet/fleetlink/protocol"
 )
@@ -309,4 +311,41 @@ func TestRobotsAtFleetScale(t *testing.T) {
 		}
 	}
 	t.Logf("robots --json over %d robots: %s (of which --quiet 500ms)", n, time.Since(start).Round(time.Millisecond))
+}
+
+// TestEmbeddedBrokerAccounts: fleetctl against the relay's own embedded
+// broker with accounts, as deployed: the agent connects as its confined
+// robot account, the engineer as an admin account from a config file;
+// a session runs to completion. Another robot's credentials get no further
+// than CONNECT (a robot account is bound to its own client id), and
+// neither does a wrong password.
+func TestEmbeddedBrokerAccounts(t *testing.T) {
+	isolate(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", brokertest.FreePort(t))
+	b, err := broker.New(broker.Options{Listen: addr, Logger: slog.New(slog.DiscardHandler), Users: []broker.User{
+		{Username: "r-emb", Password: "robot-secret"},
+		{Username: "r-other", Password: "other-secret"},
+		{Username: "eng", Password: "eng-secret", Admin: true},
+	}})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = b.Close() })
+	url := "tcp://" + addr
+	startAgentWith(t, url, "r-emb", []string{"ROBOT_AGENT_MQTT_USERNAME=r-emb", "ROBOT_AGENT_MQTT_PASSWORD=robot-secret"}, "eng", "eng-secret")
+
+	cfg := writeFile(t, "eng.yaml", []byte("mqtt:\n  broker: "+url+"\n  username: eng\n  password: eng-secret\n"))
+	code, out, errOut := runFleetctl(t, "session", "start", "r-emb", "--config", cfg, "--pipeline", "fake-optimize", "--model", "m.onnx",
+		"--param", "steps=3", "--follow")
+	require.Equal(t, 0, code, "stdout:\n%s\nstderr:\n%s", out, errOut)
+	require.Contains(t, out, "completed")
+	code, out, errOut = runFleetctl(t, "robots", "--config", cfg)
+	require.Equal(t, 0, code, errOut)
+	require.Regexp(t, `(?m)^r-emb +online `, out)
+
+	code, _, errOut = runFleetctl(t, "ping", "r-emb", "--broker", url, "--username", "r-other", "--password", "other-secret", "--timeout", "1s")
+	require.Equal(t, 1, code, errOut)
+	require.Contains(t, errOut, "connect to "+url+": not Authorized")
+
+	code, _, errOut = runFleetctl(t, "ping", "r-emb", "--config", cfg, "--password", "wrong", "--connect-timeout", "2s")
+	require.Equal(t, 1, code)
+	require.Contains(t, errOut, "connect to "+url)
 }
