@@ -23,7 +23,8 @@ func init() {
 		summary: "check robots' health from their retained status and metrics, and ping one",
 		help: "Reads the retained status and metrics of ROBOT (all robots without ROBOT)\n" +
 			"and prints one check per line: OK, WARN or FAIL. With ROBOT online it also\n" +
-			"pings it. Exits 1 when a check fails or no robot is found.",
+			"pings it. It reads until the broker has sent no retained message for --quiet,\n" +
+			"at most --wait. Exits 1 when a check fails or no robot is found.",
 		define: defineDoctor,
 	})
 }
@@ -80,24 +81,25 @@ type robotSeen struct {
 func defineDoctor(fs *flag.FlagSet) runFunc {
 	mc := addMQTTFlags(fs)
 	timeout := fs.Duration("timeout", 5*time.Second, "how long to wait for the ping reply; also caps --wait")
-	wait := fs.Duration("wait", time.Second, "how long to collect retained messages")
+	wait := fs.Duration("wait", 5*time.Second, "the longest to collect retained messages")
+	quiet := fs.Duration("quiet", 500*time.Millisecond, "stop collecting after this long without a retained message")
 	stale := fs.Duration("stale", 30*time.Second, "warn when the latest metrics are older than this")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	return func(ctx context.Context, pos []string, stdout, stderr io.Writer) error {
-		return runDoctor(ctx, mc, pos, doctorOpts{timeout: *timeout, wait: *wait, stale: *stale, json: *asJSON}, stdout, stderr)
+		return runDoctor(ctx, mc, pos, doctorOpts{timeout: *timeout, wait: *wait, quiet: *quiet, stale: *stale, json: *asJSON}, stdout, stderr)
 	}
 }
 
 type doctorOpts struct {
-	timeout, wait, stale time.Duration
-	json                 bool
+	timeout, wait, quiet, stale time.Duration
+	json                        bool
 }
 
 func runDoctor(ctx context.Context, mc *mqttConfig, pos []string, o doctorOpts, stdout, stderr io.Writer) error {
 	if len(pos) > 1 {
 		return fmt.Errorf("%w: at most one ROBOT, got %q", errUsage, pos)
 	}
-	for name, d := range map[string]time.Duration{"--timeout": o.timeout, "--wait": o.wait, "--stale": o.stale} {
+	for name, d := range map[string]time.Duration{"--timeout": o.timeout, "--wait": o.wait, "--quiet": o.quiet, "--stale": o.stale} {
 		if d <= 0 {
 			return fmt.Errorf("%w: %s must be positive, got %s", errUsage, name, d)
 		}
@@ -121,7 +123,7 @@ func runDoctor(ctx context.Context, mc *mqttConfig, pos []string, o doctorOpts, 
 	}
 	defer client.Disconnect(250)
 
-	seen, dropped, err := collectStatusMetrics(ctx, client, mc, robot, o.wait)
+	seen, dropped, err := collectStatusMetrics(ctx, client, mc, robot, o.wait, o.quiet)
 	if err != nil {
 		return err
 	}
@@ -175,16 +177,16 @@ func runDoctor(ctx context.Context, mc *mqttConfig, pos []string, o doctorOpts, 
 }
 
 // collectStatusMetrics gathers the retained status and metrics of robot
-// ("+" for all) for wait; for a single robot it stops as soon as both
-// topics have spoken.
-func collectStatusMetrics(ctx context.Context, client mqtt.Client, mc *mqttConfig, robot string, wait time.Duration) (map[string]*robotSeen, int64, error) {
+// ("+" for all) as collectRetained does; for a single robot it stops as
+// soon as both topics have spoken.
+func collectStatusMetrics(ctx context.Context, client mqtt.Client, mc *mqttConfig, robot string, wait, quiet time.Duration) (map[string]*robotSeen, int64, error) {
 	topics := mc.Topics
 	seen := map[string]*robotSeen{}
 	filters := map[string]byte{
 		topics.Status(robot):  protocol.KindStatus.QoS(),
 		topics.Metrics(robot): protocol.KindMetrics.QoS(),
 	}
-	dropped, err := collectRetained(ctx, client, mc, filters, wait, 0, func(m mqtt.Message) bool {
+	dropped, err := collectRetained(ctx, client, mc, filters, wait, quiet, func(m mqtt.Message) bool {
 		id := robotOf(topics, m.Topic())
 		s := seen[id]
 		if s == nil {
