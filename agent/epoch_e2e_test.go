@@ -99,3 +99,40 @@ func latestByEpoch(t *testing.T, w *watcher) *protocol.RobotStatus {
 	}
 	return best
 }
+
+// Issue 11: the real binary with two brokers in ROBOT_AGENT_MQTT_BROKER
+// fails over when the one it uses stops, and comes back to the first.
+func TestAgentFailsOverBetweenTwoBrokers(t *testing.T) {
+	m1, m2 := brokertest.StartMosquitto(t), brokertest.StartMosquitto(t)
+	const robot = "r-failover"
+	w1, w2 := watch(t, m1.URL(), topics.Status(robot)), watch(t, m2.URL(), topics.Status(robot))
+	a := agenttest.Start(t, agenttest.Options{Broker: m1.URL() + " , " + m2.URL(), RobotID: robot})
+	on1 := waitStatus(t, w1, "online", "")
+	m1.Stop()
+	on2 := waitStatus(t, w2, "online", "")
+	require.Greater(t, on2.ev.Data.(protocol.RobotStatus).Epoch, on1.ev.Data.(protocol.RobotStatus).Epoch)
+	require.Contains(t, a.Output(), "broker="+m2.URL())
+
+	// The agent answers commands through the second broker.
+	cmd := protocol.NewEvent(robot, protocol.Command{Name: protocol.CmdPing})
+	b, err := protocol.Encode(cmd)
+	require.NoError(t, err)
+	rw := watch(t, m2.URL(), topics.Replies(robot))
+	require.True(t, rw.c.Publish(topics.Commands(robot), 1, false, b).WaitTimeout(wait))
+	require.Eventually(t, func() bool {
+		for _, g := range rw.events(t) {
+			if r, ok := g.ev.Data.(protocol.CommandReply); ok && r.CommandID == cmd.ID && r.OK {
+				return true
+			}
+		}
+		return false
+	}, wait, 20*time.Millisecond)
+
+	m1.Start()
+	m2.Stop()
+	e2 := on2.ev.Data.(protocol.RobotStatus).Epoch
+	require.Eventually(t, func() bool {
+		st := latestByEpoch(t, w1)
+		return st != nil && st.State == "online" && st.Epoch > e2
+	}, wait, 20*time.Millisecond, "back on the first broker with a newer epoch")
+}
