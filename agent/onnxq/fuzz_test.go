@@ -65,7 +65,7 @@ func FuzzReadModel(f *testing.F) {
 			return
 		}
 		var buf bytes.Buffer
-		layout(m, nil, nil).WriteTo(&buf)
+		layout(m, nil).WriteTo(&buf)
 		if _, err := parseModel(buf.Bytes()); err != nil {
 			t.Fatalf("re-serialized model does not parse: %v", err)
 		}

@@ -19,26 +19,48 @@ type model struct {
 	fields   []w.Field
 	graphIdx int   // index of the graph field in fields
 	opset    int64 // default-domain opset, 0 if absent
-	graph    graph
+	ir       int64 // ir_version
+	graph    *graph
+	scope    scope
 }
 
+// graph is a parsed GraphProto: the top-level graph or a subgraph (an
+// attribute of an If, Loop or Scan node), with its own subgraphs parsed too.
 type graph struct {
 	fields []w.Field
 	nodes  []node
 	inits  []initializer
-	inputs map[string]bool
-	output map[string]bool
-	// names holds every value name in the graph and its subgraphs, so new
-	// names can be chosen without collisions.
+	inputs []string
+	output []string
+	depth  int // 0 for the model's graph
+}
+
+// scope holds what the quantizer needs to know about names across the whole
+// model, every subgraph included: a subgraph reads values of the graphs
+// around it by name.
+type scope struct {
+	// names holds every value name, so new names can be chosen without
+	// collisions.
 	names map[string]bool
-	// nodeNames holds node names for the same reason.
-	nodeNames map[string]bool
-	// subgraphUses are names read inside subgraphs (outer-scope captures).
-	subgraphUses map[string]bool
+	// defs counts the definitions of each value name (initializers, node
+	// outputs, graph inputs) in all graphs.
+	defs map[string]int
+	// uses lists where each value is read.
+	uses map[string][]use
+	// outputs counts graph outputs (any graph) by name.
+	outputs map[string]int
+}
+
+// use is one read of a value: input in of node n of graph g.
+type use struct {
+	g  *graph
+	n  int
+	in int
 }
 
 type node struct {
 	fieldIdx int
+	fields   []w.Field // the node's own fields, to re-encode it when a subgraph changes
 	inputs   []string
 	outputs  []string
 	name     string
@@ -48,12 +70,21 @@ type node struct {
 }
 
 type attr struct {
-	name   string
-	i      int64
-	hasI   bool
-	t      []byte // encoded TensorProto of attribute field t
-	hasT   bool
-	graphs [][]byte
+	fieldIdx int       // index in node.fields
+	fields   []w.Field // the attribute's own fields
+	name     string
+	i        int64
+	hasI     bool
+	t        []byte // encoded TensorProto of attribute field t
+	hasT     bool
+	graphs   []subgraph
+}
+
+// subgraph is a parsed graph attribute value and where it sits in the
+// attribute's fields.
+type subgraph struct {
+	fieldIdx int
+	g        *graph
 }
 
 type initializer struct {
@@ -102,6 +133,8 @@ func parseModel(data []byte) (*model, error) {
 	m := &model{data: data, fields: fields, graphIdx: -1}
 	for i, f := range fields {
 		switch f.Num {
+		case w.ModelIRVersion:
+			m.ir = int64(f.Value)
 		case w.ModelGraph:
 			if f.Type != protowireBytes {
 				return nil, invalidf("model: graph field has wrong wire type: not an ONNX model")
@@ -126,11 +159,12 @@ func parseModel(data []byte) (*model, error) {
 	if m.graphIdx < 0 {
 		return nil, invalidf("not an ONNX model: no graph")
 	}
-	g, err := parseGraph(fields[m.graphIdx].Bytes, 0, nil)
+	m.scope = scope{names: map[string]bool{}, defs: map[string]int{}, uses: map[string][]use{}, outputs: map[string]int{}}
+	g, err := parseGraph(fields[m.graphIdx].Bytes, 0, &m.scope)
 	if err != nil {
 		return nil, err
 	}
-	m.graph = *g
+	m.graph = g
 	return m, nil
 }
 
@@ -152,9 +186,9 @@ func parseOpset(b []byte) (string, int64, error) {
 	return domain, version, nil
 }
 
-// parseGraph decodes a GraphProto. For subgraphs (depth > 0) only names are
-// collected, into top.
-func parseGraph(b []byte, depth int, top *graph) (*graph, error) {
+// parseGraph decodes a GraphProto and, recursively, its subgraphs,
+// recording names, definitions and uses in sc.
+func parseGraph(b []byte, depth int, sc *scope) (*graph, error) {
 	if depth > maxGraphDepth {
 		return nil, invalidf("subgraphs nested deeper than %d", maxGraphDepth)
 	}
@@ -162,15 +196,7 @@ func parseGraph(b []byte, depth int, top *graph) (*graph, error) {
 	if err != nil {
 		return nil, parseErr("graph", err)
 	}
-	g := &graph{fields: fields}
-	if top == nil {
-		top = g
-		g.inputs = map[string]bool{}
-		g.output = map[string]bool{}
-		g.names = map[string]bool{}
-		g.nodeNames = map[string]bool{}
-		g.subgraphUses = map[string]bool{}
-	}
+	g := &graph{fields: fields, depth: depth}
 	for i, f := range fields {
 		if f.Type != protowireBytes {
 			switch f.Num {
@@ -181,52 +207,56 @@ func parseGraph(b []byte, depth int, top *graph) (*graph, error) {
 		}
 		switch f.Num {
 		case w.GraphNode:
-			n, err := parseNode(f.Bytes)
+			n, err := parseNode(f.Bytes, depth, sc)
 			if err != nil {
 				return nil, err
 			}
 			n.fieldIdx = i
-			for _, s := range n.inputs {
-				top.names[s] = true
-				if depth > 0 {
-					top.subgraphUses[s] = true
+			for k, s := range n.inputs {
+				sc.names[s] = true
+				if s != "" {
+					sc.uses[s] = append(sc.uses[s], use{g: g, n: len(g.nodes), in: k})
 				}
 			}
 			for _, s := range n.outputs {
-				top.names[s] = true
-			}
-			top.nodeNames[n.name] = true
-			for _, a := range n.attrs {
-				for _, sb := range a.graphs {
-					if _, err := parseGraph(sb, depth+1, top); err != nil {
-						return nil, err
-					}
+				sc.names[s] = true
+				if s != "" {
+					sc.defs[s]++
 				}
 			}
-			if depth == 0 {
-				g.nodes = append(g.nodes, n)
-			}
+			g.nodes = append(g.nodes, n)
 		case w.GraphInitializer:
 			t, err := parseTensor(f.Bytes)
 			if err != nil {
 				return nil, err
 			}
-			top.names[t.name] = true
-			if depth == 0 {
-				g.inits = append(g.inits, initializer{fieldIdx: i, t: t})
-			}
+			sc.names[t.name] = true
+			sc.defs[t.name]++
+			g.inits = append(g.inits, initializer{fieldIdx: i, t: t})
 		case w.GraphInput, w.GraphOutput, w.GraphValueInfo:
 			name, err := valueInfoName(f.Bytes)
 			if err != nil {
 				return nil, err
 			}
-			top.names[name] = true
-			if depth == 0 && f.Num == w.GraphInput {
-				g.inputs[name] = true
+			sc.names[name] = true
+			switch f.Num {
+			case w.GraphInput:
+				g.inputs = append(g.inputs, name)
+			case w.GraphOutput:
+				g.output = append(g.output, name)
+				sc.outputs[name]++
 			}
-			if depth == 0 && f.Num == w.GraphOutput {
-				g.output[name] = true
-			}
+		}
+	}
+	// A graph input that is also an initializer is an overridable default,
+	// not a second definition.
+	inits := make(map[string]bool, len(g.inits))
+	for _, in := range g.inits {
+		inits[in.t.name] = true
+	}
+	for _, name := range g.inputs {
+		if !inits[name] {
+			sc.defs[name]++
 		}
 	}
 	return g, nil
@@ -246,13 +276,13 @@ func valueInfoName(b []byte) (string, error) {
 	return name, nil
 }
 
-func parseNode(b []byte) (node, error) {
+func parseNode(b []byte, depth int, sc *scope) (node, error) {
 	fs, err := w.Split(b)
 	if err != nil {
 		return node{}, parseErr("node", err)
 	}
-	var n node
-	for _, f := range fs {
+	n := node{fields: fs}
+	for i, f := range fs {
 		if f.Type != protowireBytes {
 			continue
 		}
@@ -268,23 +298,24 @@ func parseNode(b []byte) (node, error) {
 		case w.NodeDomain:
 			n.domain = string(f.Bytes)
 		case w.NodeAttribute:
-			a, err := parseAttr(f.Bytes)
+			a, err := parseAttr(f.Bytes, depth, sc)
 			if err != nil {
 				return node{}, fmt.Errorf("node %q: %w", n.opType, err)
 			}
+			a.fieldIdx = i
 			n.attrs = append(n.attrs, a)
 		}
 	}
 	return n, nil
 }
 
-func parseAttr(b []byte) (attr, error) {
+func parseAttr(b []byte, depth int, sc *scope) (attr, error) {
 	fs, err := w.Split(b)
 	if err != nil {
 		return attr{}, parseErr("attribute", err)
 	}
-	var a attr
-	for _, f := range fs {
+	a := attr{fields: fs}
+	for i, f := range fs {
 		switch {
 		case f.Num == w.AttrName && f.Type == protowireBytes:
 			a.name = string(f.Bytes)
@@ -293,7 +324,11 @@ func parseAttr(b []byte) (attr, error) {
 		case f.Num == w.AttrT && f.Type == protowireBytes:
 			a.t, a.hasT = f.Bytes, true
 		case (f.Num == w.AttrG || f.Num == w.AttrGraphs) && f.Type == protowireBytes:
-			a.graphs = append(a.graphs, f.Bytes)
+			g, err := parseGraph(f.Bytes, depth+1, sc)
+			if err != nil {
+				return attr{}, err
+			}
+			a.graphs = append(a.graphs, subgraph{fieldIdx: i, g: g})
 		}
 	}
 	return a, nil

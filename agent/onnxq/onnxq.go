@@ -1,18 +1,32 @@
 // Package onnxq is robot-agent's built-in ONNX weight quantizer (the
-// "onnx-quantize" pipeline runner). It rewrites the float32 weights of
-// MatMul, Gemm and Conv nodes as int8 (symmetric, per channel or per tensor)
-// or float16, adding dequantizing nodes that reproduce the original tensor
-// names so the rest of the graph is untouched.
+// "onnx-quantize" pipeline runner). It rewrites float32 weights as int8
+// (per output channel or per tensor, symmetric or with zero points) or
+// float16, adding dequantizing nodes that reproduce the original tensor
+// names so the rest of the graph is untouched. No calibration data is
+// needed.
 //
-// For a weight W the output holds W_quantized (int8) with W_scale and
-// W_zero_point feeding a DequantizeLinear that produces W (opset >= 13, or
-// per tensor from opset 10); before that, per-channel weights become
-// Cast(W_quantized) * W_scale with the scale shaped to broadcast along the
-// output-channel axis, so the model's opset is never changed. In fp16 mode
-// W_fp16 feeds a Cast to float. New nodes go first in the node list, so
-// they precede every consumer. Weights the rewrite could change the meaning
-// of (graph inputs, tensors with other uses, subgraph captures, external
-// data) are skipped and counted.
+// What counts as a weight: a float initializer or Constant, in the model's
+// graph or any If/Loop/Scan body, whose every use is a weight input of Conv,
+// ConvTranspose (channels on axis 1), MatMul, Gemm, LSTM/GRU/RNN (W and R),
+// or Gather (an embedding table, one scale per row), directly or through
+// data movement (Slice, Concat, Reshape, Unsqueeze, ...), as exporters
+// slice RNN weights into gates. A weight is quantized once however many
+// subgraphs read it. Biases (Conv, ConvTranspose, Gemm, RNN B) and small
+// tensors (under MinElements) read only by arithmetic become fp16 with a
+// Cast, when that is smaller; anything the rewrite could change the meaning
+// of (graph inputs, other uses, graph outputs, names defined twice,
+// external data) stays float, and the report says why.
+//
+// int8 rounding keeps every output channel's weight sum (RoundSum, the
+// default: data-free bias correction, see quantizeInt8); per-channel scales
+// are stored as fp16 (rounded up so no weight overflows) behind a Cast.
+// With opset >= 13 (or per tensor from 10) a weight W becomes q (int8) and
+// s feeding DequantizeLinear → W, with no zero point unless Asymmetric;
+// before that, Cast(q) · s with s shaped to broadcast along the channel
+// axis, so the model's opset never changes. New tensors are initializers of
+// the graph the weight lived in (Constant nodes before IR version 4); new
+// nodes go first in that graph's node list and have no names, new values
+// short ones.
 //
 // The protobuf is handled at the wire level (protowire) instead of with
 // generated ONNX types, which keeps the agent binary small and lets every
@@ -74,11 +88,18 @@ const (
 
 // Options configures a quantization run.
 type Options struct {
-	Mode        Mode     `json:"mode"`         // zero = int8
-	PerChannel  bool     `json:"per_channel"`  // int8 only; callers normally pass true
-	Rounding    Rounding `json:"rounding"`     // int8 only; zero = RoundSum
-	MinElements int      `json:"min_elements"` // weights with fewer elements are left as float; zero means 1024
-	MaxBytes    int64    `json:"max_bytes"`    // models above this size are refused; zero means 2 GiB
+	Mode       Mode     `json:"mode"`        // zero = int8
+	PerChannel bool     `json:"per_channel"` // int8 only; callers normally pass true
+	Rounding   Rounding `json:"rounding"`    // int8 only; zero = RoundSum
+	// Asymmetric gives int8 weights a zero point per channel (or tensor),
+	// mapping [min, max] instead of [-max|x|, max|x|] onto the 256 levels:
+	// up to twice the resolution for skewed weights (all-positive filter
+	// banks, channels offset by folded BatchNorm). It needs
+	// DequantizeLinear with a per-axis zero point (opset >= 13; per tensor
+	// >= 10); on older opsets weights stay symmetric.
+	Asymmetric  bool  `json:"asymmetric"`
+	MinElements int   `json:"min_elements"` // weights with fewer elements are left as float; zero means 1024
+	MaxBytes    int64 `json:"max_bytes"`    // models above this size are refused; zero means 2 GiB
 }
 
 func (o Options) normalized() (Options, error) {
@@ -113,11 +134,13 @@ const (
 	StageWrite    = "write"
 )
 
-// Progress is reported once after reading, once per weight tensor considered
-// for quantization, and once after writing; Total = tensors + 2.
+// Progress is reported once after reading, once per tensor considered (as
+// Layer), and once after writing. Done and Total count work: the bytes of
+// the tensors considered, plus a twentieth of them for reading and one for
+// writing.
 type Progress struct {
-	Done    int    `json:"done"`
-	Total   int    `json:"total"`
+	Done    int64  `json:"done"`
+	Total   int64  `json:"total"`
 	Stage   string `json:"stage"`
 	Message string `json:"message"`
 }
@@ -126,8 +149,9 @@ type Progress struct {
 type Result struct {
 	SizeBefore, SizeAfter int64
 	CompressionRatio      float64 // SizeBefore / SizeAfter
-	TensorsQuantized      int
-	TensorsSkipped        int // weights of MatMul/Gemm/Conv left as they were
+	TensorsQuantized      int     // weights stored in the mode's format
+	TensorsSkipped        int     // weights kept in higher precision (Layer.Kept says why)
+	TensorsHalf           int     // other tensors (biases, small ones) stored as fp16
 	MaxAbsError           float64
 	MeanSNRdB             float64 // mean over quantized tensors; capped at MaxSNRdB each
 	Layers                []Layer // every tensor considered, in graph order

@@ -70,8 +70,10 @@ func TestORT(t *testing.T) {
 		minCosine float64
 		maxRatio  float64
 	}{
-		{"int8_channel", Options{Mode: ModeInt8, PerChannel: true}, 0.999, 0.3},
-		{"int8_tensor", Options{Mode: ModeInt8}, 0.995, 0.3},
+		{"int8_channel", Options{Mode: ModeInt8, PerChannel: true}, 0.9998, 0.3},
+		{"int8_channel_nearest", Options{Mode: ModeInt8, PerChannel: true, Rounding: RoundNearest}, 0.9998, 0.3},
+		{"int8_channel_asym", Options{Mode: ModeInt8, PerChannel: true, Asymmetric: true}, 0.9998, 0.3},
+		{"int8_tensor", Options{Mode: ModeInt8}, 0.999, 0.3},
 		{"fp16", Options{Mode: ModeFP16}, 0.9999, 0.55},
 	}
 	// Opset 9 has no DequantizeLinear: exercise the Cast+Mul-only path too.
@@ -80,6 +82,15 @@ func TestORT(t *testing.T) {
 		t.Fatal(err)
 	}
 	paths["matmul_opset9"] = filepath.Join(tmp, "matmul_opset9.onnx")
+	// The graph shapes of real exporters: RNNs, weights in If and Loop
+	// bodies, sliced weights shared by subgraphs, embeddings, ConvTranspose.
+	for _, s := range testmodels.Shapes() {
+		paths[s.Name] = filepath.Join(tmp, s.Name+".onnx")
+		if err := os.WriteFile(paths[s.Name], s.Build(s.Opset, 42), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		specs = append(specs, s)
+	}
 	for _, spec := range specs {
 		orig := paths[spec.Name]
 		t.Run(spec.Name+"/roundtrip", func(t *testing.T) {

@@ -3,15 +3,12 @@ package onnxq
 import (
 	"bufio"
 	"bytes"
-	"cmp"
 	"context"
 	"fmt"
 	"io"
 	"math"
 	"os"
 	"path/filepath"
-	"slices"
-	"strconv"
 
 	"google.golang.org/protobuf/encoding/protowire"
 
@@ -102,7 +99,7 @@ func writeFileAtomic(path string, out *output) (err error) {
 type output struct {
 	segs  [][]byte
 	size  int64
-	total int // progress total
+	total int64 // progress total
 }
 
 func (o *output) add(b []byte) {
@@ -128,26 +125,6 @@ func (o *output) report(progress func(Progress)) {
 	}
 }
 
-// weight is one tensor chosen for quantization.
-type weight struct {
-	name    string
-	t       tensor
-	init    int    // index into graph.inits, or -1
-	constN  int    // index into graph.nodes of the Constant producing it, or -1
-	axis    int    // per-channel axis, -1 for per-tensor
-	op      string // the (first) consumer's op type
-	skipWhy string
-}
-
-// replacement is what a quantized weight turns into.
-type replacement struct {
-	inits [][]byte // encoded TensorProtos replacing the initializer
-	nodes [][]byte // encoded NodeProtos to put at the start of the graph
-	stats tensorStats
-}
-
-type tensorStats struct{ maxAbs, snr float64 }
-
 // run plans, quantizes and lays out the output. Only the write step is left
 // to the caller.
 func run(ctx context.Context, data []byte, opts Options, progress func(Progress)) (*output, *Result, error) {
@@ -164,81 +141,122 @@ func run(ctx context.Context, data []byte, opts Options, progress func(Progress)
 	if m.opset < 7 {
 		return nil, nil, fmt.Errorf("onnxq: read: %w", invalidf("opset %d is older than 7, which onnxq does not support", m.opset))
 	}
-	weights := plan(m, opts)
-	total := len(weights) + 2
+	cands := plan(m, opts)
+	// Progress counts tensor bytes; reading and writing weigh a twentieth
+	// of them each, so the percentage moves with the layers.
+	var work int64
+	for i := range cands {
+		work += 4 * cands[i].n
+	}
+	step := max(1, work/20)
+	total := work + 2*step
+	done := step
 	report := func(p Progress) {
 		if progress != nil {
-			p.Total = total
+			p.Done, p.Total = done, total
 			progress(p)
 		}
 	}
-	report(Progress{Done: 1, Stage: StageRead, Message: fmt.Sprintf("read %d bytes, %d weight tensors", len(data), len(weights))})
+	weights := 0
+	for i := range cands {
+		if cands[i].role == roleWeight {
+			weights++
+		}
+	}
+	report(Progress{Stage: StageRead, Message: fmt.Sprintf("read %d bytes: %d weight tensors, %d float tensors considered", len(data), weights, len(cands))})
 
 	res := &Result{SizeBefore: int64(len(data))}
-	nm := newNamer(&m.graph)
-	repl := make([]*replacement, len(weights))
+	nm := &namer{values: m.scope.names}
+	repl := make([]*replacement, len(cands))
 	var snrSum float64
 	external := 0
 	var scratch []float32
-	for i := range weights {
-		wt := &weights[i]
+	for i := range cands {
+		c := &cands[i]
 		if err := checkCtx(ctx, "quantize"); err != nil {
 			return nil, nil, err
 		}
-		msg := ""
-		n, _ := wt.t.numElements(1 << 40)
-		layer := Layer{Name: wt.name, Op: wt.op, Encoding: "float", Elements: n, BytesBefore: int64(len(wt.t.raw))}
-		if !wt.t.hasRaw {
-			layer.BytesBefore = 4 * n
+		layer := Layer{Name: c.name, Op: c.op, Role: c.role.String(), Encoding: encFloat, Elements: c.n, BytesBefore: int64(len(c.t.raw)),
+			Subgraph: c.g.depth > 0, Kept: c.kept}
+		if !c.t.hasRaw {
+			layer.BytesBefore = 4 * c.n
 		}
-		if wt.skipWhy == "" {
-			if scratch, err = wt.t.floats(scratch); err != nil {
+		if c.enc != encFloat {
+			if scratch, err = c.t.floats(scratch); err != nil {
 				return nil, nil, fmt.Errorf("onnxq: quantize: %w", err)
 			}
-			r, why := quantizeWeight(wt, scratch, m.opset, opts, nm)
-			if why != "" {
-				wt.skipWhy = why
-			} else {
-				repl[i] = r
-				layer.Encoding, layer.SNRdB, layer.MaxAbsError = string(opts.Mode), r.stats.snr, r.stats.maxAbs
-				for _, b := range r.inits {
-					layer.BytesAfter += int64(len(b))
+			e := encoder{c: c, opset: m.opset, inits: m.ir >= 4, nm: nm}
+			switch {
+			case !finite(scratch):
+				layer.Kept = "contains NaN or Inf"
+			case c.enc == encFP16 && c.role != roleWeight && !halfSafe(scratch):
+				c.enc = encFloat // not worth a precision loss outside the weights
+			case c.enc == encFP16:
+				e.half(scratch)
+				layer.Encoding = encFP16
+			default:
+				layer.Encoding = e.int8(scratch, opts)
+			}
+			if layer.Encoding == encFP16 && e.r.bytes() >= layer.BytesBefore {
+				// Too small: the Cast costs more than the halved data saves.
+				layer.Encoding = encFloat
+				if c.role == roleWeight {
+					layer.Kept = fmt.Sprintf("%d elements: smaller as float than as fp16 with a Cast", c.n)
 				}
-				for _, b := range r.nodes {
-					layer.BytesAfter += int64(len(b))
-				}
-				res.TensorsQuantized++
-				res.MaxAbsError = max(res.MaxAbsError, r.stats.maxAbs)
-				snrSum += r.stats.snr
-				msg = fmt.Sprintf("%s: %s, max abs error %.3g, SNR %.1f dB", wt.name, opts.Mode, r.stats.maxAbs, r.stats.snr)
+			}
+			if layer.Encoding != encFloat {
+				repl[i] = &e.r
+				layer.SNRdB, layer.MaxAbsError = e.r.stats.snr, e.r.stats.maxAbs
 			}
 		}
-		if wt.skipWhy != "" {
+		layer.BytesAfter = layer.BytesBefore
+		if repl[i] != nil {
+			layer.BytesAfter = repl[i].bytes()
+		}
+		msg := fmt.Sprintf("%s: %s", c.name, layer.Encoding)
+		switch {
+		case c.role == roleWeight && layer.Kept == "":
+			res.TensorsQuantized++
+			res.MaxAbsError = max(res.MaxAbsError, layer.MaxAbsError)
+			snrSum += layer.SNRdB
+			msg += fmt.Sprintf(", SNR %.1f dB", layer.SNRdB)
+		case c.role == roleWeight:
 			res.TensorsSkipped++
-			if wt.t.external {
+			if c.t.external {
 				external++
 			}
-			msg = fmt.Sprintf("%s: skipped (%s)", wt.name, wt.skipWhy)
-			layer.Kept, layer.BytesAfter = wt.skipWhy, layer.BytesBefore
+			msg += fmt.Sprintf(" (%s)", layer.Kept)
+		case layer.Encoding == encFP16:
+			res.TensorsHalf++
 		}
-		res.Layers = append(res.Layers, layer)
-		report(Progress{Done: 2 + i, Stage: StageQuantize, Message: msg})
+		if c.role == roleWeight || layer.Encoding != encFloat {
+			res.Layers = append(res.Layers, layer)
+		}
+		done += 4 * c.n
+		report(Progress{Stage: StageQuantize, Message: msg})
 	}
 	if res.TensorsQuantized == 0 {
 		switch {
-		case external > 0 && external == len(weights):
+		case external > 0 && external == weights:
 			return nil, nil, fmt.Errorf("onnxq: quantize: %w", invalidf("external data is not supported: all %d weight tensors are stored outside the model file", external))
-		case len(weights) == 0:
-			return nil, nil, fmt.Errorf("onnxq: quantize: %w", invalidf("no quantizable weights: no float initializer or Constant feeds a MatMul, Gemm or Conv weight input"))
+		case weights == 0:
+			return nil, nil, fmt.Errorf("onnxq: quantize: %w", invalidf("no quantizable weights: no float initializer or Constant (in any graph or subgraph) feeds a weight input of Conv, ConvTranspose, MatMul, Gemm, LSTM, GRU, RNN or Gather"))
 		default:
-			return nil, nil, fmt.Errorf("onnxq: quantize: %w", invalidf("no quantizable weights: all %d weight tensors were skipped (first: %s: %s)", len(weights), weights[0].name, weights[0].skipWhy))
+			first := ""
+			for _, l := range res.Layers {
+				if l.Kept != "" {
+					first = fmt.Sprintf("%s: %s", l.Name, l.Kept)
+					break
+				}
+			}
+			return nil, nil, fmt.Errorf("onnxq: quantize: %w", invalidf("no quantizable weights: all %d weight tensors were kept (first: %s)", weights, first))
 		}
 	}
 	res.MeanSNRdB = snrSum / float64(res.TensorsQuantized)
 	if err := checkCtx(ctx, "write"); err != nil {
 		return nil, nil, err
 	}
-	out := layout(m, weights, repl)
+	out := layout(m, edits(cands, repl))
 	out.total = total
 	res.SizeAfter = out.size
 	if out.size > 0 {
@@ -247,446 +265,84 @@ func run(ctx context.Context, data []byte, opts Options, progress func(Progress)
 	return out, res, nil
 }
 
-// weightSlot reports whether input i of n is a weight this package
-// quantizes, and along which axis its output channels run (given rank).
-func weightSlot(n *node, i int, rank int) (ok bool, axis int) {
-	if !n.defaultDomain() || i != 1 {
-		return false, 0
-	}
-	switch n.opType {
-	case "Conv":
-		return rank >= 3, 0
-	case "MatMul":
-		// B is [..., K, N]: output channels are the last axis.
-		return rank >= 2, rank - 1
-	case "Gemm":
-		if a := n.attr("transB"); a != nil && a.hasI && a.i != 0 {
-			return rank == 2, 0
-		}
-		return rank == 2, 1
-	}
-	return false, 0
-}
-
-func isQuantizableOp(n *node) bool {
-	if !n.defaultDomain() {
-		return false
-	}
-	switch n.opType {
-	case "Conv", "MatMul", "Gemm":
-		return true
-	}
-	return false
-}
-
-// plan lists the weight tensors feeding MatMul/Gemm/Conv weight inputs, in
-// graph order, each either to quantize or with the reason it is skipped.
-func plan(m *model, opts Options) []weight {
-	g := &m.graph
-	initIdx := map[string]int{}
-	dupInit := map[string]bool{}
-	for i, in := range g.inits {
-		if _, ok := initIdx[in.t.name]; ok {
-			dupInit[in.t.name] = true
-		}
-		initIdx[in.t.name] = i
-	}
-	constIdx := map[string]int{}
-	producers := map[string]int{}
-	for i := range g.nodes {
-		n := &g.nodes[i]
-		for _, o := range n.outputs {
-			producers[o]++
-		}
-		if n.defaultDomain() && n.opType == "Constant" && len(n.outputs) == 1 {
-			if a := n.attr("value"); a != nil && a.hasT {
-				constIdx[n.outputs[0]] = i
-			}
-		}
-	}
-
-	var out []weight
-	seen := map[string]int{} // name → index in out
-	for i := range g.nodes {
-		n := &g.nodes[i]
-		if !isQuantizableOp(n) || len(n.inputs) < 2 || n.inputs[1] == "" {
-			continue
-		}
-		name := n.inputs[1]
-		if _, ok := seen[name]; ok {
-			continue
-		}
-		wt := weight{name: name, init: -1, constN: -1, axis: -1, op: n.opType}
-		if ii, ok := initIdx[name]; ok {
-			wt.init, wt.t = ii, g.inits[ii].t
-		} else if ci, ok := constIdx[name]; ok {
-			t, err := parseTensor(g.nodes[ci].attr("value").t)
-			if err != nil {
-				continue // malformed Constant: not ours to judge, leave it alone
-			}
-			wt.constN, wt.t = ci, t
-			wt.t.name = name
-		} else {
-			continue // computed at run time or a plain graph input
-		}
-		seen[name] = len(out)
-		wt.skipWhy = checkWeight(m, &wt, opts, dupInit[name], producers[name])
-		out = append(out, wt)
-	}
-	return out
-}
-
-// checkWeight decides whether wt can be replaced without changing what any
-// consumer sees, and picks the channel axis. It returns a skip reason or "".
-func checkWeight(m *model, wt *weight, opts Options, dup bool, producers int) string {
-	g := &m.graph
-	t := &wt.t
-	switch {
-	case t.external:
-		return "external data"
-	case t.dataType != w.DTFloat:
-		return "not float32"
-	case dup:
-		return "initializer name defined more than once"
-	case wt.init >= 0 && g.inputs[wt.name]:
-		return "initializer is also a graph input and may be overridden at run time"
-	case wt.init >= 0 && producers > 0, wt.constN >= 0 && producers > 1:
-		return "name also produced by a node"
-	case g.output[wt.name]:
-		return "tensor is a graph output"
-	case g.subgraphUses[wt.name]:
-		return "tensor is used inside a subgraph"
-	}
-	n, err := t.numElements(1 << 40)
-	if err != nil {
-		return err.Error()
-	}
-	if n < int64(opts.MinElements) {
-		return fmt.Sprintf("%d elements, below the %d minimum", n, opts.MinElements)
-	}
-	axis := -2 // unset
-	for i := range g.nodes {
-		nd := &g.nodes[i]
-		for k, in := range nd.inputs {
-			if in != wt.name {
-				continue
-			}
-			ok, a := weightSlot(nd, k, len(t.dims))
-			if !ok {
-				return fmt.Sprintf("also used as input %d of %s", k, nd.opType)
-			}
-			if wt.op == "" {
-				wt.op = nd.opType
-			}
-			if axis == -2 {
-				axis = a
-			} else if axis != a {
-				axis = -1 // consumers disagree on the channel axis: per tensor
-			}
-		}
-	}
-	wt.axis = axis
-	return ""
-}
-
-// namer hands out value and node names not used anywhere in the model.
-type namer struct{ values, nodes map[string]bool }
-
-func newNamer(g *graph) *namer { return &namer{values: g.names, nodes: g.nodeNames} }
-
-func uniq(set map[string]bool, base string) string {
-	name := base
-	for i := 1; set[name]; i++ {
-		name = base + "_" + strconv.Itoa(i)
-	}
-	set[name] = true
-	return name
-}
-
-// quantizeWeight builds the replacement for one weight. It returns a skip
-// reason instead when the values cannot be represented.
-func quantizeWeight(wt *weight, x []float32, opset int64, opts Options, nm *namer) (*replacement, string) {
-	r := &replacement{}
-	dims := wt.t.dims
-	// addTensor stores a new tensor in the same kind of place the weight
-	// came from: an initializer, or a Constant node.
-	addTensor := func(t w.Tensor) {
-		if wt.init >= 0 {
-			r.inits = append(r.inits, w.AppendTensor(make([]byte, 0, w.SizeTensor(t)), t))
-			return
-		}
-		out := t.Name
-		t.Name = ""
-		r.nodes = append(r.nodes, w.AppendNode(nil, w.Node{
-			Name: uniq(nm.nodes, out+"_Constant"), OpType: "Constant", Outputs: []string{out},
-			Attrs: []w.Attr{{Name: "value", Type: w.AttrTypeTensor, T: &t}},
-		}))
-	}
-	castNode := func(in, out string) []byte {
-		return w.AppendNode(nil, w.Node{
-			Name: uniq(nm.nodes, out+"_Cast"), OpType: "Cast", Inputs: []string{in}, Outputs: []string{out},
-			Attrs: []w.Attr{{Name: "to", Type: w.AttrTypeInt, I: w.DTFloat}},
-		})
-	}
-
-	if opts.Mode == ModeFP16 {
-		raw := make([]byte, 2*len(x))
-		var st errAcc
-		for i, v := range x {
-			h := float32ToFloat16(v)
-			raw[2*i], raw[2*i+1] = byte(h), byte(h>>8)
-			st.add(v, float16ToFloat32(h))
-		}
-		qn := uniq(nm.values, wt.name+"_fp16")
-		addTensor(w.Tensor{Name: qn, Dims: dims, DataType: w.DTFloat16, Raw: raw})
-		r.nodes = append(r.nodes, castNode(qn, wt.name))
-		r.stats = st.stats()
-		return r, ""
-	}
-
+func finite(x []float32) bool {
 	for _, v := range x {
 		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-			return nil, "contains NaN or Inf, not representable in int8"
+			return false
 		}
 	}
-	axis := wt.axis
-	if !opts.PerChannel {
-		axis = -1
-	}
-	q, scales, st := quantizeInt8(x, dims, axis, wt.axis, opts.Rounding)
-	qn := uniq(nm.values, wt.name+"_quantized")
-	sn := uniq(nm.values, wt.name+"_scale")
-	addTensor(w.Tensor{Name: qn, Dims: dims, DataType: w.DTInt8, Raw: q})
-	r.stats = st
-
-	scaleRaw := make([]byte, 0, 4*len(scales))
-	for _, s := range scales {
-		u := math.Float32bits(s)
-		scaleRaw = append(scaleRaw, byte(u), byte(u>>8), byte(u>>16), byte(u>>24))
-	}
-	useDQ := opset >= 13 || (opset >= 10 && axis < 0)
-	if useDQ {
-		var sdims []int64 // scalar for per-tensor
-		if axis >= 0 {
-			sdims = []int64{int64(len(scales))}
-		}
-		zn := uniq(nm.values, wt.name+"_zero_point")
-		addTensor(w.Tensor{Name: sn, Dims: sdims, DataType: w.DTFloat, Raw: scaleRaw})
-		addTensor(w.Tensor{Name: zn, Dims: sdims, DataType: w.DTInt8, Raw: make([]byte, len(scales))})
-		dq := w.Node{
-			Name: uniq(nm.nodes, wt.name+"_DequantizeLinear"), OpType: "DequantizeLinear",
-			Inputs: []string{qn, sn, zn}, Outputs: []string{wt.name},
-		}
-		if axis >= 0 {
-			dq.Attrs = []w.Attr{{Name: "axis", Type: w.AttrTypeInt, I: int64(axis)}}
-		}
-		r.nodes = append(r.nodes, w.AppendNode(nil, dq))
-		return r, ""
-	}
-	// Before DequantizeLinear had an axis (opset 13), per-channel
-	// dequantization is Cast then Mul by a scale shaped to broadcast along
-	// the channel axis, e.g. [C,1,1,1] for Conv or [1,N] for MatMul.
-	var sdims []int64
-	if axis >= 0 {
-		sdims = make([]int64, len(dims))
-		for i := range sdims {
-			sdims[i] = 1
-		}
-		sdims[axis] = dims[axis]
-	}
-	addTensor(w.Tensor{Name: sn, Dims: sdims, DataType: w.DTFloat, Raw: scaleRaw})
-	cn := uniq(nm.values, wt.name+"_dequantized")
-	r.nodes = append(r.nodes, castNode(qn, cn))
-	r.nodes = append(r.nodes, w.AppendNode(nil, w.Node{
-		Name: uniq(nm.nodes, wt.name+"_Mul"), OpType: "Mul", Inputs: []string{cn, sn}, Outputs: []string{wt.name},
-	}))
-	return r, ""
+	return true
 }
 
-// quantizeInt8 quantizes x symmetrically to [-127, 127] with one scale per
-// slice along axis (or one for the whole tensor when axis < 0). With
-// RoundSum, each slice along sumAxis (the output channels, whatever the
-// scale's granularity; none when sumAxis < 0) keeps its sum: see
-// preserveSums. x must be finite.
-func quantizeInt8(x []float32, dims []int64, axis, sumAxis int, rounding Rounding) ([]byte, []float32, tensorStats) {
-	outer, ch, inner := split(dims, axis, len(x))
-	maxAbs := make([]float32, ch)
-	for o := 0; o < outer; o++ {
-		for c := 0; c < ch; c++ {
-			base := (o*ch + c) * inner
-			m := maxAbs[c]
-			for _, v := range x[base : base+inner] {
-				if v < 0 {
-					v = -v
-				}
-				if v > m {
-					m = v
-				}
-			}
-			maxAbs[c] = m
-		}
-	}
-	scales := make([]float32, ch)
-	inv := make([]float64, ch)
-	for c, m := range maxAbs {
-		s := m / 127
-		if s == 0 { // all zeros, or so tiny the scale underflows: any scale works
-			s = 1
-		}
-		scales[c] = s
-		inv[c] = 1 / float64(s)
-	}
-	q := make([]byte, len(x))
-	for o := 0; o < outer; o++ {
-		for c := 0; c < ch; c++ {
-			base := (o*ch + c) * inner
-			iv := inv[c]
-			for k, v := range x[base : base+inner] {
-				r := math.RoundToEven(float64(v) * iv)
-				q[base+k] = byte(int8(min(127, max(-127, r))))
-			}
-		}
-	}
-	if rounding == RoundSum && sumAxis >= 0 {
-		preserveSums(q, x, dims, axis, sumAxis, inv)
-	}
-	var st errAcc
-	for o := 0; o < outer; o++ {
-		for c := 0; c < ch; c++ {
-			base := (o*ch + c) * inner
-			s := scales[c]
-			for k, v := range x[base : base+inner] {
-				// Same arithmetic as DequantizeLinear: float32 product.
-				st.add(v, float32(int8(q[base+k]))*s)
-			}
-		}
-	}
-	return q, scales, st.stats()
+// graphEdit is what changes in one graph.
+type graphEdit struct {
+	inits    map[int][][]byte // initializer field index → its replacement tensors
+	drop     map[int]bool     // Constant node field indexes to drop
+	newNodes [][]byte         // encoded nodes to put first
+	newInits [][]byte         // initializers replacing dropped Constant nodes, appended
 }
 
-// split returns the sizes before, along and after axis (axis < 0: the
-// whole tensor is one slice).
-func split(dims []int64, axis, n int) (outer, ch, inner int) {
-	if axis < 0 {
-		return 1, 1, n
-	}
-	outer, ch, inner = 1, int(dims[axis]), 1
-	for _, d := range dims[:axis] {
-		outer *= int(d)
-	}
-	for _, d := range dims[axis+1:] {
-		inner *= int(d)
-	}
-	return outer, ch, inner
-}
-
-// preserveSums adjusts q so that the sum of every slice along sumAxis
-// equals the float sum within half a step: with d the slice's summed
-// rounding residual (in steps), it moves round(d) weights one step in d's
-// direction, those whose residual is largest in that direction, never past
-// ±127. inv holds 1/scale per slice along scaleAxis (one value when
-// scaleAxis < 0); scaleAxis is either sumAxis or < 0, so the scale is
-// constant within a slice and the step is the same for every weight in it.
-func preserveSums(q []byte, x []float32, dims []int64, scaleAxis, sumAxis int, inv []float64) {
-	outer, ch, inner := split(dims, sumAxis, len(x))
-	type cand struct {
-		k   int     // index into q
-		res float64 // residual x/s - q, in steps
-	}
-	cs := make([]cand, 0, outer*inner) // one channel's weights, reused
-	for c := 0; c < ch; c++ {
-		iv := inv[0]
-		if scaleAxis >= 0 {
-			iv = inv[c]
-		}
-		cs = cs[:0]
-		var d float64
-		for o := 0; o < outer; o++ {
-			base := (o*ch + c) * inner
-			for k := base; k < base+inner; k++ {
-				r := float64(x[k])*iv - float64(int8(q[k]))
-				d += r
-				cs = append(cs, cand{k, r})
-			}
-		}
-		n := int(math.Round(d))
-		if n == 0 {
-			continue
-		}
-		step := int8(1)
-		if n < 0 {
-			step, n = -1, -n
-		}
-		// Largest residual in the needed direction first.
-		slices.SortFunc(cs, func(a, b cand) int {
-			return cmp.Compare(b.res*float64(step), a.res*float64(step))
-		})
-		for _, cd := range cs {
-			if n == 0 {
-				break
-			}
-			v := int8(q[cd.k])
-			if (step > 0 && v == 127) || (step < 0 && v == -127) {
-				continue
-			}
-			q[cd.k] = byte(v + step)
-			n--
-		}
-	}
-}
-
-// errAcc accumulates reconstruction error statistics in float64.
-type errAcc struct{ maxAbs, sig, noise float64 }
-
-func (a *errAcc) add(x, xh float32) {
-	d := float64(x) - float64(xh)
-	a.sig += float64(x) * float64(x)
-	a.noise += d * d
-	if d < 0 {
-		d = -d
-	}
-	if d > a.maxAbs {
-		a.maxAbs = d
-	}
-}
-
-func (a *errAcc) stats() tensorStats {
-	snr := float64(MaxSNRdB)
-	if a.noise > 0 && a.sig > 0 {
-		snr = min(snr, 10*math.Log10(a.sig/a.noise))
-	} else if a.noise > 0 {
-		snr = 0
-	}
-	return tensorStats{maxAbs: a.maxAbs, snr: snr}
-}
-
-// layout assembles the output: untouched fields as slices of the input, the
-// graph re-encoded around them, new nodes first in the node list so they
-// precede every consumer.
-func layout(m *model, weights []weight, repl []*replacement) *output {
-	g := &m.graph
-	dropInit := map[int]*replacement{}
-	dropNode := map[int]bool{}
-	var newNodes [][]byte
+func edits(cands []cand, repl []*replacement) map[*graph]*graphEdit {
+	es := map[*graph]*graphEdit{}
 	for i, r := range repl {
 		if r == nil {
 			continue
 		}
-		wt := &weights[i]
-		if wt.init >= 0 {
-			dropInit[g.inits[wt.init].fieldIdx] = r
-		} else {
-			dropNode[g.nodes[wt.constN].fieldIdx] = true
+		c := &cands[i]
+		e := es[c.g]
+		if e == nil {
+			e = &graphEdit{inits: map[int][][]byte{}, drop: map[int]bool{}}
+			es[c.g] = e
 		}
-		newNodes = append(newNodes, r.nodes...)
+		if c.init >= 0 {
+			e.inits[c.g.inits[c.init].fieldIdx] = r.inits
+		} else {
+			e.drop[c.g.nodes[c.constN].fieldIdx] = true
+			e.newInits = append(e.newInits, r.inits...)
+		}
+		e.newNodes = append(e.newNodes, r.nodes...)
 	}
+	return es
+}
 
-	var gsegs output
+// layout assembles the output: untouched fields as slices of the input, the
+// graphs that changed (and the nodes and attributes holding changed
+// subgraphs) re-encoded around them, new nodes first in their graph's node
+// list so they precede every consumer.
+func layout(m *model, es map[*graph]*graphEdit) *output {
+	out := &output{}
+	g := layoutGraph(m.graph, es)
+	for i, f := range m.fields {
+		if i != m.graphIdx || g == nil {
+			out.add(f.Raw)
+			continue
+		}
+		out.addField(w.ModelGraph, g)
+	}
+	return out
+}
+
+// layoutGraph returns g re-encoded, or nil when nothing in it changed.
+func layoutGraph(g *graph, es map[*graph]*graphEdit) *output {
+	changed := map[int]*output{} // node field index → re-encoded node
+	for i := range g.nodes {
+		if o := layoutNode(&g.nodes[i], es); o != nil {
+			changed[g.nodes[i].fieldIdx] = o
+		}
+	}
+	e := es[g]
+	if e == nil && len(changed) == 0 {
+		return nil
+	}
+	if e == nil {
+		e = &graphEdit{}
+	}
+	out := &output{}
 	nodesDone := false
 	emitNodes := func() {
-		for _, n := range newNodes {
-			gsegs.add(fieldPrefix(w.GraphNode, len(n)))
-			gsegs.add(n)
+		for _, n := range e.newNodes {
+			out.add(fieldPrefix(w.GraphNode, len(n)))
+			out.add(n)
 		}
 		nodesDone = true
 	}
@@ -694,34 +350,81 @@ func layout(m *model, weights []weight, repl []*replacement) *output {
 		if f.Num == w.GraphNode && !nodesDone {
 			emitNodes()
 		}
-		if r, ok := dropInit[i]; ok {
-			for _, t := range r.inits {
-				gsegs.add(fieldPrefix(w.GraphInitializer, len(t)))
-				gsegs.add(t)
+		if ts, ok := e.inits[i]; ok {
+			for _, t := range ts {
+				out.add(fieldPrefix(w.GraphInitializer, len(t)))
+				out.add(t)
 			}
 			continue
 		}
-		if dropNode[i] {
+		if e.drop[i] {
 			continue
 		}
-		gsegs.add(f.Raw)
+		if o := changed[i]; o != nil {
+			out.addField(w.GraphNode, o)
+			continue
+		}
+		out.add(f.Raw)
 	}
 	if !nodesDone {
 		emitNodes()
 	}
+	for _, t := range e.newInits {
+		out.add(fieldPrefix(w.GraphInitializer, len(t)))
+		out.add(t)
+	}
+	return out
+}
 
-	out := &output{}
-	for i, f := range m.fields {
-		if i != m.graphIdx {
-			out.add(f.Raw)
+// layoutNode returns n re-encoded when a subgraph in its attributes
+// changed, or nil.
+func layoutNode(n *node, es map[*graph]*graphEdit) *output {
+	var changed map[int]*output // node field index → re-encoded attribute
+	for _, a := range n.attrs {
+		var subs map[int]*output // attribute field index → re-encoded graph
+		for _, sg := range a.graphs {
+			if o := layoutGraph(sg.g, es); o != nil {
+				if subs == nil {
+					subs = map[int]*output{}
+				}
+				subs[sg.fieldIdx] = o
+			}
+		}
+		if subs == nil {
 			continue
 		}
-		out.add(fieldPrefix(w.ModelGraph, int(gsegs.size)))
-		for _, s := range gsegs.segs {
-			out.add(s)
+		ao := &output{}
+		for i, f := range a.fields {
+			if o := subs[i]; o != nil {
+				ao.addField(f.Num, o)
+			} else {
+				ao.add(f.Raw)
+			}
+		}
+		if changed == nil {
+			changed = map[int]*output{}
+		}
+		changed[a.fieldIdx] = ao
+	}
+	if changed == nil {
+		return nil
+	}
+	out := &output{}
+	for i, f := range n.fields {
+		if o := changed[i]; o != nil {
+			out.addField(w.NodeAttribute, o)
+		} else {
+			out.add(f.Raw)
 		}
 	}
 	return out
+}
+
+// addField appends o as an embedded message field num.
+func (o *output) addField(num protowire.Number, sub *output) {
+	o.add(fieldPrefix(num, int(sub.size)))
+	o.segs = append(o.segs, sub.segs...)
+	o.size += sub.size
 }
 
 func fieldPrefix(num protowire.Number, n int) []byte {

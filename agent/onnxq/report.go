@@ -16,6 +16,7 @@ import (
 type Layer struct {
 	Name        string  `json:"name"`
 	Op          string  `json:"op"`       // the consumer's op type, e.g. Conv
+	Role        string  `json:"role"`     // weight, bias or other (a small constant)
 	Encoding    string  `json:"encoding"` // what the tensor became: int8, fp16 or float (kept)
 	Elements    int64   `json:"elements"`
 	BytesBefore int64   `json:"bytes_before"`          // encoded tensor
@@ -29,11 +30,11 @@ type Layer struct {
 // worstLayers is how many of the lowest-SNR layers the report names.
 const worstLayers = 5
 
-// Worst returns up to n quantized layers with the lowest SNR, lowest first.
+// Worst returns up to n quantized weights with the lowest SNR, lowest first.
 func (r *Result) Worst(n int) []Layer {
 	var q []Layer
 	for _, l := range r.Layers {
-		if l.Kept == "" {
+		if l.Kept == "" && l.Role == "weight" {
 			q = append(q, l)
 		}
 	}

@@ -110,6 +110,8 @@ func DefaultPipelines() []Pipeline {
 				{Name: "min_elements", Type: ParamInt, Default: 1024, Min: &one, Description: "smallest weight tensor to quantize"},
 				{Name: "rounding", Type: ParamEnum, Choices: []string{"sum", "nearest"}, Default: "sum",
 					Description: "int8: sum keeps each output channel's weight sum (data-free bias correction); nearest is plain rounding"},
+				{Name: "asymmetric", Type: ParamBool, Default: false,
+					Description: "int8: a zero point per channel (opset >= 13); helps skewed weights, e.g. all-positive filter banks"},
 			},
 		}
 	}

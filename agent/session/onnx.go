@@ -23,7 +23,7 @@ import (
 // model in the output directory (the one artifact) and the quality report,
 // which names the layers result.metrics only numbers, in the session
 // directory next to session.log. Params: mode (int8|fp16), per_channel,
-// min_elements and rounding (sum|nearest).
+// min_elements, rounding (sum|nearest) and asymmetric.
 type onnxRunner struct{}
 
 // quantizeReport is the quality report's file name in the session directory.
@@ -61,6 +61,9 @@ func quantizeOptions(params map[string]any) onnxq.Options {
 	if v, ok := params["rounding"].(string); ok {
 		opts.Rounding = onnxq.Rounding(v)
 	}
+	if v, ok := params["asymmetric"].(bool); ok {
+		opts.Asymmetric = v
+	}
 	return opts
 }
 
@@ -72,8 +75,8 @@ func (onnxRunner) Run(ctx context.Context, job *Job, report func(Update)) (Outco
 		In: job.ModelPath, Out: out, Opts: opts, MaxMemory: quantizeMaxMemory(job.Pipeline),
 		Report: filepath.Join(job.Dir, quantizeReport),
 	}
-	fmt.Fprintf(job.Log, "onnx-quantize: %s -> %s mode=%s per_channel=%t min_elements=%d rounding=%s max_memory=%d\n",
-		job.ModelPath, out, opts.Mode, opts.PerChannel, opts.MinElements, opts.Rounding, req.MaxMemory)
+	fmt.Fprintf(job.Log, "onnx-quantize: %s -> %s mode=%s per_channel=%t min_elements=%d rounding=%s asymmetric=%t max_memory=%d\n",
+		job.ModelPath, out, opts.Mode, opts.PerChannel, opts.MinElements, opts.Rounding, opts.Asymmetric, req.MaxMemory)
 	// The quantizer holds the whole file in memory: a model larger than
 	// the cap cannot fit, so say so without starting the child.
 	if st, err := os.Stat(job.ModelPath); err == nil && st.Size() > req.MaxMemory {

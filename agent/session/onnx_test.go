@@ -2,6 +2,7 @@ package session
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -22,7 +24,11 @@ import (
 
 // matMulModel encodes a minimal ONNX model, Y = MatMul(X, W) with a float
 // [n, n] initializer W, at the protobuf wire level.
-func matMulModel(n int) []byte {
+func matMulModel(n int) []byte { return matMulChain(n, 1) }
+
+// matMulChain is X → MatMul(W) → MatMul(W_1) → ... (layers of them) → Y,
+// every weight a float [n, n] initializer.
+func matMulChain(n, layers int) []byte {
 	msg := func(num protowire.Number, b []byte) []byte {
 		return protowire.AppendBytes(protowire.AppendTag(nil, num, protowire.BytesType), b)
 	}
@@ -45,14 +51,67 @@ func matMulModel(n int) []byte {
 		tensorType := cat(varint(1, 1), msg(2, shape))
 		return cat(str(1, name), msg(2, msg(1, tensorType)))
 	}
-	raw := make([]byte, 4*n*n)
-	for i := range n * n {
-		binary.LittleEndian.PutUint32(raw[4*i:], math.Float32bits(float32(math.Sin(float64(i)))))
+	var graph []byte
+	in := "X"
+	for l := range layers {
+		raw := make([]byte, 4*n*n)
+		for i := range n * n {
+			binary.LittleEndian.PutUint32(raw[4*i:], math.Float32bits(float32(math.Sin(float64(i+l*7)))))
+		}
+		wn, out := "W", "Y"
+		if l > 0 {
+			wn = "W_" + strconv.Itoa(l)
+		}
+		if l < layers-1 {
+			out = "H_" + strconv.Itoa(l)
+		}
+		weight := cat(varint(1, uint64(n)), varint(1, uint64(n)), varint(2, 1), str(8, wn), msg(9, raw))
+		graph = append(graph, msg(1, cat(str(1, in), str(1, wn), str(2, out), str(3, "mm"+strconv.Itoa(l)), str(4, "MatMul")))...)
+		graph = append(graph, msg(5, weight)...)
+		in = out
 	}
-	weight := cat(varint(1, uint64(n)), varint(1, uint64(n)), varint(2, 1), str(8, "W"), msg(9, raw))
-	node := cat(str(1, "X"), str(1, "W"), str(2, "Y"), str(3, "mm"), str(4, "MatMul"))
-	graph := cat(msg(1, node), str(2, "g"), msg(5, weight), msg(11, valueInfo("X", 1, uint64(n))), msg(12, valueInfo("Y", 1, uint64(n))))
+	graph = cat(graph, str(2, "g"), msg(11, valueInfo("X", 1, uint64(n))), msg(12, valueInfo("Y", 1, uint64(n))))
 	return cat(varint(1, 7), msg(8, varint(2, 13)), msg(7, graph))
+}
+
+// TestONNXRunnerStreamsProgress runs the runner itself (no manager, whose
+// 4-per-second limit would merge updates): the child's progress reaches it
+// once per layer, each naming the layer, the percentage rising with the
+// layers' bytes instead of jumping to 100.
+func TestONNXRunnerStreamsProgress(t *testing.T) {
+	dir := t.TempDir()
+	model := filepath.Join(dir, "chain.onnx")
+	require.NoError(t, os.WriteFile(model, matMulChain(48, 4), 0o644))
+	require.NoError(t, os.MkdirAll(filepath.Join(dir, "out"), 0o755))
+	job := &Job{SessionID: "s-1", Pipeline: &DefaultPipelines()[0], ModelPath: model,
+		Params: map[string]any{"mode": "int8", "per_channel": true, "min_elements": int64(1024), "rounding": "sum"},
+		Dir:    dir, OutputDir: filepath.Join(dir, "out"), Log: io.Discard, CancelGrace: time.Second}
+	var ups []Update
+	out, err := onnxRunner{}.Run(context.Background(), job, func(u Update) { ups = append(ups, u) })
+	require.NoError(t, err)
+	assert.Equal(t, 4.0, out.Metrics["tensors_quantized"])
+	require.Len(t, ups, 6, "%+v", ups) // read, 4 layers, write
+	var quantize []string
+	for i, u := range ups {
+		if i > 0 {
+			assert.Greater(t, u.Percent, ups[i-1].Percent, "update %d: %+v", i, ups)
+		}
+		if u.Stage == "quantize" {
+			quantize = append(quantize, u.Message)
+		}
+	}
+	assert.Less(t, ups[0].Percent, 10.0)
+	assert.InDelta(t, 100, ups[5].Percent, 1e-9)
+	require.Len(t, quantize, 4)
+	for i, m := range quantize {
+		name := "W"
+		if i > 0 {
+			name = "W_" + strconv.Itoa(i)
+		}
+		assert.True(t, strings.HasPrefix(m, name+": int8, SNR "), m)
+	}
+	// Equal layers: the quarter steps of the quantize stage.
+	assert.InDelta(t, ups[2].Percent-ups[1].Percent, ups[3].Percent-ups[2].Percent, 1e-9)
 }
 
 func TestONNXQuantizePipelines(t *testing.T) {
@@ -95,6 +154,19 @@ func TestONNXQuantizePipelines(t *testing.T) {
 			assert.Contains(t, string(log), `worst 1: "W" (MatMul, `+tc.mode+`)`)
 		})
 	}
+
+	t.Run("params reach the quantizer", func(t *testing.T) {
+		id := e.startSession(StartRequest{Pipeline: "quantize-int8", Model: "mm.onnx",
+			Params: map[string]any{"asymmetric": true, "rounding": "nearest"}})
+		fin := e.em.waitFinal(t, id, 20*time.Second)
+		require.Equal(t, protocol.TypeSessionCompleted, fin.Type, "%+v", fin.Data)
+		b, err := os.ReadFile(filepath.Join(e.stateDir, "sessions", id, quantizeReport))
+		require.NoError(t, err)
+		assert.Contains(t, string(b), `"encoding": "int8 asymmetric"`)
+		log, err := os.ReadFile(filepath.Join(e.stateDir, "sessions", id, "session.log"))
+		require.NoError(t, err)
+		assert.Contains(t, string(log), "rounding=nearest asymmetric=true")
+	})
 
 	t.Run("invalid model", func(t *testing.T) {
 		id := e.startSession(StartRequest{Pipeline: "quantize-int8", Model: "model.onnx"}) // not ONNX
@@ -188,9 +260,12 @@ func TestQuantizeChildProtocol(t *testing.T) {
 	require.Len(t, lines, 4)
 	for i, l := range lines[:3] {
 		require.NotNil(t, l.Progress, "line %d", i)
-		assert.Equal(t, i+1, l.Progress.Done)
-		assert.Equal(t, 3, l.Progress.Total)
+		assert.Equal(t, lines[0].Progress.Total, l.Progress.Total)
+		if i > 0 {
+			assert.Greater(t, l.Progress.Done, lines[i-1].Progress.Done)
+		}
 	}
+	assert.Equal(t, lines[2].Progress.Total, lines[2].Progress.Done)
 	assert.Equal(t, "quantize", lines[1].Progress.Stage)
 	assert.Equal(t, 1.0, lines[3].Metrics["tensors_quantized"])
 	assert.Contains(t, stderr.String(), `worst 1: "W"`)

@@ -25,6 +25,7 @@ type Builder struct {
 	inputs [][]byte
 	output [][]byte
 	seq    int
+	seqp   *int // shared with the builder of the enclosing graph, when set
 }
 
 // NewBuilder returns a builder whose random weights derive from seed.
@@ -33,8 +34,17 @@ func NewBuilder(opset int64, seed uint64) *Builder {
 }
 
 func (b *Builder) name(prefix string) string {
-	b.seq++
-	return fmt.Sprintf("%s_%d", prefix, b.seq)
+	p := b.seqRef()
+	*p++
+	return fmt.Sprintf("%s_%d", prefix, *p)
+}
+
+// seqRef is the name counter, shared by a model's graph and subgraphs.
+func (b *Builder) seqRef() *int {
+	if b.seqp != nil {
+		return b.seqp
+	}
+	return &b.seq
 }
 
 // Input declares a float graph input; a negative dim becomes dim_param "N".
@@ -145,26 +155,7 @@ func (b *Builder) Model(name string) []byte {
 	return w.AppendBytes(m, w.ModelOpsetImport, op)
 }
 
-func valueInfo(name string, dims []int64) []byte {
-	var shape []byte
-	for _, d := range dims {
-		var dim []byte
-		if d < 0 {
-			dim = w.AppendString(dim, w.DimParam, "N")
-		} else {
-			dim = w.AppendVarint(dim, w.DimValue, d)
-		}
-		shape = w.AppendBytes(shape, w.ShapeDim, dim)
-	}
-	var tt []byte
-	tt = w.AppendVarint(tt, w.TensorElemType, w.DTFloat)
-	tt = w.AppendBytes(tt, w.TensorShape, shape)
-	var typ []byte
-	typ = w.AppendBytes(typ, w.TypeTensorType, tt)
-	var vi []byte
-	vi = w.AppendString(vi, w.ValueInfoName, name)
-	return w.AppendBytes(vi, w.ValueInfoType, typ)
-}
+func valueInfo(name string, dims []int64) []byte { return valueInfoT(name, w.DTFloat, dims) }
 
 func f32bytes(v []float32) []byte {
 	out := make([]byte, 4*len(v))
@@ -180,15 +171,18 @@ func intsAttr(name string, v ...int64) w.Attr {
 	return w.Attr{Name: name, Type: w.AttrTypeInts, Ints: v}
 }
 
-func (b *Builder) bias(n int64) string {
+func (b *Builder) bias(n int64) string { return b.biasAs(n, false) }
+
+// biasAs adds a bias ~ N(0, 0.01) as an initializer, or a Constant node
+// when asConst. Biases stay initializers even in ConstWeights models
+// unless asked: they are not int8 targets.
+func (b *Builder) biasAs(n int64, asConst bool) string {
 	vals := make([]float32, n)
 	for i := range vals {
 		vals[i] = float32(b.rng.NormFloat64() * 0.1)
 	}
-	// Biases stay initializers even in ConstWeights models: they are not
-	// quantization targets.
 	saved := b.ConstWeights
-	b.ConstWeights = false
+	b.ConstWeights = asConst
 	name := b.Tensor(b.name("bias"), []int64{n}, vals)
 	b.ConstWeights = saved
 	return name

@@ -1,0 +1,226 @@
+package onnxq
+
+import (
+	"cmp"
+	"math"
+	"slices"
+)
+
+// int8Params selects how quantizeInt8 works.
+type int8Params struct {
+	axis     int  // one scale per slice along axis; < 0: one for the tensor
+	sumAxis  int  // output channels whose sums RoundSum keeps; < 0: none
+	sum      bool // RoundSum
+	asym     bool // a zero point per slice, values in [-128, 127]
+	halfScal bool // scales must be exact fp16 values (stored as fp16)
+}
+
+// int8Tensor is a quantized tensor: x ≈ (q - zp) · scale per slice.
+type int8Tensor struct {
+	q      []byte    // int8 values
+	scales []float32 // per slice along axis
+	zps    []int8    // per slice; nil when symmetric
+	half   bool      // scales are exact fp16 values
+	stats  tensorStats
+}
+
+// quantizeInt8 quantizes x (finite) to int8. Symmetric: scale = max|x|/127,
+// values in [-127, 127], no zero point. Asymmetric: the slice's range
+// [min(x,0), max(x,0)] maps onto [-128, 127] with a zero point. Scales are
+// rounded up to fp16 values when p.halfScal asks for it and every scale
+// fits fp16's normal range (rounding up keeps every weight inside the int8
+// range); otherwise they stay float32.
+func quantizeInt8(x []float32, dims []int64, p int8Params) int8Tensor {
+	outer, ch, inner := split(dims, p.axis, len(x))
+	lo := make([]float32, ch)
+	hi := make([]float32, ch)
+	for o := 0; o < outer; o++ {
+		for c := 0; c < ch; c++ {
+			base := (o*ch + c) * inner
+			l, h := lo[c], hi[c]
+			for _, v := range x[base : base+inner] {
+				l, h = min(l, v), max(h, v)
+			}
+			lo[c], hi[c] = l, h
+		}
+	}
+	scales := make([]float32, ch)
+	for c := range scales {
+		var s float32
+		if p.asym {
+			s = float32((float64(hi[c]) - float64(lo[c])) / 255)
+		} else {
+			s = max(hi[c], -lo[c]) / 127
+		}
+		if s == 0 || math.IsInf(float64(s), 0) {
+			s = 1 // all zeros, or so tiny the scale underflows: any scale works
+		}
+		scales[c] = s
+	}
+	half := p.halfScal
+	for _, s := range scales {
+		half = half && s >= minNormalHalf && s <= maxHalf
+	}
+	if half {
+		for c, s := range scales {
+			scales[c] = halfUp(s)
+		}
+	}
+	inv := make([]float64, ch)
+	for c, s := range scales {
+		inv[c] = 1 / float64(s)
+	}
+	var zps []int8
+	qmin, qmax := -127.0, 127.0
+	if p.asym {
+		qmin = -128
+		zps = make([]int8, ch)
+		for c := range zps {
+			zps[c] = int8(min(127, max(-128, math.Round(-128-float64(lo[c])*inv[c]))))
+		}
+	}
+	q := make([]byte, len(x))
+	for o := 0; o < outer; o++ {
+		for c := 0; c < ch; c++ {
+			base := (o*ch + c) * inner
+			iv, zp := inv[c], 0.0
+			if zps != nil {
+				zp = float64(zps[c])
+			}
+			for k, v := range x[base : base+inner] {
+				r := math.RoundToEven(float64(v)*iv) + zp
+				q[base+k] = byte(int8(min(qmax, max(qmin, r))))
+			}
+		}
+	}
+	if p.sum && p.sumAxis >= 0 {
+		preserveSums(q, x, dims, p.axis, p.sumAxis, inv, zps, int8(qmin))
+	}
+	var st errAcc
+	for o := 0; o < outer; o++ {
+		for c := 0; c < ch; c++ {
+			base := (o*ch + c) * inner
+			s, zp := scales[c], int16(0)
+			if zps != nil {
+				zp = int16(zps[c])
+			}
+			for k, v := range x[base : base+inner] {
+				// Same arithmetic as DequantizeLinear: float32 product.
+				st.add(v, float32(int16(int8(q[base+k]))-zp)*s)
+			}
+		}
+	}
+	return int8Tensor{q: q, scales: scales, zps: zps, half: half, stats: st.stats()}
+}
+
+// halfUp returns the smallest fp16 value >= s (s positive, in fp16's normal
+// range).
+func halfUp(s float32) float32 {
+	h := float32ToFloat16(s)
+	if float16ToFloat32(h) < s {
+		h++
+	}
+	return float16ToFloat32(h)
+}
+
+// split returns the sizes before, along and after axis (axis < 0: the
+// whole tensor is one slice).
+func split(dims []int64, axis, n int) (outer, ch, inner int) {
+	if axis < 0 {
+		return 1, 1, n
+	}
+	outer, ch, inner = 1, int(dims[axis]), 1
+	for _, d := range dims[:axis] {
+		outer *= int(d)
+	}
+	for _, d := range dims[axis+1:] {
+		inner *= int(d)
+	}
+	return outer, ch, inner
+}
+
+// preserveSums adjusts q so that the dequantized sum of every slice along
+// sumAxis equals the float sum within half a step: with d the slice's
+// summed rounding residual (in steps), it moves round(d) weights one step in
+// d's direction, those whose residual is largest in that direction, never
+// past [qmin, 127]. inv (and zps, when not nil) hold 1/scale (and the zero
+// point) per slice along scaleAxis, one value when scaleAxis < 0;
+// scaleAxis is either sumAxis or < 0, so a slice has one step size.
+func preserveSums(q []byte, x []float32, dims []int64, scaleAxis, sumAxis int, inv []float64, zps []int8, qmin int8) {
+	outer, ch, inner := split(dims, sumAxis, len(x))
+	type cand struct {
+		k   int     // index into q
+		res float64 // residual x/s - (q - zp), in steps
+	}
+	cs := make([]cand, 0, outer*inner) // one channel's weights, reused
+	for c := 0; c < ch; c++ {
+		sc := 0
+		if scaleAxis >= 0 {
+			sc = c
+		}
+		iv, zp := inv[sc], 0.0
+		if zps != nil {
+			zp = float64(zps[sc])
+		}
+		cs = cs[:0]
+		var d float64
+		for o := 0; o < outer; o++ {
+			base := (o*ch + c) * inner
+			for k := base; k < base+inner; k++ {
+				r := float64(x[k])*iv - (float64(int8(q[k])) - zp)
+				d += r
+				cs = append(cs, cand{k, r})
+			}
+		}
+		n := int(math.Round(d))
+		if n == 0 {
+			continue
+		}
+		step := int8(1)
+		if n < 0 {
+			step, n = -1, -n
+		}
+		// Largest residual in the needed direction first.
+		slices.SortFunc(cs, func(a, b cand) int {
+			return cmp.Compare(b.res*float64(step), a.res*float64(step))
+		})
+		for _, cd := range cs {
+			if n == 0 {
+				break
+			}
+			v := int8(q[cd.k])
+			if (step > 0 && v == 127) || (step < 0 && v == qmin) {
+				continue
+			}
+			q[cd.k] = byte(v + step)
+			n--
+		}
+	}
+}
+
+type tensorStats struct{ maxAbs, snr float64 }
+
+// errAcc accumulates reconstruction error statistics in float64.
+type errAcc struct{ maxAbs, sig, noise float64 }
+
+func (a *errAcc) add(x, xh float32) {
+	d := float64(x) - float64(xh)
+	a.sig += float64(x) * float64(x)
+	a.noise += d * d
+	if d < 0 {
+		d = -d
+	}
+	if d > a.maxAbs {
+		a.maxAbs = d
+	}
+}
+
+func (a *errAcc) stats() tensorStats {
+	snr := float64(MaxSNRdB)
+	if a.noise > 0 && a.sig > 0 {
+		snr = min(snr, 10*math.Log10(a.sig/a.noise))
+	} else if a.noise > 0 {
+		snr = 0
+	}
+	return tensorStats{maxAbs: a.maxAbs, snr: snr}
+}
