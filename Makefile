@@ -11,7 +11,7 @@ BINS := robot-agent fleet-relay fleetctl
 PLATFORMS := linux/amd64 linux/arm64 linux/arm/7
 export CGO_ENABLED ?= 0
 
-.PHONY: all build release test test-deps lint bench chaos demo generate clean
+.PHONY: all build release packages test test-deps lint bench chaos demo generate clean
 
 all: build
 
@@ -34,6 +34,11 @@ release:
 		done; \
 	done
 	@cd dist && sha256sum * > SHA256SUMS && cat SHA256SUMS
+
+# .deb and .rpm of robot-agent and fleet-relay (amd64, arm64, armhf) into
+# dist/packages, with nfpm (scripts/packaging, its own Go module).
+packages:
+	@VERSION='$(VERSION)' COMMIT='$(COMMIT)' bash scripts/packages.sh
 
 test-deps:
 	@bash scripts/test-deps.sh

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the tests need when it is missing: Mosquitto and nats-server (Debian), the npm
-# packages of each scripts/*/ folder, Chromium and systemd-analyze. Idempotent.
+# packages of each scripts/*/ folder, Chromium, systemd-analyze and rpm. Idempotent.
 # As root it installs system packages; otherwise it only reports what is missing
 # (the tests then fail with a message naming it).
 set -euo pipefail
@@ -15,6 +15,7 @@ command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 # fleetctl's completion tests load its scripts into real shells.
 command -v zsh >/dev/null 2>&1 || need+=(zsh)
 command -v fish >/dev/null 2>&1 || need+=(fish)
+command -v rpm >/dev/null 2>&1 || need+=(rpm)  # e2e/packages reads the .rpm files
 
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
