@@ -371,6 +371,9 @@ func TestDashboardFleet1000(t *testing.T) {
 		robots, liveFrame["p50"], liveFrame["p95"], liveFrame["max"], live["longtasks"])
 	frame, _ := res["frame"].(map[string]any)
 	peer, _ := res["peer_frame"].(map[string]any)
+	static, _ := res["peer_static_scroll"].(map[string]any)
+	t.Logf("peer: a static page of the same 1,000 rows scrolled the same way: frame interval p50 %v ms p95 %v ms max %v ms",
+		static["p50"], static["p95"], static["max"])
 	render, _ := res["render"].(map[string]any)
 	t.Logf("dashboard at %d robots, scrolling and sorting: frame interval p50 %v ms p95 %v ms max %v ms over %v frames (an empty page in the same run: p50 %v p95 %v); "+
 		"the page's render work per frame p50 %v ms p95 %v ms max %v ms; long tasks %v",

@@ -104,6 +104,34 @@ async function main() {
       run = false;
       return gaps;
     }, Number(spec.measure_ms || 8000)));
+    // A second peer: a static page with the same 1,000 rows as plain DOM
+    // (no script, no updates), scrolled the same way: what scrolling alone
+    // costs this browser on this machine.
+    const rowsHTML = Array.from({ length: spec.robots }, (_, i) =>
+      `<div class="r"><b>r-${String(i).padStart(4, "0")}</b><span>online · 14 s</span><span>${i % 100}.5 %</span><span>${i % 90}.1 %</span>` +
+      `<span>${40 + i % 50}.0 °C</span><span>–</span><span></span><span>quantize-int8 · quantize 13 %</span><span></span></div>`).join("");
+    await blank.setContent(`<style>body{margin:0;background:#0f1419;color:#d8dee6;font:14px system-ui}#s{height:700px;overflow-y:auto}
+      .r{display:grid;grid-template-columns:150px 180px 130px 130px 90px 130px 56px 1fr 76px;height:34px;align-items:center;padding:0 10px;gap:10px;border-bottom:1px solid #27303a}</style>
+      <div id="s">${rowsHTML}</div>`);
+    out.peer_static_scroll = stats(await blank.evaluate(async (ms) => {
+      const gaps = [];
+      let last = 0, run = true;
+      const tick = (t) => { if (last) gaps.push(t - last); last = t; if (run) requestAnimationFrame(tick); };
+      requestAnimationFrame(tick);
+      const sc = document.getElementById("s");
+      const maxTop = sc.scrollHeight - sc.clientHeight;
+      const start = performance.now();
+      let dir = 1, y = 0;
+      while (performance.now() - start < ms) {
+        y = Math.max(0, Math.min(maxTop, y + dir * 173));
+        if (y >= maxTop) dir = -1;
+        if (y <= 0) dir = 1;
+        sc.scrollTop = y;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      run = false;
+      return gaps;
+    }, Number(spec.measure_ms || 8000)));
     await blank.close();
     await page.bringToFront();
 
@@ -119,13 +147,18 @@ async function main() {
     };
     await sortBy("cpu", "desc");
     await page.waitForTimeout(300);
-    const cpus = await page.$$eval(".frows .frow:not([hidden]) [role=cell]:nth-child(3) .num", (es) => es.slice(0, 10).map((e) => e.textContent));
+    // Rows are positioned by transform; read them in screen order.
+    const visibleRows = (sel) => page.$$eval(".frows .frow:not([hidden])", (rs, sel) => rs
+      .map((r) => [r.getBoundingClientRect().top, r]).sort((a, b) => a[0] - b[0])
+      .map(([, r]) => (sel ? r.querySelector(sel).textContent : r.dataset.robot)), sel);
+    const cpus = (await visibleRows("[role=cell]:nth-child(3) .num")).slice(0, 10);
     const nums = cpus.map(cellNum);
     out.top_cpu = nums.slice(0, 3);
     if (!(nums[0] >= nums[5] && nums[0] >= 90)) throw new Error(`sorted by CPU descending, the first rows show ${cpus.join(", ")}`);
     await sortBy("id", "asc");
     await page.waitForFunction(() => {
-      const ids = [...document.querySelectorAll(".frows .frow:not([hidden])")].map((r) => r.dataset.robot);
+      const ids = [...document.querySelectorAll(".frows .frow:not([hidden])")]
+        .map((r) => [r.getBoundingClientRect().top, r.dataset.robot]).sort((a, b) => a[0] - b[0]).map((x) => x[1]);
       return ids[0] === "r-0000" && ids[1] === "r-0001";
     }, null, { timeout: 15000 });
 
@@ -150,7 +183,11 @@ async function main() {
     step("cancel from the table");
     await page.fill("#filter", spec.cancel_robot);
     const cancelRow = page.locator(`.frow[data-robot="${spec.cancel_robot}"]`);
-    await cancelRow.locator("button.cancel").click({ timeout: 30000 });
+    const cancelButton = cancelRow.locator("button.cancel");
+    await cancelButton.waitFor({ state: "visible", timeout: 30000 });
+    // The row is re-rendered 4 times a second while the fleet publishes;
+    // skip Playwright's wait for a still element, the effect is checked below.
+    await cancelButton.click({ force: true, timeout: 30000 });
     await page.waitForFunction((r) => {
       const row = document.querySelector(`.frow[data-robot="${r}"]`);
       return row && !/quantize-int8/.test(row.textContent);

@@ -238,7 +238,7 @@ function authHeaders() {
 function robot(id) {
   let r = state.robots.get(id);
   if (!r) {
-    r = { id, status: null, since: "", epoch: null, metrics: null, latest: null, alerts: 0, run: null, search: id.toLowerCase() };
+    r = { id, status: null, since: "", metrics: null, latest: null, alerts: 0, run: null, search: id.toLowerCase() };
     state.robots.set(id, r);
     state.orderDirty = true;
   }
@@ -285,11 +285,7 @@ function onEvent(room, env) {
   switch (env.type) {
     case "robot.status": {
       const r = robot(env.robot);
-      // A status from an older connection (lower epoch: a Last Will that
-      // fired late) never replaces a newer one; without epochs the last
-      // status received wins, as the broker orders them.
-      if (typeof d.epoch === "number" && typeof r.epoch === "number" && d.epoch < r.epoch) return;
-      if (typeof d.epoch === "number") r.epoch = d.epoch;
+      if (!statusReplaces(r.status, d)) return; // status.js: ordered by data.epoch
       if (!r.status || r.status.state !== d.state || !r.since) r.since = env.ts;
       r.status = d;
       r.search = [env.robot, d.hostname, d.os, d.arch].join(" ").toLowerCase();
@@ -407,7 +403,7 @@ async function pollFleet() {
     const r = robot(l.id);
     if (r.latest && r.latest.metrics_at >= (l.metrics_at || "")) continue;
     r.latest = l;
-    if (!r.status && l.state) { r.status = { state: l.state }; r.since = l.since; }
+    if (!r.status && l.state) { r.status = { state: l.state }; r.since = l.since; } // until room fleet's snapshot
   }
   state.orderDirty = true;
   soon("fleet", "summary");
@@ -492,7 +488,7 @@ function makeRow() {
     if (r && r.run) cancel(r.id, r.run.id);
   });
   c.row = row;
-  c.key = "";
+  c.index = -1;
   return c;
 }
 
@@ -526,6 +522,9 @@ function fillRow(c, r) {
   if (c.cancel.dataset.session !== (ss ? r.run.id : "")) c.cancel.dataset.session = ss ? r.run.id : "";
 }
 
+// Rows are pooled and keyed by position: logical row i is always drawn by
+// pool[i % pool.length] at translateY(i * ROW_H), so scrolling rebinds only
+// the rows that enter the view; the others keep their content and move.
 let spacerH = -1;
 function renderFleet() {
   // Layout is read first, before anything is written, so that a frame never
@@ -538,21 +537,25 @@ function renderFleet() {
   if (spacerH !== n * ROW_H) { spacerH = n * ROW_H; $("fleet-spacer").style.height = `${spacerH}px`; }
   $("fleet-empty").hidden = n > 0;
   setText($("fleet-count"), `${n} of ${state.robots.size} robots`);
-  const first = Math.max(0, Math.min(Math.floor(top / ROW_H) - OVERSCAN, n - 1));
-  const count = Math.max(0, Math.min(n - first, Math.ceil(h / ROW_H) + 2 * OVERSCAN));
+  const size = Math.ceil(h / ROW_H) + 2 * OVERSCAN;
   const rows = $("fleet-rows");
-  while (pool.length < count) { const c = makeRow(); pool.push(c); rows.append(c.row); }
-  for (let i = 0; i < pool.length; i++) {
-    const c = pool[i];
-    if (i >= count) {
-      if (!c.row.hidden) { c.row.hidden = true; delete c.row.dataset.robot; }
-      continue;
-    }
+  while (pool.length < size) { const c = makeRow(); pool.push(c); rows.append(c.row); }
+  const first = Math.max(0, Math.floor(top / ROW_H) - OVERSCAN);
+  const end = Math.min(n, first + pool.length);
+  const used = new Set();
+  for (let i = first; i < end; i++) {
+    const c = pool[i % pool.length];
+    used.add(c);
     if (c.row.hidden) c.row.hidden = false;
-    fillRow(c, state.robots.get(state.order[first + i]));
+    if (c.index !== i) {
+      c.index = i;
+      c.row.style.transform = `translateY(${i * ROW_H}px)`;
+    }
+    fillRow(c, state.robots.get(state.order[i]));
   }
-  const tf = `translateY(${first * ROW_H}px)`;
-  if (rows.style.transform !== tf) rows.style.transform = tf;
+  for (const c of pool) {
+    if (!used.has(c) && !c.row.hidden) { c.row.hidden = true; c.index = -1; delete c.row.dataset.robot; }
+  }
 }
 
 function setSort(key) {
