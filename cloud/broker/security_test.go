@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
 	"github.com/robotfleet/fleetlink/cloud/broker"
@@ -88,6 +89,24 @@ func TestLoginThrottle(t *testing.T) {
 	require.Equal(t, brokertest.ConnAccepted, try("127.0.0.2", "r-1", "pw1"), "another address")
 	relay := relayClient(t, b) // from 127.0.0.1
 	require.True(t, relay.IsConnectionOpen())
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(b.Collectors()...)
+	require.Equal(t, 3.0, counterValue(t, reg, "fleet_relay_embedded_broker_auth_failures_total"))
+	require.Equal(t, 2.0, counterValue(t, reg, "fleet_relay_embedded_broker_auth_throttled_total"))
+}
+
+func counterValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	require.NoError(t, err)
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return 0
 }
 
 // TestWSOrigin is attack 6: the MQTT-over-WebSocket listener refuses

@@ -147,6 +147,9 @@ func New(cfg config.Config, log *slog.Logger) (*Relay, error) {
 
 	var lat prometheus.Histogram
 	r.reg, lat = newMetrics(r.hub, ready)
+	if r.broker != nil {
+		r.reg.MustRegister(r.broker.Collectors()...)
+	}
 	r.mhist = metricshistory.New(metricshistory.Options{Window: cfg.History.Window, Step: cfg.History.Step,
 		RobotBytes: cfg.History.RobotBytes, TotalBytes: cfg.History.TotalBytes, MaxRobots: cfg.Hub.MaxRobots})
 	r.mhistAPI = metricshistory.NewAPI(r.mhist, historyAuthorize(authn))

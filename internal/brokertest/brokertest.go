@@ -99,6 +99,13 @@ type Options struct {
 	WebSockets bool
 	// Extra is appended to mosquitto.conf.
 	Extra string
+	// Config replaces the default access settings (anonymous clients
+	// allowed, a large queue), e.g. with Shipped. The listeners and
+	// persistence stay the helper's.
+	Config string
+	// ListenerConfig follows each listener line (Mosquitto 2 scopes some
+	// options, such as use_username_as_clientid, to a listener).
+	ListenerConfig string
 }
 
 // MosquittoPath returns the mosquitto binary, or fails the test saying how
@@ -123,9 +130,13 @@ func StartMosquitto(t testing.TB, opts ...Options) *Mosquitto {
 	}
 	MosquittoPath(t) // fail early, naming the fix
 	m := &Mosquitto{t: t, Port: FreePort(t), dir: t.TempDir()}
-	conf := fmt.Sprintf("per_listener_settings false\nallow_anonymous true\npersistence true\npersistence_location %s/\nautosave_interval 1\nmax_queued_messages 100000\nlistener %d 127.0.0.1\n",
-		m.dir, m.Port)
-	if os.Geteuid() == 0 && !strings.Contains(o.Extra, "user ") {
+	access := o.Config
+	if access == "" {
+		access = "allow_anonymous true\nmax_queued_messages 100000\n"
+	}
+	conf := fmt.Sprintf("per_listener_settings false\n%s\npersistence true\npersistence_location %s/\nautosave_interval 1\nlistener %d 127.0.0.1\n%s\n",
+		access, m.dir, m.Port, o.ListenerConfig)
+	if os.Geteuid() == 0 && !strings.Contains(o.Extra, "user ") && !strings.Contains(o.Config, "\nuser ") {
 		// As root Mosquitto drops to user "mosquitto", which cannot write its
 		// persistence file into the test's directory: retained messages
 		// would not survive a restart.
@@ -133,7 +144,7 @@ func StartMosquitto(t testing.TB, opts ...Options) *Mosquitto {
 	}
 	if o.WebSockets {
 		m.WSPort = FreePort(t)
-		conf += fmt.Sprintf("listener %d 127.0.0.1\nprotocol websockets\n", m.WSPort)
+		conf += fmt.Sprintf("listener %d 127.0.0.1\nprotocol websockets\n%s\n", m.WSPort, o.ListenerConfig)
 	}
 	conf += o.Extra + "\n"
 	if err := os.WriteFile(filepath.Join(m.dir, "mosquitto.conf"), []byte(conf), 0o600); err != nil {
