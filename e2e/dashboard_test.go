@@ -357,7 +357,7 @@ func TestDashboardFleet1000(t *testing.T) {
 	}
 	spec, _ := json.Marshal(map[string]any{
 		"robots": robots, "sessions": sessions, "cancel_robot": simRobot(10), "cancel_session": "s-0001",
-		"failed_robot": "r-0003", "failed_session": "s-fail", "stderr": "ValueError: unsupported op Foo",
+		"failed_robot": "r-0003", "failed_session": "s-fail", "running_robot": simRobot(0), "running_session": "s-0000", "stderr": "ValueError: unsupported op Foo",
 		"notification": "Disk almost full", "measure_ms": measure,
 	})
 	res := runBrowser(t, "fleet.js", "http://"+s.httpAddr+"/", mintToken(t, secret, "operator", "*"),

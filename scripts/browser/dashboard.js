@@ -35,6 +35,11 @@ async function main() {
     // The charts: drawn from the history, then extended by live samples.
     await page.locator("#chart-cpu canvas").waitFor({ timeout: 20000 });
     out.charts = await page.locator(".charts canvas").count();
+    out.charts_note = await page.textContent("#charts-note");
+    if (!/^history every \d+ s/.test(out.charts_note)) throw new Error(`the charts did not load the relay's history: ${out.charts_note}`);
+    const points = await page.evaluate(() => window.fleetPerf().chartPoints);
+    await page.waitForFunction((n) => window.fleetPerf().chartPoints > n, points, { timeout: 20000 });
+    out.chart_points = [points, await page.evaluate(() => window.fleetPerf().chartPoints)];
 
     if (mode === "viewer") {
       out.start_visible = await page.locator("#start-box").isVisible();

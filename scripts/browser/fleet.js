@@ -204,6 +204,19 @@ async function main() {
     out.error_code = await page.textContent("#sd-error-code");
     await page.waitForFunction((n) => document.getElementById("notif-list").textContent.includes(n), spec.notification, { timeout: 30000 });
     if (shots) await page.screenshot({ path: path.join(shots, "dashboard-robot.png"), fullPage: true });
+
+    step("running session");
+    await page.evaluate((r) => { location.hash = `#/robot/${r}`; }, spec.running_robot);
+    const running = page.locator(`tr[data-session="${spec.running_session}"]`);
+    await page.locator(`tr[data-session="${spec.running_session}"] .badge.running`).waitFor({ timeout: 30000 });
+    await page.waitForFunction((s) => {
+      const row = document.querySelector(`tr[data-session="${s}"]`);
+      return row && /layer \d+\/100/.test(row.textContent) && /\d+ (s|m)/.test(row.cells[7].textContent);
+    }, spec.running_session, { timeout: 30000 });
+    out.running_session_row = (await running.textContent()).replace(/\s+/g, " ").trim();
+    await running.click();
+    await page.waitForFunction(() => /running · [\d.]+ % · quantize layer \d+\/100 · elapsed \d+ (s|m).* · ETA \d+/.test(document.getElementById("sd-status").textContent), null, { timeout: 30000 });
+    out.running_session_status = await page.textContent("#sd-status");
     await ctx.close();
 
     // --- viewer -------------------------------------------------------------

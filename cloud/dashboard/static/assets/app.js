@@ -928,7 +928,7 @@ function render() {
 // fleetPerf is read by the browser tests: render times (ms) of the page's
 // own frames, newest last.
 window.fleetPerf = () => ({ renders: state.perf.renders.slice(), count: state.perf.count, msgMs: state.perf.msgMs, msgs: state.perf.msgs,
-  polls: state.perf.polls.slice(), robots: state.robots.size, rows: pool.filter((c) => !c.row.hidden).length });
+  polls: state.perf.polls.slice(), chartPoints: charts.hist ? charts.hist.t.length : 0, robots: state.robots.size, rows: pool.filter((c) => !c.row.hidden).length });
 
 document.addEventListener("DOMContentLoaded", () => {
   $("filter").addEventListener("input", () => { state.orderDirty = true; mark("fleet"); });
