@@ -20,6 +20,7 @@ import (
 
 	"github.com/robotfleet/fleetlink/cloud/auth"
 	"github.com/robotfleet/fleetlink/cloud/broker"
+	"github.com/robotfleet/fleetlink/internal/mqttkit"
 	"github.com/robotfleet/fleetlink/protocol"
 )
 
@@ -79,10 +80,15 @@ type MQTT struct {
 	// Broker URL (tcp://, ssl://, ws://, wss://). Default empty: start the
 	// embedded broker and connect to it.
 	Broker string `yaml:"broker"`
+	// Brokers are more broker URLs; the relay uses one at a time and fails
+	// over to the next (Broker, if set, comes first). Default none.
+	Brokers []string `yaml:"brokers"`
 	// Username and Password for the broker. Default none.
 	Username string `yaml:"username"`
 	Password string `yaml:"password"`
-	// ClientID. Default fleet-relay-<random>.
+	// ClientID names the relay's persistent MQTT session: the broker queues
+	// what the relay misses under it. Keep it stable; every replica needs
+	// its own. Default fleet-relay-<hostname>.
 	ClientID string `yaml:"client_id"`
 	// CAFile verifies the broker's certificate. Default system roots.
 	CAFile string `yaml:"ca_file"`
@@ -95,12 +101,25 @@ type MQTT struct {
 	QueueMessages int `yaml:"queue_messages"`
 	// QueueBytes caps their bytes. Default 67108864 (64 MiB).
 	QueueBytes int64 `yaml:"queue_bytes"`
-	// ReconnectMin and ReconnectMax bound the jittered backoff. Defaults 250ms, 30s.
+	// ReconnectMin and ReconnectMax bound the jittered backoff. Defaults 250ms, 5s.
 	ReconnectMin time.Duration `yaml:"reconnect_min"`
 	ReconnectMax time.Duration `yaml:"reconnect_max"`
 	// ConnectTimeout bounds a connection attempt and a SUBACK. Default 10s.
 	ConnectTimeout time.Duration `yaml:"connect_timeout"`
 }
+
+// BrokerList is Broker (split at commas) followed by Brokers.
+func (m MQTT) BrokerList() []string {
+	out := mqttkit.SplitBrokers(m.Broker)
+	for _, b := range m.Brokers {
+		out = append(out, mqttkit.SplitBrokers(b)...)
+	}
+	return out
+}
+
+// External reports whether an external broker is configured (else the
+// relay starts the embedded one).
+func (m MQTT) External() bool { return len(m.BrokerList()) > 0 }
 
 // Embedded is the embedded broker.
 type Embedded struct {
@@ -278,8 +297,8 @@ func Default() Config {
 		Listen:         "127.0.0.1:8080",
 		AllowedOrigins: []string{},
 		TopicPrefix:    protocol.DefaultPrefix,
-		MQTT: MQTT{QueueMessages: 16384, QueueBytes: 64 << 20, ReconnectMin: 250 * time.Millisecond,
-			ReconnectMax: 30 * time.Second, ConnectTimeout: 10 * time.Second},
+		MQTT: MQTT{Brokers: []string{}, QueueMessages: 16384, QueueBytes: 64 << 20, ReconnectMin: 250 * time.Millisecond,
+			ReconnectMax: 5 * time.Second, ConnectTimeout: 10 * time.Second},
 		Embedded: Embedded{Listen: "127.0.0.1:1883", Users: []broker.User{}, WSAllowedOrigins: []string{},
 			InsecureAnonymous: []string{}, Limits: broker.DefaultLimits()},
 		NATS: NATS{URLs: []string{}, Stream: "FLEET_HISTORY", MaxAge: 24 * time.Hour, MaxBytes: 1 << 30, Replicas: 1},
@@ -330,7 +349,8 @@ func Parse(b []byte, c *Config) error {
 // Environment variables of spec §8.
 const (
 	EnvListen         = "FLEET_RELAY_LISTEN"
-	EnvMQTTBroker     = "FLEET_RELAY_MQTT_BROKER"
+	EnvMQTTBroker     = "FLEET_RELAY_MQTT_BROKER" // one URL or several, comma-separated
+	EnvMQTTClientID   = "FLEET_RELAY_MQTT_CLIENT_ID"
 	EnvEmbeddedListen = "FLEET_RELAY_EMBEDDED_MQTT_LISTEN"
 	EnvAuthSecret     = "FLEET_RELAY_AUTH_SECRET"
 	EnvTopicPrefix    = "FLEET_RELAY_TOPIC_PREFIX"
@@ -349,6 +369,7 @@ func (c *Config) ApplyEnv(getenv func(string) (string, bool)) {
 	}
 	set(EnvListen, &c.Listen)
 	set(EnvMQTTBroker, &c.MQTT.Broker)
+	set(EnvMQTTClientID, &c.MQTT.ClientID)
 	set(EnvEmbeddedListen, &c.Embedded.Listen)
 	set(EnvAuthSecret, &c.Auth.Secret)
 	set(EnvTopicPrefix, &c.TopicPrefix)
@@ -395,7 +416,7 @@ func (c *Config) Validate() error {
 	if _, err := protocol.NewTopics(c.TopicPrefix); err != nil {
 		bad("topic_prefix", "%v", err)
 	}
-	if c.MQTT.Broker == "" {
+	if !c.MQTT.External() {
 		checkAddr("embedded_mqtt.listen", c.Embedded.Listen, true)
 		checkAddr("embedded_mqtt.tls_listen", c.Embedded.TLSListen, false)
 		checkAddr("embedded_mqtt.ws_listen", c.Embedded.WSListen, false)
@@ -437,8 +458,8 @@ func (c *Config) Validate() error {
 				bad("embedded_mqtt.limits."+key, "%s", rule)
 			}
 		}
-	} else if !strings.Contains(c.MQTT.Broker, "://") {
-		bad("mqtt.broker", "must be a URL like tcp://host:1883, got %q", c.MQTT.Broker)
+	} else if err := mqttkit.ValidateBrokers(c.MQTT.BrokerList()); err != nil {
+		bad("mqtt.broker", "must be a URL like tcp://host:1883 (several: comma-separated, or mqtt.brokers): %v", err)
 	}
 	if (c.MQTT.CertFile == "") != (c.MQTT.KeyFile == "") {
 		bad("mqtt", "cert_file and key_file must be set together")

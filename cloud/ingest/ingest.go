@@ -1,8 +1,19 @@
 // Package ingest is the relay's MQTT side: a paho client that subscribes to
 // the whole <prefix>/v1/robots/# tree (again after every reconnect, checking
-// the SUBACK), reconnects with jittered backoff, hands every message to a
-// bounded queue without blocking paho, and decodes and validates each
-// message exactly once before giving it to the hub and the command tracker.
+// the SUBACK), reconnects with jittered backoff, fails over between several
+// brokers, hands every message to a bounded queue without blocking paho,
+// and decodes and validates each message exactly once before giving it to
+// the hub and the command tracker.
+//
+// The MQTT session is persistent: a stable client id, clean session off and
+// a QoS 1 subscription, so while the relay is away (a network cut, its own
+// restart, a broker restart with persistence) the broker queues the robots'
+// QoS 1 events for it and delivers them when it is back. When the relay
+// cannot know it has everything — the broker answers a reconnect with
+// "session present = false" (it lost its state, or the relay failed over to
+// a broker that never had its session), or the ingest queue overflowed — it
+// reports a gap (Options.OnGap) so clients are told instead of silently
+// missing events.
 package ingest
 
 import (
@@ -10,8 +21,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
-	"net/url"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,17 +29,37 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/robotfleet/fleetlink/cloud/hub"
+	"github.com/robotfleet/fleetlink/internal/mqttkit"
 	"github.com/robotfleet/fleetlink/protocol"
 )
 
+// Gap reasons passed to Options.OnGap.
+const (
+	// GapSessionLost: the broker had no session for the relay on a
+	// reconnect, so what was published while the relay was away is gone.
+	GapSessionLost = "mqtt_session_lost"
+	// GapQueueFull: the ingest queue was full and messages were dropped.
+	GapQueueFull = "ingest_queue_full"
+)
+
+// maxGapRobots bounds the robots remembered between two gap reports; past
+// it the gap is reported for every robot.
+const maxGapRobots = 1024
+
 // Options configures a Client. Zero fields take the defaults named here.
 type Options struct {
-	// Broker is the broker URL: tcp://, ssl:// (tls://, mqtts://), ws://,
-	// wss://. Required.
+	// Brokers are the broker URLs: tcp://, ssl:// (tls://, mqtts://), ws://,
+	// wss://. The client connects to one at a time and moves to the next
+	// after a failed attempt or a lost connection. At least one of Brokers
+	// and Broker is required.
+	Brokers []string
+	// Broker is one more broker URL, tried before Brokers.
 	Broker string
 	// Username and Password authenticate to the broker. Default none.
 	Username, Password string
-	// ClientID is the MQTT client id. Default "fleet-relay-" + a random suffix.
+	// ClientID is the MQTT client id, which names the relay's persistent
+	// session on the broker: keep it stable across restarts and give every
+	// replica its own. Default DefaultClientID().
 	ClientID string
 	// TLS is used for ssl:// and wss:// brokers. Default: system roots.
 	TLS *tls.Config
@@ -40,7 +70,8 @@ type Options struct {
 	// QueueBytes caps the payload bytes waiting for decoding. Default 64 MiB.
 	QueueBytes int64
 	// ReconnectMin and ReconnectMax bound the jittered exponential backoff
-	// between connection attempts. Defaults 250ms and 30s.
+	// between connection attempts. Defaults 250ms and 5s: after a broker
+	// restart the relay is back within ReconnectMax of the broker.
 	ReconnectMin, ReconnectMax time.Duration
 	// ConnectTimeout bounds a connection attempt and a SUBACK. Default 10s.
 	ConnectTimeout time.Duration
@@ -52,13 +83,27 @@ type Options struct {
 	Hub *hub.Hub
 	// OnReply sees every valid command.reply (the command tracker). Default none.
 	OnReply func(ev *protocol.Event, raw []byte)
+	// OnGap is told when events may have been missed: robot "" means every
+	// robot; reason is one of the Gap* constants. It is called from the
+	// decoding goroutine, before the next message is handled. Default none.
+	OnGap func(robot, reason string)
 	// Logger. Default slog.Default().
 	Logger *slog.Logger
 }
 
+// DefaultClientID is "fleet-relay-" and the hostname (sanitized): stable
+// across restarts, distinct per replica host.
+func DefaultClientID() string {
+	h, _ := os.Hostname()
+	if h = protocol.SanitizeID(h); h == "" {
+		h = "unknown"
+	}
+	return "fleet-relay-" + h
+}
+
 func (o *Options) setDefaults() {
 	if o.ClientID == "" {
-		o.ClientID = "fleet-relay-" + protocol.NewID()[16:]
+		o.ClientID = DefaultClientID()
 	}
 	if o.QueueMessages <= 0 {
 		o.QueueMessages = 16384
@@ -70,7 +115,7 @@ func (o *Options) setDefaults() {
 		o.ReconnectMin = 250 * time.Millisecond
 	}
 	if o.ReconnectMax <= 0 {
-		o.ReconnectMax = 30 * time.Second
+		o.ReconnectMax = 5 * time.Second
 	}
 	if o.ConnectTimeout <= 0 {
 		o.ConnectTimeout = 10 * time.Second
@@ -83,6 +128,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.OnReply == nil {
 		o.OnReply = func(*protocol.Event, []byte) {}
+	}
+	if o.OnGap == nil {
+		o.OnGap = func(string, string) {}
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -97,16 +145,24 @@ type message struct {
 
 // Client is the relay's MQTT connection.
 type Client struct {
-	o     Options
-	log   *slog.Logger
-	stats *hub.Stats
-	mc    mqtt.Client
+	o       Options
+	log     *slog.Logger
+	stats   *hub.Stats
+	brokers []string
+	clients []mqtt.Client // one paho client per broker, same client id
+	cur     atomic.Int32  // index of the broker in use (or last tried)
 
 	queue       chan message
 	queuedBytes atomic.Int64
 	connected   atomic.Bool
 	ready       atomic.Bool   // connected and the SUBACK granted the subscription
 	lost        chan struct{} // signalled when the connection drops (cap 1)
+
+	gapMu      sync.Mutex          // guards gapRobots and gapAll
+	gapRobots  map[string]struct{} // robots whose messages were dropped since the last report
+	gapAll     string              // reason of a gap for every robot, "" = none
+	gapPending atomic.Bool         // a gap waits to be reported
+	gapWake    chan struct{}       // wakes the decoding goroutine for a gap (cap 1)
 
 	logMu      sync.Mutex           // guards lastLogged
 	lastLogged map[string]time.Time // robot → last invalid-message warning
@@ -118,41 +174,44 @@ func New(o Options) (*Client, error) {
 	if o.Hub == nil {
 		return nil, fmt.Errorf("%w: Hub is required", ErrConfig)
 	}
-	u, err := url.Parse(o.Broker)
-	if err != nil || u.Host == "" {
-		return nil, fmt.Errorf("%w: broker URL %q: want scheme://host:port", ErrConfig, o.Broker)
+	var brokers []string
+	for _, b := range append([]string{o.Broker}, o.Brokers...) {
+		brokers = append(brokers, mqttkit.SplitBrokers(b)...)
 	}
-	switch u.Scheme {
-	case "tcp", "mqtt", "ssl", "tls", "mqtts", "tcps", "ws", "wss":
-	default:
-		return nil, fmt.Errorf("%w: broker URL %q: scheme must be tcp, ssl, tls, mqtts, ws or wss", ErrConfig, o.Broker)
+	if err := mqttkit.ValidateBrokers(brokers); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
-	c := &Client{o: o, log: o.Logger, stats: o.Hub.Stats(), queue: make(chan message, o.QueueMessages),
-		lost: make(chan struct{}, 1), lastLogged: map[string]time.Time{}}
-	mo := mqtt.NewClientOptions().
-		AddBroker(o.Broker).
-		SetClientID(o.ClientID).
-		SetUsername(o.Username).
-		SetPassword(o.Password).
-		SetCleanSession(true).
-		SetAutoReconnect(false). // Run reconnects, with jitter
-		SetConnectRetry(false).
-		SetKeepAlive(o.KeepAlive).
-		SetConnectTimeout(o.ConnectTimeout).
-		SetWriteTimeout(o.PublishTimeout).
-		SetOrderMatters(true). // one paho goroutine calls onMessage, in order; it never blocks
-		SetDefaultPublishHandler(c.onMessage).
-		SetOnConnectHandler(func(mqtt.Client) { go c.subscribe() }).
-		SetConnectionLostHandler(c.onLost)
-	if o.TLS != nil {
-		mo.SetTLSConfig(o.TLS)
+	c := &Client{o: o, log: o.Logger, stats: o.Hub.Stats(), brokers: brokers, queue: make(chan message, o.QueueMessages),
+		lost: make(chan struct{}, 1), lastLogged: map[string]time.Time{}, gapRobots: map[string]struct{}{},
+		gapWake: make(chan struct{}, 1)}
+	for _, b := range brokers {
+		mo := mqtt.NewClientOptions().
+			AddBroker(b).
+			SetClientID(o.ClientID).
+			SetUsername(o.Username).
+			SetPassword(o.Password).
+			SetCleanSession(false).  // the broker queues what we miss while away
+			SetAutoReconnect(false). // Run reconnects, with jitter and failover
+			SetConnectRetry(false).
+			SetKeepAlive(o.KeepAlive).
+			SetConnectTimeout(o.ConnectTimeout).
+			SetWriteTimeout(o.PublishTimeout).
+			SetOrderMatters(true).                 // one paho goroutine calls onMessage, in order; it never blocks
+			SetDefaultPublishHandler(c.onMessage). // queued messages arrive right after CONNACK
+			SetConnectionLostHandler(c.onLost)
+		if o.TLS != nil {
+			mo.SetTLSConfig(o.TLS)
+		}
+		c.clients = append(c.clients, mqtt.NewClient(mo))
 	}
-	c.mc = mqtt.NewClient(mo)
 	return c, nil
 }
 
 // SetOnReply sets the command.reply hook; call it before Run.
 func (c *Client) SetOnReply(f func(ev *protocol.Event, raw []byte)) { c.o.OnReply = f }
+
+// SetOnGap sets the gap hook; call it before Run.
+func (c *Client) SetOnGap(f func(robot, reason string)) { c.o.OnGap = f }
 
 // Ready reports whether the connection is up and the subscription was
 // acknowledged (what /readyz reports).
@@ -160,6 +219,14 @@ func (c *Client) Ready() bool { return c.ready.Load() }
 
 // Connected reports whether the MQTT connection is up.
 func (c *Client) Connected() bool { return c.connected.Load() }
+
+// Broker returns the URL of the broker in use (or tried last).
+func (c *Client) Broker() string { return c.brokers[c.cur.Load()] }
+
+// ClientID returns the MQTT client id.
+func (c *Client) ClientID() string { return c.o.ClientID }
+
+func (c *Client) mc() mqtt.Client { return c.clients[c.cur.Load()] }
 
 // onMessage is paho's callback: it must not block.
 func (c *Client) onMessage(_ mqtt.Client, m mqtt.Message) {
@@ -178,9 +245,57 @@ func (c *Client) onMessage(_ mqtt.Client, m mqtt.Message) {
 	}
 }
 
+// drop counts a message the queue could not take and remembers its robot
+// for a gap report.
 func (c *Client) drop(topic string) {
 	if n := c.stats.IngestDropped.Add(1); n == 1 || n%1000 == 0 {
 		c.log.Warn("ingest queue full, dropping MQTT messages", "topic", topic, "dropped_total", n)
+	}
+	robot := ""
+	if tp, err := c.o.Topics.Parse(topic); err == nil {
+		robot = tp.Robot
+	}
+	c.markGap(robot, GapQueueFull)
+}
+
+// markGap records a gap for the decoding goroutine to report; it never
+// blocks on the hub.
+func (c *Client) markGap(robot, reason string) {
+	c.gapMu.Lock()
+	if robot == "" || len(c.gapRobots) >= maxGapRobots {
+		c.gapAll = reason
+		clear(c.gapRobots)
+	} else if c.gapAll == "" {
+		c.gapRobots[robot] = struct{}{}
+	}
+	c.gapMu.Unlock()
+	c.gapPending.Store(true)
+	select {
+	case c.gapWake <- struct{}{}:
+	default:
+	}
+}
+
+// reportGaps hands the recorded gaps to OnGap.
+func (c *Client) reportGaps() {
+	if !c.gapPending.Swap(false) {
+		return
+	}
+	c.gapMu.Lock()
+	all := c.gapAll
+	robots := make([]string, 0, len(c.gapRobots))
+	for r := range c.gapRobots {
+		robots = append(robots, r)
+	}
+	c.gapAll = ""
+	clear(c.gapRobots)
+	c.gapMu.Unlock()
+	if all != "" {
+		c.o.OnGap("", all)
+		return
+	}
+	for _, r := range robots {
+		c.o.OnGap(r, GapQueueFull)
 	}
 }
 
@@ -188,7 +303,7 @@ func (c *Client) onLost(_ mqtt.Client, err error) {
 	c.connected.Store(false)
 	c.ready.Store(false)
 	c.stats.Reconnects.Add(1)
-	c.log.Warn("mqtt connection lost", "broker", c.o.Broker, "err", err)
+	c.log.Warn("mqtt connection lost", "broker", c.Broker(), "err", err)
 	select {
 	case c.lost <- struct{}{}:
 	default:
@@ -196,13 +311,13 @@ func (c *Client) onLost(_ mqtt.Client, err error) {
 }
 
 // subscribe subscribes to the whole tree and marks the client ready once
-// the SUBACK grants it. It retries while connected.
-func (c *Client) subscribe() {
-	c.connected.Store(true)
+// the SUBACK grants it. It retries while connected. With a session the
+// broker kept, the subscription exists already and this only confirms it.
+func (c *Client) subscribe(mc mqtt.Client) {
 	filter := c.o.Topics.AllRobots()
-	delay := c.o.ReconnectMin
-	for c.mc.IsConnectionOpen() {
-		tok := c.mc.Subscribe(filter, 1, nil)
+	bo := c.backoff()
+	for mc.IsConnectionOpen() {
+		tok := mc.Subscribe(filter, 1, nil)
 		if !tok.WaitTimeout(c.o.ConnectTimeout) {
 			c.log.Warn("mqtt subscribe: no SUBACK in time", "filter", filter)
 		} else if err := tok.Error(); err != nil {
@@ -210,37 +325,62 @@ func (c *Client) subscribe() {
 		} else if st, ok := tok.(*mqtt.SubscribeToken); ok && st.Result()[filter] > 2 {
 			c.log.Warn("mqtt subscribe refused by the broker", "filter", filter, "code", st.Result()[filter])
 		} else {
+			if st, ok := tok.(*mqtt.SubscribeToken); ok && st.Result()[filter] == 0 {
+				c.log.Warn("mqtt subscription granted at QoS 0 only: the broker will not queue events while the relay is away",
+					"filter", filter)
+			}
 			c.ready.Store(true)
-			c.log.Info("mqtt subscribed", "broker", c.o.Broker, "filter", filter)
+			c.log.Info("mqtt subscribed", "broker", c.Broker(), "filter", filter)
 			return
 		}
-		time.Sleep(jitter(delay))
-		delay = min(2*delay, c.o.ReconnectMax)
+		time.Sleep(bo.Next())
 	}
 }
 
-// jitter returns a duration in [d/2, d).
-func jitter(d time.Duration) time.Duration {
-	return d/2 + time.Duration(rand.Int64N(int64(d/2)+1))
+// backoff is the retry schedule: jittered, doubling from ReconnectMin,
+// capped at ReconnectMax — a low cap, so a broker that was down for a while
+// sees the relay back within ReconnectMax; a handful of relay replicas is
+// no reconnect storm.
+func (c *Client) backoff() *mqttkit.Backoff {
+	return &mqttkit.Backoff{Min: c.o.ReconnectMin, FastMax: c.o.ReconnectMax, Max: c.o.ReconnectMax}
 }
 
-// Run connects, reconnects and processes messages until ctx ends.
+// Run connects, reconnects and processes messages until ctx ends. After a
+// failed attempt or a lost connection it waits a jittered backoff (reset by
+// every successful connection) and tries the next broker of the list.
 func (c *Client) Run(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() { defer close(done); c.work(ctx) }()
 	defer func() {
 		c.ready.Store(false)
 		c.connected.Store(false)
-		c.mc.Disconnect(250)
+		c.mc().Disconnect(250)
 		<-done
 	}()
-	delay := c.o.ReconnectMin
+	bo := c.backoff()
+	everConnected := false
 	for {
-		tok := c.mc.Connect()
-		ok := tok.WaitTimeout(c.o.ConnectTimeout)
+		mc := c.mc()
+		tok := mc.Connect()
+		// paho bounds the dial and the CONNACK wait by ConnectTimeout each.
+		ok := tok.WaitTimeout(2*c.o.ConnectTimeout + time.Second)
 		if ok && tok.Error() == nil {
-			c.log.Info("mqtt connected", "broker", c.o.Broker, "client_id", c.o.ClientID)
-			delay = c.o.ReconnectMin
+			present := false
+			if ct, isCT := tok.(*mqtt.ConnectToken); isCT {
+				present = ct.SessionPresent()
+			}
+			c.log.Info("mqtt connected", "broker", c.Broker(), "client_id", c.o.ClientID, "session_present", present)
+			if everConnected && !present {
+				// Whatever was published while we were away was not kept
+				// for us: every room may have a hole.
+				c.log.Warn("mqtt broker has no session for the relay: events published while it was away are lost",
+					"broker", c.Broker(), "client_id", c.o.ClientID)
+				c.markGap("", GapSessionLost)
+			}
+			everConnected = true
+			c.connected.Store(true)
+			go c.subscribe(mc)
+			bo.Reset()
 			select {
 			case <-ctx.Done():
 				return nil
@@ -250,24 +390,26 @@ func (c *Client) Run(ctx context.Context) error {
 			err := tok.Error()
 			if !ok {
 				err = fmt.Errorf("no CONNACK within %s", c.o.ConnectTimeout)
+				mc.Disconnect(0)
 			}
-			c.log.Warn("mqtt connect failed", "broker", c.o.Broker, "err", err, "retry_in", delay)
+			c.log.Warn("mqtt connect failed", "broker", c.Broker(), "err", err)
 		}
-		select {
-		case <-ctx.Done():
+		if len(c.clients) > 1 {
+			c.cur.Store((c.cur.Load() + 1) % int32(len(c.clients)))
+		}
+		if !bo.Sleep(ctx) {
 			return nil
-		case <-time.After(jitter(delay)):
 		}
-		delay = min(2*delay, c.o.ReconnectMax)
 	}
 }
 
 // Publish publishes one message and waits for the broker's acknowledgement.
 func (c *Client) Publish(topic string, qos byte, retained bool, payload []byte) error {
-	if !c.mc.IsConnectionOpen() {
+	mc := c.mc()
+	if !mc.IsConnectionOpen() {
 		return ErrNotConnected
 	}
-	tok := c.mc.Publish(topic, qos, retained, payload)
+	tok := mc.Publish(topic, qos, retained, payload)
 	if !tok.WaitTimeout(c.o.PublishTimeout) {
 		return fmt.Errorf("publish %s: %w", topic, ErrPublishTimeout)
 	}
@@ -282,8 +424,11 @@ func (c *Client) work(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
+		case <-c.gapWake:
+			c.reportGaps()
 		case m := <-c.queue:
 			c.queuedBytes.Add(-int64(len(m.payload)))
+			c.reportGaps()
 			c.handle(m)
 		}
 	}

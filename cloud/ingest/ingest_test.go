@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"sync"
 	"testing"
 	"time"
 
@@ -38,7 +39,14 @@ func (anyone) AllRobots() bool      { return true }
 func TestBoundedQueue(t *testing.T) {
 	m := brokertest.StartMochi(t)
 	h := hub.New(hub.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	c, err := ingest.New(ingest.Options{Broker: m.URL(), Hub: h, QueueMessages: 4,
+	var mu sync.Mutex
+	var gapsSeen [][2]string
+	c, err := ingest.New(ingest.Options{Broker: m.URL(), Hub: h, QueueMessages: 4, ClientID: "relay-bounded",
+		OnGap: func(robot, reason string) {
+			mu.Lock()
+			gapsSeen = append(gapsSeen, [2]string{robot, reason})
+			mu.Unlock()
+		},
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -65,10 +73,21 @@ func TestBoundedQueue(t *testing.T) {
 		require.True(t, tok.WaitTimeout(5*time.Second))
 	}
 	require.Eventually(t, func() bool { return h.Stats().IngestDropped.Load() > 0 }, 5*time.Second, 10*time.Millisecond)
+
 	require.True(t, c.Connected(), "the connection survives a stalled consumer")
 	require.Eventually(t, func() bool { return h.Stats().MessagesIn.Load() == 50 }, 5*time.Second, 10*time.Millisecond,
 		"every message reached the callback")
 	close(s.release)
+	// Once the decoder runs again it reports the dropped messages as a gap
+	// of their robot.
+	require.Eventually(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(gapsSeen) > 0
+	}, 5*time.Second, 10*time.Millisecond, "the dropped messages are reported as a gap")
+	mu.Lock()
+	require.Equal(t, [2]string{"r-1", ingest.GapQueueFull}, gapsSeen[0])
+	mu.Unlock()
 }
 
 func TestBadURL(t *testing.T) {

@@ -100,15 +100,15 @@ func New(cfg config.Config, log *slog.Logger) (*Relay, error) {
 	})
 
 	mqttOpts := ingest.Options{
-		Broker: cfg.MQTT.Broker, Username: cfg.MQTT.Username, Password: cfg.MQTT.Password, ClientID: cfg.MQTT.ClientID,
+		Brokers: cfg.MQTT.BrokerList(), Username: cfg.MQTT.Username, Password: cfg.MQTT.Password, ClientID: cfg.MQTT.ClientID,
 		Topics: topics, QueueMessages: cfg.MQTT.QueueMessages, QueueBytes: cfg.MQTT.QueueBytes,
 		ReconnectMin: cfg.MQTT.ReconnectMin, ReconnectMax: cfg.MQTT.ReconnectMax, ConnectTimeout: cfg.MQTT.ConnectTimeout,
-		Hub: r.hub, Logger: log.With("component", "ingest"),
+		Hub: r.hub, OnGap: r.hub.MarkGap, Logger: log.With("component", "ingest"),
 	}
 	if mqttOpts.TLS, err = clientTLS(cfg.MQTT); err != nil {
 		return nil, err
 	}
-	if cfg.MQTT.Broker == "" {
+	if !cfg.MQTT.External() {
 		accounts, err := cfg.Embedded.Accounts()
 		if err != nil {
 			return nil, fmt.Errorf("%w: embedded_mqtt.password_file: %v", ErrConfig, err)
@@ -126,7 +126,7 @@ func New(cfg config.Config, log *slog.Logger) (*Relay, error) {
 		if r.broker, err = broker.New(bo); err != nil {
 			return nil, err
 		}
-		mqttOpts.Broker = r.broker.URL()
+		mqttOpts.Brokers = []string{r.broker.URL()}
 		mqttOpts.Username, mqttOpts.Password = r.broker.Credentials()
 		mqttOpts.TLS = nil
 	}
@@ -278,7 +278,7 @@ func (r *Relay) Run(ctx context.Context) error {
 		}
 	}()
 	r.log.Info("fleet-relay serving", "version", version.String(), "url", scheme+"://"+r.Addr(),
-		"mqtt", r.cfg.MQTT.Broker, "embedded_broker", r.BrokerURL())
+		"mqtt", r.ingest.Broker(), "mqtt_client_id", r.ingest.ClientID(), "embedded_broker", r.BrokerURL())
 	var runErr error
 	select {
 	case <-ctx.Done():
