@@ -280,3 +280,27 @@ func TestCompactWhenEmpty(t *testing.T) {
 	require.Greater(t, s, ev.Seq)
 	require.EqualValues(t, 1, o2.Stats().Depth)
 }
+
+// The connection epoch counts up by one per call, across restarts and
+// across the compaction of an empty spool.
+func TestEpochPersistsAcrossRestartsAndCompaction(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "spool.db")
+	o, err := spool.Open(spool.Options{Path: path})
+	require.NoError(t, err)
+	for want := int64(1); want <= 3; want++ {
+		e, err := o.NextEpoch()
+		require.NoError(t, err)
+		require.Equal(t, want, e)
+	}
+	require.NoError(t, o.Compact())
+	e, err := o.NextEpoch()
+	require.NoError(t, err)
+	require.EqualValues(t, 4, e)
+	require.NoError(t, o.Close())
+	o, err = spool.Open(spool.Options{Path: path})
+	require.NoError(t, err)
+	defer o.Close()
+	e, err = o.NextEpoch()
+	require.NoError(t, err)
+	require.EqualValues(t, 5, e)
+}
