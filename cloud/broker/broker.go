@@ -229,6 +229,7 @@ type Stats struct {
 // Broker is a running embedded broker.
 type Broker struct {
 	srv      *mqtt.Server
+	retained *retainedIndex
 	tcp      listeners.Listener
 	ws       *wsListener
 	user     string // the relay's own account
@@ -330,6 +331,7 @@ func New(o Options) (*Broker, error) {
 	mlog := slog.New(&levelHandler{min: slog.LevelError, h: log.Handler()})
 	b.srv = mqtt.New(&mqtt.Options{Logger: mlog, InlineClient: false, Capabilities: caps})
 	h.srv = b.srv
+	b.retained = h.retained
 	if err := b.srv.AddHook(h, nil); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
 	}

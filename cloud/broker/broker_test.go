@@ -10,6 +10,7 @@ import (
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
 	"github.com/robotfleet/fleetlink/cloud/broker"
@@ -430,6 +431,9 @@ func TestRetainedCaps(t *testing.T) {
 	live := got.drain(500 * time.Millisecond)
 	require.Equal(t, []string{tp.Status("r-2"), tp.Metrics("r-2"), tp.SessionState("r-2", "s-1")}, uniq(live))
 	require.EqualValues(t, 1, b.Stats().RetainedRefused.Load())
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(b.Collectors()...)
+	require.Equal(t, 6.0, gaugeValue(t, reg, "fleet_relay_embedded_broker_retained_messages"))
 	eng2, err := clientAs(t, b.URL(), "eng-2", "eng", "engpw")
 	require.NoError(t, err)
 	late, _ := subscribe(t, eng2, "fleet/v1/robots/r-2/#")
@@ -528,4 +532,50 @@ func (s *safeBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// TestMaxInflight is attack 4: messages queued for a disconnected
+// persistent session are capped by MaxInflight; the rest are dropped and
+// counted.
+func TestMaxInflight(t *testing.T) {
+	b := startWith(t, broker.Options{Users: robots, Limits: broker.Limits{MaxInflight: 3}})
+	got := make(chan string, 100)
+	persistent := func(o *mqtt.ClientOptions) {
+		o.SetCleanSession(false).SetDefaultPublishHandler(func(_ mqtt.Client, m mqtt.Message) { got <- string(m.Payload()) })
+	}
+	eng, err := clientAs(t, b.URL(), "eng-q", "eng", "engpw", persistent)
+	require.NoError(t, err)
+	tok := eng.Subscribe(tp.Commands("r-1"), 1, nil)
+	require.True(t, tok.WaitTimeout(wait))
+	require.NoError(t, tok.Error())
+	eng.Disconnect(10)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(b.Collectors()...)
+	require.Eventually(t, func() bool { return gaugeValue(t, reg, "fleet_relay_embedded_broker_clients_connected") == 0 },
+		wait, 10*time.Millisecond, "the broker saw eng-q disconnect")
+	relay := relayClient(t, b)
+	for i := range 10 {
+		pub(t, relay, tp.Commands("r-1"), 1, false, strings.Repeat("x", i+1))
+	}
+	// The broker acknowledges before it delivers: wait until all ten were
+	// stored or dropped.
+	require.Eventually(t, func() bool { return counterValue(t, reg, "fleet_relay_embedded_broker_inflight_dropped_total") == 7 },
+		wait, 10*time.Millisecond, "7 of 10 dropped")
+	_, err = clientAs(t, b.URL(), "eng-q", "eng", "engpw", persistent)
+	require.NoError(t, err)
+	var queued []string
+	for len(queued) < 3 {
+		select {
+		case p := <-got:
+			queued = append(queued, p)
+		case <-time.After(wait):
+			t.Fatalf("got %v of the queued messages", queued)
+		}
+	}
+	require.ElementsMatch(t, []string{"x", "xx", "xxx"}, queued)
+	select {
+	case p := <-got:
+		t.Fatalf("a fourth queued message arrived: %q", p)
+	case <-time.After(300 * time.Millisecond):
+	}
 }

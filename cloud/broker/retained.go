@@ -149,3 +149,10 @@ func (x *retainedIndex) removeLocked(topic string) {
 	x.count--
 	x.bytes -= int64(e.bytes)
 }
+
+// totals returns the retained messages and bytes accounted.
+func (x *retainedIndex) totals() (int, int64) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return x.count, x.bytes
+}
