@@ -29,6 +29,7 @@ func BenchmarkQuantizeFile(b *testing.B) {
 		opts Options
 	}{
 		{"int8_channel", Options{Mode: ModeInt8, PerChannel: true}},
+		{"int8_channel_nearest", Options{Mode: ModeInt8, PerChannel: true, Rounding: RoundNearest}},
 		{"int8_tensor", Options{Mode: ModeInt8}},
 		{"fp16", Options{Mode: ModeFP16}},
 	} {

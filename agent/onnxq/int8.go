@@ -1,10 +1,6 @@
 package onnxq
 
-import (
-	"cmp"
-	"math"
-	"slices"
-)
+import "math"
 
 // int8Params selects how quantizeInt8 works.
 type int8Params struct {
@@ -148,11 +144,7 @@ func split(dims []int64, axis, n int) (outer, ch, inner int) {
 // scaleAxis is either sumAxis or < 0, so a slice has one step size.
 func preserveSums(q []byte, x []float32, dims []int64, scaleAxis, sumAxis int, inv []float64, zps []int8, qmin int8) {
 	outer, ch, inner := split(dims, sumAxis, len(x))
-	type cand struct {
-		k   int     // index into q
-		res float64 // residual x/s - (q - zp), in steps
-	}
-	cs := make([]cand, 0, outer*inner) // one channel's weights, reused
+	cs := make([]flip, 0, outer*inner) // one channel's weights, reused
 	for c := 0; c < ch; c++ {
 		sc := 0
 		if scaleAxis >= 0 {
@@ -169,33 +161,76 @@ func preserveSums(q []byte, x []float32, dims []int64, scaleAxis, sumAxis int, i
 			for k := base; k < base+inner; k++ {
 				r := float64(x[k])*iv - (float64(int8(q[k])) - zp)
 				d += r
-				cs = append(cs, cand{k, r})
+				cs = append(cs, flip{k, r})
 			}
 		}
 		n := int(math.Round(d))
 		if n == 0 {
 			continue
 		}
-		step := int8(1)
+		step, bound := int8(1), int8(127)
 		if n < 0 {
-			step, n = -1, -n
+			step, bound, n = -1, qmin, -n
 		}
-		// Largest residual in the needed direction first.
-		slices.SortFunc(cs, func(a, b cand) int {
-			return cmp.Compare(b.res*float64(step), a.res*float64(step))
-		})
+		// The n weights with the largest residual in the needed
+		// direction, among those not at the bound: a selection, not a
+		// sort (n is a few dozen at most, a channel thousands).
+		e := 0
 		for _, cd := range cs {
-			if n == 0 {
-				break
+			if int8(q[cd.k]) != bound {
+				cd.res *= float64(step)
+				cs[e] = cd
+				e++
 			}
-			v := int8(q[cd.k])
-			if (step > 0 && v == 127) || (step < 0 && v == qmin) {
-				continue
-			}
-			q[cd.k] = byte(v + step)
-			n--
+		}
+		top := selectLargest(cs[:e], min(n, e))
+		for _, cd := range top {
+			q[cd.k] = byte(int8(q[cd.k]) + step)
 		}
 	}
+}
+
+// flip is a weight of one channel and its rounding residual (x/s - (q -
+// zp)) in steps, signed so that larger means "flip first".
+type flip struct {
+	k   int
+	res float64
+}
+
+// selectLargest reorders cs so that its first n elements are the n with the
+// largest res (in no particular order) and returns them: quickselect,
+// linear on average.
+func selectLargest(cs []flip, n int) []flip {
+	lo, hi := 0, len(cs)
+	for hi-lo > 1 && n > lo && n < hi {
+		// Median of three as the pivot.
+		a, b, c := cs[lo].res, cs[(lo+hi)/2].res, cs[hi-1].res
+		p := max(min(a, b), min(max(a, b), c))
+		// Three-way partition: > p, == p, < p.
+		i, lt, gt := lo, lo, hi
+		for i < gt {
+			switch {
+			case cs[i].res > p:
+				cs[i], cs[lt] = cs[lt], cs[i]
+				i++
+				lt++
+			case cs[i].res < p:
+				gt--
+				cs[i], cs[gt] = cs[gt], cs[i]
+			default:
+				i++
+			}
+		}
+		switch {
+		case n <= lt:
+			hi = lt
+		case n >= gt:
+			lo = gt
+		default:
+			return cs[:n] // the n-th falls among the pivot's equals
+		}
+	}
+	return cs[:n]
 }
 
 type tensorStats struct{ maxAbs, snr float64 }

@@ -2,12 +2,14 @@ package onnxq
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -850,6 +852,30 @@ func TestOpset9CastMul(t *testing.T) {
 		out, _ := mustQuantize(t, testmodels.MatMulModel(9, 1), opts)
 		if ops := opCount(mustParse(t, out)); ops["DequantizeLinear"] != 0 || ops["Mul"] != 2 {
 			t.Errorf("PerChannel=%v: ops %v", opts.PerChannel, ops)
+		}
+	}
+}
+
+func TestSelectLargest(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 10))
+	for trial := 0; trial < 200; trial++ {
+		n := 1 + rng.IntN(300)
+		cs := make([]flip, n)
+		for i := range cs {
+			cs[i] = flip{k: i, res: float64(rng.IntN(40)) / 40} // many ties
+		}
+		want := slices.Clone(cs)
+		slices.SortFunc(want, func(a, b flip) int { return cmp.Compare(b.res, a.res) })
+		k := rng.IntN(n + 1)
+		got := slices.Clone(selectLargest(cs, k))
+		if len(got) != k {
+			t.Fatalf("got %d, want %d", len(got), k)
+		}
+		slices.SortFunc(got, func(a, b flip) int { return cmp.Compare(b.res, a.res) })
+		for i := range got {
+			if got[i].res != want[i].res {
+				t.Fatalf("trial %d: k=%d: %v, want %v", trial, k, got, want[:k])
+			}
 		}
 	}
 }

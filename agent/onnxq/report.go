@@ -74,6 +74,7 @@ func (r *Result) Metrics() map[string]float64 {
 		"compression_ratio": r.CompressionRatio,
 		"tensors_quantized": float64(r.TensorsQuantized),
 		"tensors_skipped":   float64(r.TensorsSkipped),
+		"tensors_fp16":      float64(r.TensorsHalf),
 		"max_abs_error":     r.MaxAbsError,
 		"mean_snr_db":       r.MeanSNRdB,
 	}
@@ -98,6 +99,7 @@ type report struct {
 	CompressionRatio float64             `json:"compression_ratio"`
 	TensorsQuantized int                 `json:"tensors_quantized"`
 	TensorsSkipped   int                 `json:"tensors_skipped"`
+	TensorsFP16      int                 `json:"tensors_fp16"`
 	MeanSNRdB        float64             `json:"mean_snr_db"`
 	Worst            []Layer             `json:"worst"`
 	Kept             []Layer             `json:"kept"`
@@ -109,7 +111,7 @@ type report struct {
 func (r *Result) WriteReportFile(path string) error {
 	rep := report{
 		SizeBefore: r.SizeBefore, SizeAfter: r.SizeAfter, CompressionRatio: r.CompressionRatio,
-		TensorsQuantized: r.TensorsQuantized, TensorsSkipped: r.TensorsSkipped, MeanSNRdB: r.MeanSNRdB,
+		TensorsQuantized: r.TensorsQuantized, TensorsSkipped: r.TensorsSkipped, TensorsFP16: r.TensorsHalf, MeanSNRdB: r.MeanSNRdB,
 		Worst: r.Worst(worstLayers), Kept: []Layer{}, BytesPerOp: r.OpBytes(), Layers: r.Layers,
 	}
 	for _, l := range r.Layers {
