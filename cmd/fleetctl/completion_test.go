@@ -57,7 +57,7 @@ func TestCompletionBash(t *testing.T) {
 		return fields(out)
 	}
 	require.Equal(t, []string{"send", "session", "sessions"}, complete("fleetctl se"))
-	require.Equal(t, []string{"cancel", "start"}, complete("fleetctl session "))
+	require.Equal(t, []string{"cancel", "follow", "start"}, complete("fleetctl session "))
 	require.Contains(t, complete("fleetctl session start r-1 --"), "--follow")
 	require.Contains(t, complete("fleetctl session start r-1 --"), "--param")
 	require.Equal(t, []string{"--tls-ca-file", "--tls-cert-file", "--tls-insecure-skip-verify", "--tls-key-file", "--tls-server-name"}, complete("fleetctl robots --tls"))
@@ -82,7 +82,7 @@ func TestCompletionFish(t *testing.T) {
 		return words
 	}
 	require.Equal(t, []string{"send", "session", "sessions"}, complete("fleetctl se"))
-	require.Equal(t, []string{"cancel", "start"}, complete("fleetctl session "))
+	require.Equal(t, []string{"cancel", "follow", "start"}, complete("fleetctl session "))
 	require.Contains(t, complete("fleetctl session start r-1 --f"), "--follow")
 	require.Contains(t, complete("fleetctl robots --j"), "--json")
 	require.Equal(t, []string{"bash", "fish", "zsh"}, complete("fleetctl completion "))
@@ -117,7 +117,7 @@ _fleetctl`)
 		return res
 	}
 	require.Equal(t, []string{"send", "session", "sessions"}, complete("fleetctl", "se"))
-	require.Equal(t, []string{"cancel", "start"}, complete("fleetctl", "session", ""))
+	require.Equal(t, []string{"cancel", "follow", "start"}, complete("fleetctl", "session", ""))
 	require.Contains(t, complete("fleetctl", "session", "start", "--"), "--follow")
 	require.Equal(t, []string{"FILES"}, complete("fleetctl", "robots", "--config", ""))
 	require.Equal(t, []string{"bash", "fish", "zsh"}, complete("fleetctl", "completion", ""))
@@ -145,5 +145,5 @@ func TestEveryCommandTakesJSON(t *testing.T) {
 	}
 	code, _, errOut := runFleetctl(t, "session")
 	require.Equal(t, 2, code)
-	require.Contains(t, errOut, "fleetctl session: want a subcommand: cancel, start")
+	require.Contains(t, errOut, "fleetctl session: want a subcommand: cancel, follow, start")
 }

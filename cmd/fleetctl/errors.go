@@ -22,6 +22,8 @@ var (
 	errSessionCancelled = errors.New("session cancelled")
 	// errSessionTimeout: a followed session failed with code timeout (exit 5).
 	errSessionTimeout = errors.New("session timed out")
+	// errUnknownSession: session follow heard nothing of the session.
+	errUnknownSession = errors.New("unknown session")
 	// errFollowTimeout: --follow-timeout passed before the session ended.
 	errFollowTimeout = errors.New("session still running")
 )

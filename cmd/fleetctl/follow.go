@@ -36,6 +36,10 @@ type follower struct {
 	robot   string
 	session string
 	bar     *progressBar
+	// attachWait, when following a session started elsewhere (start is
+	// nil), is how long to wait for its first state or event before
+	// calling it unknown.
+	attachWait time.Duration
 }
 
 // taggedMsg marks a message that arrived before the start command was
@@ -45,10 +49,14 @@ type taggedMsg struct {
 	early bool
 }
 
+// run follows the session to its end. start sends start_session and
+// returns the status it answered; nil attaches to a session that exists
+// already (its retained state is then the news, not a stale leftover).
 func (f *follower) run(ctx context.Context, start func(context.Context, mqtt.Client) (string, error)) (*protocol.SessionState, error) {
 	tp := f.mc.Topics
 	q := newMsgQueue(followQueueBytes)
 	var started atomic.Bool
+	started.Store(start == nil)
 	push := func(_ mqtt.Client, m mqtt.Message) { q.push(taggedMsg{m, !started.Load()}) }
 	sessionFilters := map[string]byte{
 		tp.SessionEvents(f.robot, f.session): protocol.KindSessionEvents.QoS(),
@@ -89,11 +97,16 @@ func (f *follower) run(ctx context.Context, start func(context.Context, mqtt.Cli
 		return nil, ctx.Err()
 	}
 
-	status, err := start(ctx, client)
-	if err != nil {
-		return nil, err
+	status := "following"
+	var unknown <-chan time.Time // attaching: no news of the session within attachWait
+	if start != nil {
+		if status, err = start(ctx, client); err != nil {
+			return nil, err
+		}
+		started.Store(true)
+	} else {
+		unknown = time.After(f.attachWait)
 	}
-	started.Store(true)
 	// The robot's status, for a note when it goes away mid-session; call
 	// subscribed it with its own handler, this takes the route over.
 	if err := mqttkit.Wait(ctx, client.Subscribe(tp.Status(f.robot), protocol.KindStatus.QoS(), push), f.mc.ConnectTimeout); err != nil {
@@ -121,6 +134,8 @@ func (f *follower) run(ctx context.Context, start func(context.Context, mqtt.Cli
 		case <-grace:
 			st := stateFromFinal(last, final)
 			return &st, nil
+		case <-unknown:
+			return nil, fmt.Errorf("%w: no state or event of session %s on %s within %s", errUnknownSession, f.session, f.robot, f.attachWait)
 		case m := <-q.ch:
 			q.done(m)
 			tm := m.(taggedMsg)
@@ -133,6 +148,9 @@ func (f *follower) run(ctx context.Context, start func(context.Context, mqtt.Cli
 			}
 			if tpc, err := tp.Parse(m.Topic()); err != nil || tpc.Matches(ev) != nil {
 				continue
+			}
+			if ev.Session != "" {
+				unknown = nil // the session exists
 			}
 			switch d := ev.Data.(type) {
 			case protocol.RobotStatus:

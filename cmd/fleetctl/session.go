@@ -31,6 +31,17 @@ func init() {
 		define: defineSessionStart,
 	})
 	register(&command{
+		name:    "session follow",
+		args:    "ROBOT SESSION",
+		summary: "follow a running session (started anywhere) to its end",
+		help: "Shows the session's progress like session start --follow, for a session\n" +
+			"started from the dashboard or another terminal, and exits the same way: 0 only\n" +
+			"when it completed, 3 failed, 4 cancelled, 5 timed out. A finished session's\n" +
+			"outcome is printed at once. Exits 1 when nothing of the session is heard\n" +
+			"within --timeout.",
+		define: defineSessionFollow,
+	})
+	register(&command{
 		name:    "session cancel",
 		args:    "ROBOT SESSION",
 		summary: "cancel a robot's queued or running session",
@@ -136,29 +147,69 @@ func defineSessionStart(fs *flag.FlagSet) runFunc {
 			fmt.Fprintln(stdout, cleanf("session %s on %s: %s", *sessionID, robot, status))
 			return nil
 		}
-		if *followTimeout > 0 {
-			var cancel context.CancelFunc
-			ctx, cancel = context.WithTimeoutCause(ctx, *followTimeout, errFollowTimeout)
-			defer cancel()
-		}
 		f := &follower{mc: mc, robot: robot, session: *sessionID, bar: newProgressBar(stderr)}
-		st, err := f.run(ctx, start)
-		if err != nil {
-			if cause := context.Cause(ctx); cause == errFollowTimeout {
-				return fmt.Errorf("%w after --follow-timeout %s: %s on %s", errFollowTimeout, *followTimeout, *sessionID, robot)
-			}
+		return followAndReport(ctx, f, start, *followTimeout, *asJSON, stdout)
+	}
+}
+
+// followAndReport follows a session to its end (at most followTimeout when
+// positive), prints the outcome and returns the error its status maps to.
+func followAndReport(ctx context.Context, f *follower, start func(context.Context, mqtt.Client) (string, error), followTimeout time.Duration, asJSON bool, stdout io.Writer) error {
+	if followTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeoutCause(ctx, followTimeout, errFollowTimeout)
+		defer cancel()
+	}
+	st, err := f.run(ctx, start)
+	if err != nil {
+		if context.Cause(ctx) == errFollowTimeout {
+			return fmt.Errorf("%w after --follow-timeout %s: %s on %s", errFollowTimeout, followTimeout, f.session, f.robot)
+		}
+		return err
+	}
+	if asJSON {
+		if err := writeJSON(stdout, sessionOut{Robot: f.robot, SessionID: f.session, Status: st.Status, State: st}); err != nil {
 			return err
 		}
-		out := sessionOut{Robot: robot, SessionID: *sessionID, Status: st.Status, State: st}
-		if *asJSON {
-			if err := writeJSON(stdout, out); err != nil {
-				return err
-			}
-		} else {
-			printOutcome(stdout, robot, *sessionID, st)
-		}
-		return outcomeErr(robot, *sessionID, st)
+	} else {
+		printOutcome(stdout, f.robot, f.session, st)
 	}
+	return outcomeErr(f.robot, f.session, st)
+}
+
+func defineSessionFollow(fs *flag.FlagSet) runFunc {
+	mc := addMQTTFlags(fs)
+	timeout := fs.Duration("timeout", 10*time.Second, "how long to wait for the first news of the session")
+	followTimeout := fs.Duration("follow-timeout", 0, "give up waiting after this long (exit 1; 0: wait as long as it runs)")
+	asJSON := fs.Bool("json", false, "print the outcome as JSON (progress stays on standard error)")
+	return func(ctx context.Context, pos []string, stdout, stderr io.Writer) error {
+		robot, session, err := robotAndSession(pos)
+		if err != nil {
+			return err
+		}
+		if *timeout <= 0 || *followTimeout < 0 {
+			return fmt.Errorf("%w: --timeout must be positive and --follow-timeout not negative", errUsage)
+		}
+		if err := mc.load(stderr); err != nil {
+			return err
+		}
+		f := &follower{mc: mc, robot: robot, session: session, bar: newProgressBar(stderr), attachWait: *timeout}
+		return followAndReport(ctx, f, nil, *followTimeout, *asJSON, stdout)
+	}
+}
+
+// robotAndSession checks that pos is a valid robot id and session id.
+func robotAndSession(pos []string) (string, string, error) {
+	if len(pos) != 2 {
+		return "", "", fmt.Errorf("%w: want ROBOT SESSION, got %q", errUsage, pos)
+	}
+	if err := protocol.CheckID("robot id", pos[0]); err != nil {
+		return "", "", fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if err := protocol.CheckID("session id", pos[1]); err != nil {
+		return "", "", fmt.Errorf("%w: %v", errUsage, err)
+	}
+	return pos[0], pos[1], nil
 }
 
 // outcomeErr maps a finished session to fleetctl's exit status.
@@ -219,15 +270,9 @@ func defineSessionCancel(fs *flag.FlagSet) runFunc {
 	timeout := fs.Duration("timeout", 10*time.Second, "how long to wait for the reply")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	return func(ctx context.Context, pos []string, stdout, stderr io.Writer) error {
-		if len(pos) != 2 {
-			return fmt.Errorf("%w: want ROBOT SESSION, got %q", errUsage, pos)
-		}
-		robot, session := pos[0], pos[1]
-		if err := protocol.CheckID("robot id", robot); err != nil {
-			return fmt.Errorf("%w: %v", errUsage, err)
-		}
-		if err := protocol.CheckID("session id", session); err != nil {
-			return fmt.Errorf("%w: %v", errUsage, err)
+		robot, session, err := robotAndSession(pos)
+		if err != nil {
+			return err
 		}
 		args := map[string]any{"session_id": session, "reason": *reason, "by": whoAmI()}
 		var cr protocol.CancelSessionResult

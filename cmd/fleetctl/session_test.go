@@ -65,6 +65,15 @@ func TestSessionFollowCompletes(t *testing.T) {
 	state := m["state"].(map[string]any)
 	require.Equal(t, "completed", state["status"])
 	require.NotNil(t, state["result"])
+
+	// session follow of a finished session: its outcome at once, exit 0.
+	code, out, errOut = runFleetctl(t, "session", "follow", "r-1", "s-json", "--broker", broker.URL())
+	require.Equal(t, 0, code, errOut)
+	require.Contains(t, out, "session s-json on r-1 completed")
+	// Of a session nobody has heard of: exit 1 after --timeout.
+	code, _, errOut = runFleetctl(t, "session", "follow", "r-1", "s-nope", "--broker", broker.URL(), "--timeout", "500ms")
+	require.Equal(t, 1, code)
+	require.Contains(t, errOut, "unknown session: no state or event of session s-nope on r-1 within 500ms")
 }
 
 // TestSessionFollowFailures: a failing pipeline exits 3 with its error and
@@ -153,8 +162,25 @@ func TestSessionCancelAndLists(t *testing.T) {
 		t.Fatal("the --follow of a cancelled session did not end")
 	}
 
+	// session follow attaches to s-long (started without --follow) and
+	// exits 4 when it is cancelled.
+	attached := make(chan result, 1)
+	attachErr := &syncBuffer{}
+	go func() {
+		out := &syncBuffer{}
+		err := runCommand(context.Background(), commands["session follow"], []string{"r-3", "s-long", "--broker", b, "--json"}, out, attachErr)
+		attached <- result{exitCode("session follow", err, attachErr), out.String(), attachErr.String()}
+	}()
+	require.Eventually(t, func() bool { return strings.Contains(attachErr.String(), "% running") }, 30*time.Second, 20*time.Millisecond)
 	code, out, errOut = runFleetctl(t, "session", "cancel", "r-3", "s-long", "--broker", b, "--json")
 	require.Equal(t, 0, code, errOut)
+	select {
+	case r := <-attached:
+		require.Equal(t, 4, r.code, "stdout:\n%s\nstderr:\n%s", r.out, r.errOut)
+		require.Equal(t, "cancelled", decodeJSON(t, r.out)["status"])
+	case <-time.After(30 * time.Second):
+		t.Fatal("session follow of a cancelled session did not end")
+	}
 	require.Equal(t, map[string]any{"robot": "r-3", "session_id": "s-long", "status": "cancelled"}, decodeJSON(t, out))
 	code, _, errOut = runFleetctl(t, "session", "cancel", "r-3", "s-long", "--broker", b)
 	require.Equal(t, 1, code)
