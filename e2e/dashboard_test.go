@@ -219,10 +219,6 @@ func (f *fleetSim) start(sessions int, failRobot string, stop <-chan struct{}) *
 		f.publish(id, "", protocol.RobotStatus{State: "online", AgentVersion: "sim", Hostname: "host-" + id, OS: "linux", Arch: "arm64",
 			StartedAt: protocol.Now(), Pipelines: []string{"quantize-int8"}, Models: []string{"m.onnx"}, Epoch: 1}, nil)
 		f.publish(id, "", simMetrics(i, rng), nil)
-		if i%50 == 0 {
-			f.publish(id, "", protocol.RobotAlert{Alert: "cpu_temperature_high", Severity: "warning", State: "firing",
-				Message: "cpu-thermal above 85 °C", Value: 88, Threshold: 85}, nil)
-		}
 	}
 	for i := range sessions {
 		id := simRobot(i * (f.n / sessions))
@@ -276,6 +272,15 @@ func (f *fleetSim) start(sessions int, failRobot string, stop <-chan struct{}) *
 				id := s.id
 				f.mu.Unlock()
 				f.publish(r, id, st, nil)
+			}
+			// Alerts fire on every 50th robot (an agent sends each once; the
+			// page only sees those fired while it is open, so fire again now
+			// and then — the relay and the page take a repeat as the same alert).
+			if round%4 == 0 {
+				for i := 0; i < f.n; i += 50 {
+					f.publish(simRobot(i), "", protocol.RobotAlert{Alert: "cpu_temperature_high", Severity: "warning", State: "firing",
+						Message: "cpu-thermal above 85 °C", Value: 88, Threshold: 85}, nil)
+				}
 			}
 			if round%3 == 0 {
 				f.publish(failRobot, "", protocol.RobotNotification{Level: "warning", Title: "Disk almost full",
@@ -356,7 +361,7 @@ func TestDashboardFleet1000(t *testing.T) {
 		measure = v
 	}
 	spec, _ := json.Marshal(map[string]any{
-		"robots": robots, "sessions": sessions, "cancel_robot": simRobot(10), "cancel_session": "s-0001",
+		"robots": robots, "sessions": sessions, "alerting": robots / 50, "cancel_robot": simRobot(10), "cancel_session": "s-0001",
 		"failed_robot": "r-0003", "failed_session": "s-fail", "running_robot": simRobot(0), "running_session": "s-0000", "stderr": "ValueError: unsupported op Foo",
 		"notification": "Disk almost full", "measure_ms": measure,
 	})

@@ -267,3 +267,27 @@ func configMetricNames(t *testing.T) []string {
 	sort.Strings(out)
 	return out
 }
+
+// TestRobotGaugesBounded: the per-robot gauges and the history follow the
+// hub's robots, so hub.max_robots bounds them.
+func TestRobotGaugesBounded(t *testing.T) {
+	cfg := testConfig()
+	cfg.Prometheus.RobotGauges = true
+	cfg.Hub.MaxRobots = 2
+	r := startRelay(t, cfg)
+	for _, id := range []string{"r-1", "r-2", "r-3"} {
+		rb := newRobot(t, brokerURL(r, cfg), id)
+		rb.send("", status("online"))
+		rb.send("", metrics())
+	}
+	base := "http://" + r.Addr()
+	var body string
+	require.Eventually(t, func() bool {
+		_, body = httpGet(t, base+"/metrics")
+		return strings.Contains(body, `fleet_robot_cpu_percent{robot="r-3"}`)
+	}, wait, 50*time.Millisecond)
+	require.Eventually(t, func() bool {
+		_, body = httpGet(t, base+"/metrics")
+		return strings.Count(body, "fleet_robot_cpu_percent{") == 2 && strings.Contains(body, "fleet_relay_history_robots 2")
+	}, wait, 50*time.Millisecond, "at most hub.max_robots robots:\n%s", func() string { return grepLines(body, "fleet_robot_cpu_percent") })
+}

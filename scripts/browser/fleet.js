@@ -172,6 +172,11 @@ async function main() {
     const runRow = page.locator(".frows .frow:not([hidden])").first();
     out.running_row = (await runRow.textContent()).replace(/\s+/g, " ").trim();
     if (!/quantize-int8.*\d+ %/.test(out.running_row)) throw new Error(`a running session's row shows no progress: ${out.running_row}`);
+    await page.selectOption("#state-filter", "alerting");
+    await page.waitForFunction((n) => parseInt(document.getElementById("fleet-count").textContent, 10) === n, spec.alerting, { timeout: 30000 });
+    out.alerting_row = (await page.locator(".frows .frow:not([hidden])").first().textContent()).replace(/\s+/g, " ").trim();
+    if (!(await page.locator(".frows .frow:not([hidden]) .count.firing").count())) throw new Error("alerting robots show no firing-alert count");
+    out.alerts_header = await page.textContent("#sum-alerts");
     await page.selectOption("#state-filter", "");
     await page.waitForFunction((n) => document.getElementById("fleet-count").textContent.startsWith(`${n} of`), spec.robots, { timeout: 15000 });
     if (shots) {
@@ -182,6 +187,7 @@ async function main() {
 
     step("cancel from the table");
     await page.fill("#filter", spec.cancel_robot);
+    await page.waitForFunction(() => document.getElementById("fleet-count").textContent.startsWith("1 of"), null, { timeout: 15000 });
     const cancelRow = page.locator(`.frow[data-robot="${spec.cancel_robot}"]`);
     const cancelButton = cancelRow.locator("button.cancel");
     await cancelButton.waitFor({ state: "visible", timeout: 30000 });
