@@ -135,7 +135,8 @@ func (h *aclHook) authFailed(cl *mqtt.Client, addr string, log *slog.Logger) err
 // connectForbidden returns why an authenticated CONNECT must be refused,
 // or "". Robots are bound to their client id (their username, as
 // Mosquitto's use_username_as_clientid) so that one robot's credentials
-// cannot take over another robot's session and fire its Will; a Will is
+// cannot take over another robot's session and fire its Will (a
+// "username-*" allowance would let robot r take over robot r-1); a Will is
 // checked against the write rules now because mochi publishes it later
 // without an ACL check; and no account may take over a session another
 // account holds.
