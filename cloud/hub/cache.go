@@ -120,28 +120,3 @@ func sortBySeq(es []*Entry) {
 		return 0
 	})
 }
-
-// idSet remembers the last n event ids for de-duplication.
-type idSet struct {
-	ids  map[string]struct{}
-	fifo []string
-	next int
-}
-
-func newIDSet(n int) *idSet {
-	return &idSet{ids: make(map[string]struct{}, n), fifo: make([]string, n)}
-}
-
-// add records id and reports whether it was new.
-func (s *idSet) add(id string) bool {
-	if _, dup := s.ids[id]; dup {
-		return false
-	}
-	if old := s.fifo[s.next]; old != "" {
-		delete(s.ids, old)
-	}
-	s.fifo[s.next] = id
-	s.next = (s.next + 1) % len(s.fifo)
-	s.ids[id] = struct{}{}
-	return true
-}

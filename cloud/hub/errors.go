@@ -28,3 +28,6 @@ const (
 
 // Code returns the spec §5 error code of err.
 func Code(err error) string { return protocol.ClientCode(err) }
+
+// ErrClosed: the hub was closed.
+var ErrClosed = &protocol.ClientError{Code: protocol.CodeInternal, Message: "relay shutting down"}

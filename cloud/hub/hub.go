@@ -11,10 +11,9 @@
 package hub
 
 import (
-	"context"
 	"encoding/json"
-	"iter"
 	"log/slog"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -90,9 +89,9 @@ type Options struct {
 	MaxTextBytes int
 	// MaxRoomsPerClient caps one subscriber's rooms. Default 128.
 	MaxRoomsPerClient int
-	// SystemStatusInterval is the period of system.status into fleet.
-	// Default 10s.
-	SystemStatusInterval time.Duration
+	// Shards is the number of fan-out goroutines (subscribers are spread
+	// over them). Default GOMAXPROCS.
+	Shards int
 	// RelayStats fills system.status data.relay. Default: version only.
 	RelayStats func() protocol.RelayStats
 	// Stats receives the counters. Default: a private Stats.
@@ -134,8 +133,8 @@ func (o *Options) setDefaults() {
 	if o.MaxRoomsPerClient <= 0 {
 		o.MaxRoomsPerClient = 128
 	}
-	if o.SystemStatusInterval <= 0 {
-		o.SystemStatusInterval = 10 * time.Second
+	if o.Shards <= 0 {
+		o.Shards = runtime.GOMAXPROCS(0)
 	}
 	if o.RelayStats == nil {
 		o.RelayStats = func() protocol.RelayStats { return protocol.RelayStats{Version: "dev"} }
@@ -151,44 +150,50 @@ func (o *Options) setDefaults() {
 	}
 }
 
-// member is one subscriber as the hub knows it.
-type member struct {
-	s     Subscriber
-	who   Authorizer
-	key   any            // grantKey(who)
-	rooms map[string]int // room → index in that room's group's members
-}
-
-// group is the members of one room that share a grant.
-type group struct {
-	who     Authorizer // any member's: they all see the same robots
-	members []*member
-}
-
-// room is one room's members, grouped by grant.
-type room struct {
-	groups []*group
-	byKey  map[any]*group
-}
-
 // Hub routes events to rooms. It is safe for concurrent use.
 type Hub struct {
 	o       Options
 	log     *slog.Logger
 	started time.Time
+	shards  []*shard
 
-	mu    sync.Mutex // guards every field below and the state, and orders every delivery
-	rooms map[string]*room
-	subs  map[Subscriber]*member
-	st    *state
+	// mu guards the fields below and the state, and orders every
+	// operation: what it hands to a shard, the shard does in that order.
+	mu       sync.Mutex
+	st       *state
+	subs     map[Subscriber]*member
+	interest map[string][]int // room → members per shard, so an event wakes only shards that deliver it
+	next     int              // the shard of the next new member
+	closed   bool
 }
 
-// New returns a Hub.
+// New returns a Hub and starts its fan-out shards; Close stops them.
 func New(o Options) *Hub {
 	o.setDefaults()
-	h := &Hub{o: o, log: o.Logger, started: o.Now(), rooms: map[string]*room{}, subs: map[Subscriber]*member{}}
+	h := &Hub{o: o, log: o.Logger, started: o.Now(), subs: map[Subscriber]*member{}, interest: map[string][]int{}}
 	h.st = newState(&h.o, h.log)
+	for i := range o.Shards {
+		h.shards = append(h.shards, newShard(h, i))
+	}
 	return h
+}
+
+// Close stops the shards after what they were handed; later events are
+// dropped.
+func (h *Hub) Close() {
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return
+	}
+	h.closed = true
+	for _, sh := range h.shards {
+		close(sh.ops)
+	}
+	h.mu.Unlock()
+	for _, sh := range h.shards {
+		<-sh.done
+	}
 }
 
 // Stats returns the counters.
@@ -201,171 +206,28 @@ func (h *Hub) Stats() *Stats { return h.o.Stats }
 func (h *Hub) Ingest(ev *protocol.Event, raw []byte, retained bool) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.closed {
+		return false
+	}
 	e, ok := h.st.ingest(ev, raw, retained)
 	if !ok {
 		return false
 	}
-	h.route(e, routeKey(ev))
+	h.route(newRouted(e))
 	return true
 }
 
-func routeKey(ev *protocol.Event) string {
-	if ev.Type == protocol.TypeRobotMetrics {
-		return ev.Robot
-	}
-	return ""
-}
-
-// route delivers e once to every authorized member of its rooms, with the
-// rooms each is in. Called with h.mu held, so every subscriber sees one
-// order.
-func (h *Hub) route(e *Entry, key string) {
-	rt := &Routed{Ev: e.Ev, Raw: e.Raw, Key: key, TS: e.Ev.TS.Time}
-	if inFleet(e.Ev.Type) {
-		rt.add(RoomFleet)
-	}
-	if e.Ev.Robot != systemRobot {
-		rt.add(RobotRoom(e.Ev.Robot))
-	}
-	if e.Ev.Session != "" {
-		rt.add(SessionRoom(e.Ev.Session))
-	}
-	for i := 0; i < rt.n; i++ {
-		r := h.rooms[rt.rooms[i]]
-		if r == nil {
-			continue
-		}
-		for _, g := range r.groups {
-			if !h.allowed(g.who, e.Ev) {
-				continue
-			}
-			for _, m := range g.members {
-				mask, first := uint8(0), true
-				for j := 0; j < rt.n; j++ {
-					if _, in := m.rooms[rt.rooms[j]]; in {
-						if j < i {
-							first = false // delivered with an earlier room
-							break
-						}
-						mask |= 1 << j
-					}
-				}
-				if first {
-					h.deliver(m.s, Delivery{Routed: rt, Mask: mask})
-				}
+// route hands rt to every shard with members in its rooms. Called with
+// h.mu held.
+func (h *Hub) route(rt *Routed) {
+	for k, sh := range h.shards {
+		for i := 0; i < rt.n; i++ {
+			if n := h.interest[rt.rooms[i]]; n != nil && n[k] > 0 {
+				sh.ops <- shardOp{rt: rt}
+				break
 			}
 		}
 	}
-}
-
-// deliver sends d to s: one frame per room, or one frame per event for a
-// format whose frames do not name their room.
-func (h *Hub) deliver(s Subscriber, d Delivery) {
-	f := s.Format()
-	if !perRoom(f) {
-		frame, err := d.Frame(f, "")
-		if err != nil {
-			h.o.Stats.EncodeErrors.Add(1)
-			return
-		}
-		s.Send(d.Message(d.FirstRoom(), frame))
-		return
-	}
-	for room := range d.Rooms() {
-		frame, err := d.Frame(f, room)
-		if err != nil {
-			h.o.Stats.EncodeErrors.Add(1)
-			continue
-		}
-		s.Send(d.Message(room, frame))
-	}
-}
-
-// systemRobot is the robot field of the relay's own system.status.
-const systemRobot = "relay"
-
-// allowed reports whether a grant may see ev: a robot's events go to those
-// granted the robot; system.status (built per grant) to everyone.
-func (h *Hub) allowed(who Authorizer, ev *protocol.Event) bool {
-	if ev.Type == protocol.TypeSystemStatus {
-		return true
-	}
-	return who.CanRobot(ev.Robot)
-}
-
-// Routed is one event on its way to its rooms, shared by every subscriber
-// it reaches. Frames are encoded lazily, once per format and room, on the
-// routing goroutine.
-type Routed struct {
-	Ev  *protocol.Event
-	Raw []byte
-	Key string    // robot id of a robot.metrics event, for latest-only replacement
-	TS  time.Time // the event's ts, for the fan-out latency histogram
-
-	rooms  [3]string
-	n      int
-	frames []cachedFrame
-}
-
-type cachedFrame struct {
-	f     Format
-	room  string
-	frame []byte
-	err   error
-}
-
-func (rt *Routed) add(room string) {
-	rt.rooms[rt.n] = room
-	rt.n++
-}
-
-// Delivery is one event for one subscriber: Mask selects the event's rooms
-// the subscriber is in.
-type Delivery struct {
-	*Routed
-	Mask uint8
-}
-
-// Rooms yields the rooms of the event the subscriber is in, in routing
-// order (fleet, robot, session).
-func (d Delivery) Rooms() iter.Seq[string] {
-	return func(yield func(string) bool) {
-		for i := 0; i < d.n; i++ {
-			if d.Mask&(1<<i) != 0 && !yield(d.rooms[i]) {
-				return
-			}
-		}
-	}
-}
-
-// FirstRoom returns the first room of the event the subscriber is in.
-func (d Delivery) FirstRoom() string {
-	for r := range d.Rooms() {
-		return r
-	}
-	return ""
-}
-
-// Frame returns the event encoded by f for room; formats whose frames do
-// not name the room get one frame per event. It is encoded once per
-// format and room however many subscribers ask.
-func (d Delivery) Frame(f Format, room string) ([]byte, error) {
-	if !perRoom(f) {
-		room = ""
-	}
-	for _, c := range d.frames {
-		if c.f == f && c.room == room {
-			return c.frame, c.err
-		}
-	}
-	b, err := f.Event(room, d.Ev, d.Raw)
-	d.frames = append(d.frames, cachedFrame{f: f, room: room, frame: b, err: err})
-	return b, err
-}
-
-// Message returns the queue message of the delivery for one of its frames.
-func (d Delivery) Message(room string, frame []byte) Message {
-	return Message{Room: room, Type: d.Ev.Type, Key: d.Key, Frame: frame, TS: d.TS}
 }
 
 // Snapshot is what a subscribe answers with. Events are references to
@@ -379,114 +241,117 @@ type Snapshot struct {
 }
 
 // Subscribe adds s to room after checking who against the room (spec §5)
-// and calls answer with the snapshot under the hub's lock, so that what
-// answer queues comes before any live event of the room. answer must be
-// cheap: it queues the snapshot's references; encoding happens later, on
-// the client's writer (see Stream). sinceSeq < 0 means none. Subscribing
-// to a room s is already in answers again with a fresh snapshot.
+// and calls answer with the snapshot, on the fan-out goroutine of s and in
+// order with the events, so that what answer queues comes before any live
+// event of the room and after every event the snapshot holds. answer must
+// be cheap and must not call the hub: it queues the snapshot's references;
+// encoding happens later, on the client's writer (see Stream). Subscribe
+// returns once answer has run. sinceSeq < 0 means none. Subscribing to a
+// room s is already in answers again with a fresh snapshot.
 func (h *Hub) Subscribe(s Subscriber, who Authorizer, room string, sinceSeq int64, answer func(Snapshot)) error {
 	kind, id, err := ParseRoom(room)
 	if err != nil {
 		return err
 	}
 	h.mu.Lock()
-	defer h.mu.Unlock()
+	if h.closed {
+		h.mu.Unlock()
+		return ErrClosed
+	}
 	if err := h.st.authorize(kind, id, who); err != nil {
+		h.mu.Unlock()
 		return err
 	}
 	m := h.subs[s]
 	if m != nil {
-		if _, in := m.rooms[room]; !in && len(m.rooms) >= h.o.MaxRoomsPerClient {
+		if _, in := m.joined[room]; !in && len(m.joined) >= h.o.MaxRoomsPerClient {
+			h.mu.Unlock()
 			return ErrTooManyRooms
 		}
+	} else {
+		m = &member{s: s, who: who, key: grantKey(who), shard: h.shards[h.next%len(h.shards)],
+			joined: map[string]struct{}{}, rooms: map[string]int{}}
+		h.next++
+		h.subs[s] = m
 	}
 	snap := h.st.snapshot(kind, id, sinceSeq, who)
 	snap.Room = room
-	answer(snap)
-	if m == nil {
-		m = &member{s: s, who: who, key: grantKey(who), rooms: map[string]int{}}
-		h.subs[s] = m
+	if _, in := m.joined[room]; !in {
+		m.joined[room] = struct{}{}
+		h.addInterest(room, m.shard.idx, 1)
 	}
-	h.join(m, room)
+	done := make(chan struct{})
+	m.shard.ops <- shardOp{fn: func(sh *shard) {
+		answer(snap)
+		sh.join(m, room)
+		close(done)
+	}}
+	h.mu.Unlock()
+	<-done
 	return nil
 }
 
-func (h *Hub) join(m *member, name string) {
-	if _, in := m.rooms[name]; in {
-		return
+func (h *Hub) addInterest(room string, shard, d int) {
+	n := h.interest[room]
+	if n == nil {
+		n = make([]int, len(h.shards))
+		h.interest[room] = n
 	}
-	r := h.rooms[name]
-	if r == nil {
-		r = &room{byKey: map[any]*group{}}
-		h.rooms[name] = r
-	}
-	g := r.byKey[m.key]
-	if g == nil {
-		g = &group{who: m.who}
-		r.byKey[m.key] = g
-		r.groups = append(r.groups, g)
-	}
-	m.rooms[name] = len(g.members)
-	g.members = append(g.members, m)
-}
-
-func (h *Hub) leave(m *member, name string) {
-	i, in := m.rooms[name]
-	if !in {
-		return
-	}
-	delete(m.rooms, name)
-	r := h.rooms[name]
-	g := r.byKey[m.key]
-	last := len(g.members) - 1
-	if i != last {
-		moved := g.members[last]
-		g.members[i] = moved
-		moved.rooms[name] = i
-	}
-	g.members[last] = nil
-	g.members = g.members[:last]
-	if len(g.members) == 0 {
-		delete(r.byKey, m.key)
-		for j, x := range r.groups {
-			if x == g {
-				r.groups = append(r.groups[:j], r.groups[j+1:]...)
-				break
-			}
-		}
-		if len(r.groups) == 0 {
-			delete(h.rooms, name)
+	n[shard] += d
+	for _, x := range n {
+		if x > 0 {
+			return
 		}
 	}
+	delete(h.interest, room)
 }
 
-// Unsubscribe removes s from room and reports whether it was in it.
+// Unsubscribe removes s from room and reports whether it was in it. No
+// event of the room reaches s after it returns.
 func (h *Hub) Unsubscribe(s Subscriber, room string) bool {
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	m := h.subs[s]
-	if m == nil {
+	if m == nil || h.closed {
+		h.mu.Unlock()
 		return false
 	}
-	if _, in := m.rooms[room]; !in {
+	if _, in := m.joined[room]; !in {
+		h.mu.Unlock()
 		return false
 	}
-	h.leave(m, room)
+	delete(m.joined, room)
+	h.addInterest(room, m.shard.idx, -1)
+	done := make(chan struct{})
+	m.shard.ops <- shardOp{fn: func(sh *shard) { sh.leave(m, room); close(done) }}
+	h.mu.Unlock()
+	<-done
 	return true
 }
 
 // Leave removes s from every room (when its connection closes).
 func (h *Hub) Leave(s Subscriber) {
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	m := h.subs[s]
-	if m == nil {
+	if m == nil || h.closed {
+		h.mu.Unlock()
 		return
 	}
-	for room := range m.rooms {
-		h.leave(m, room)
-	}
 	delete(h.subs, s)
+	rooms := make([]string, 0, len(m.joined))
+	for room := range m.joined {
+		h.addInterest(room, m.shard.idx, -1)
+		rooms = append(rooms, room)
+	}
+	m.joined = nil
+	done := make(chan struct{})
+	m.shard.ops <- shardOp{fn: func(sh *shard) {
+		for _, room := range rooms {
+			sh.leave(m, room)
+		}
+		close(done)
+	}}
+	h.mu.Unlock()
+	<-done
 }
 
 // MarkGap records that the relay may have missed events of robot ("" means
@@ -500,43 +365,36 @@ func (h *Hub) MarkGap(robot, reason string) {
 	defer h.mu.Unlock()
 	h.o.Stats.Gaps.Add(1)
 	h.st.markGap(robot)
-	for name, r := range h.rooms {
+	if h.closed {
+		return
+	}
+	type affected struct {
+		room string
+		obj  []byte
+	}
+	var rooms []affected
+	for name := range h.interest {
 		kind, id, _ := ParseRoom(name)
-		var can func(Authorizer) bool
-		switch {
-		case robot == "":
-			can = func(Authorizer) bool { return true }
-		case kind == "robot" && id != robot, kind == "session" && h.st.sessions[sessKey{robot, id}] == nil:
+		if robot != "" && (kind == "robot" && id != robot || kind == "session" && h.st.sessions[sessKey{robot, id}] == nil) {
 			continue
-		default:
-			can = func(a Authorizer) bool { return a.CanRobot(robot) }
 		}
 		b, err := json.Marshal(gapNotice{Room: name, Reason: reason})
-		if err != nil {
-			continue
+		if err == nil {
+			rooms = append(rooms, affected{name, b})
 		}
-		var frames map[Format][]byte
-		for _, g := range r.groups {
-			if !can(g.who) {
-				continue
-			}
-			for _, m := range g.members {
-				f := m.s.Format()
-				fr, ok := frames[f]
-				if !ok {
-					if frames == nil {
-						frames = map[Format][]byte{}
+	}
+	can := func(a Authorizer) bool { return robot == "" || a.CanRobot(robot) }
+	for _, sh := range h.shards {
+		sh.ops <- shardOp{fn: func(sh *shard) {
+			for _, a := range rooms {
+				sh.notice(a.room, can, func(f Format) []byte {
+					if n, ok := f.(Noticer); ok {
+						return n.Notice("gap", a.obj)
 					}
-					if n, can := f.(Noticer); can {
-						fr = n.Notice("gap", b)
-					}
-					frames[f] = fr
-				}
-				if fr != nil {
-					m.s.Send(Message{Room: name, Frame: fr})
-				}
+					return nil
+				})
 			}
-		}
+		}}
 	}
 }
 
@@ -582,29 +440,33 @@ type Counts struct {
 func (h *Hub) Counts() Counts {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	c := Counts{Rooms: len(h.rooms), Subscribers: len(h.subs)}
+	c := Counts{Rooms: len(h.interest), Subscribers: len(h.subs)}
 	for _, m := range h.subs {
-		c.Subscriptions += len(m.rooms)
+		c.Subscriptions += len(m.joined)
 	}
 	h.st.counts(&c, nil)
 	return c
 }
 
 // SystemStatus publishes one system.status event into fleet. Each grant
-// gets the counts of the robots it covers (spec §5).
-func (h *Hub) SystemStatus() {
-	relay := h.o.RelayStats()
+// gets the counts of the robots it covers (spec §5). relay fills
+// data.relay.
+func (h *Hub) SystemStatus(relay protocol.RelayStats) {
 	relay.UptimeS = h.o.Now().Sub(h.started).Seconds()
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	r := h.rooms[RoomFleet]
-	if r == nil {
+	if h.interest[RoomFleet] == nil || h.closed {
 		return
 	}
 	h.st.sysSeq++
-	for _, g := range r.groups {
+	// One event per distinct grant among fleet's members.
+	byKey := map[any]*Routed{}
+	for _, m := range h.subs {
+		if _, in := m.joined[RoomFleet]; !in || byKey[m.key] != nil {
+			continue
+		}
 		var c Counts
-		h.st.counts(&c, g.who)
+		h.st.counts(&c, m.who)
 		ev := protocol.NewEvent(systemRobot, protocol.SystemStatus{
 			RobotsOnline: c.RobotsOnline, RobotsKnown: c.RobotsKnown, SessionsRunning: c.SessionsRunning, Relay: relay})
 		ev.Seq = h.st.sysSeq
@@ -615,9 +477,27 @@ func (h *Hub) SystemStatus() {
 		}
 		rt := &Routed{Ev: ev, Raw: raw, TS: ev.TS.Time}
 		rt.add(RoomFleet)
-		for _, m := range g.members {
-			h.deliver(m.s, Delivery{Routed: rt, Mask: 1})
+		byKey[m.key] = rt
+	}
+	for k, sh := range h.shards {
+		if h.interest[RoomFleet][k] == 0 {
+			continue
 		}
+		sh.ops <- shardOp{fn: func(sh *shard) {
+			r := sh.rooms[RoomFleet]
+			if r == nil {
+				return
+			}
+			for key, g := range r.byKey {
+				rt := byKey[key]
+				if rt == nil {
+					continue // joined after the counts were taken
+				}
+				for _, m := range g.members {
+					h.deliver(m.s, Delivery{Routed: rt, Mask: 1})
+				}
+			}
+		}}
 	}
 }
 
@@ -637,25 +517,6 @@ func (h *Hub) Clear(tp protocol.Topic) {
 	h.st.clear(tp)
 }
 
-// Run publishes system.status every SystemStatusInterval and sweeps stale
-// robots until ctx ends.
-func (h *Hub) Run(ctx context.Context) error {
-	sys := time.NewTicker(h.o.SystemStatusInterval)
-	defer sys.Stop()
-	sweep := time.NewTicker(min(h.o.RobotTTL/4, time.Minute))
-	defer sweep.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-sys.C:
-			h.SystemStatus()
-		case <-sweep.C:
-			h.Sweep()
-		}
-	}
-}
-
 // Grant wraps who with the robots claim it was made from, so that members
 // with equal claims are authorized as one group.
 func Grant(who Authorizer, robots []string) Authorizer {
@@ -668,3 +529,21 @@ type keyedGrant struct {
 }
 
 func (g keyedGrant) GrantKey() string { return g.key }
+
+// Flush waits until the shards have delivered everything handed to them so
+// far (for tests and benchmarks).
+func (h *Hub) Flush() {
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return
+	}
+	shards := h.shards
+	var wg sync.WaitGroup
+	for _, sh := range shards {
+		wg.Add(1)
+		sh.ops <- shardOp{fn: func(*shard) { wg.Done() }}
+	}
+	h.mu.Unlock()
+	wg.Wait()
+}

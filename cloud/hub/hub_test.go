@@ -91,6 +91,7 @@ func TestEncodeOncePerFormat(t *testing.T) {
 		subscribe(t, h, s, all{}, "robot:r-1", -1)
 	}
 	ingest(t, h, "r-1", "", protocol.RobotNotification{Level: "info", Title: "x"}, false)
+	h.Flush()
 	require.Equal(t, 1, f1.n)
 	require.Equal(t, 1, f2.n)
 	for _, s := range subs {
@@ -302,6 +303,7 @@ func TestSessionRingGap(t *testing.T) {
 	}
 	s.msgs = nil
 	h.MarkGap("", "queue_overflow")
+	h.Flush()
 	for _, room := range []string{"robot:r-1", "session:s-1", "robot:r-2", "session:s-2"} {
 		require.False(t, subscribe(t, h, s, all{}, room, n.Seq).Recovered, room)
 	}
@@ -326,6 +328,7 @@ func TestOnceWithRooms(t *testing.T) {
 		}
 	}
 	ingest(t, h, "r-1", "s-1", protocol.SessionQueued{Pipeline: "p", Model: "m"}, false)
+	h.Flush()
 	require.Len(t, perRoom.msgs, 3)
 	require.Len(t, roomless.msgs, 1)
 	require.Equal(t, 1, roomless.f.(*roomlessFormat).n)
@@ -353,6 +356,7 @@ func TestCacheBudgets(t *testing.T) {
 	subscribe(t, h, s, all{}, "robot:r-text", -1)
 	ev := ingest(t, h, "r-text", "", protocol.RobotNotification{Level: "info", Title: "t", Message: strings.Repeat("é", 5000)}, false)
 	require.Equal(t, int64(1), h.Stats().TextClipped.Load())
+	h.Flush()
 	require.Len(t, s.msgs, 1)
 	got, err := protocol.Decode(s.msgs[0].Frame)
 	require.NoError(t, err)

@@ -8,6 +8,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/robotfleet/fleetlink/internal/dedup"
 	"github.com/robotfleet/fleetlink/protocol"
 )
 
@@ -22,7 +23,7 @@ type state struct {
 	robots   map[string]*robotState
 	sessions map[sessKey]*sessionState
 	byID     map[string][]string // session id → robots that have it, for session:<id> rooms
-	seen     *idSet
+	seen     *dedup.Ring
 	sysSeq   int64
 	bytes    int // envelope bytes cached, over every robot (TotalBytes)
 }
@@ -59,13 +60,13 @@ func size(e *Entry) int {
 
 func newState(o *Options, log *slog.Logger) *state {
 	return &state{o: o, log: log, robots: map[string]*robotState{}, sessions: map[sessKey]*sessionState{},
-		byID: map[string][]string{}, seen: newIDSet(o.DedupIDs)}
+		byID: map[string][]string{}, seen: dedup.New(o.DedupIDs)}
 }
 
 // ingest updates the caches with ev and returns its entry, or false when ev
 // is a duplicate or a stale status.
 func (st *state) ingest(ev *protocol.Event, raw []byte, retained bool) (*Entry, bool) {
-	if !st.seen.add(ev.ID) {
+	if !st.seen.Add(ev.ID) {
 		st.o.Stats.Duplicates.Add(1)
 		return nil, false
 	}

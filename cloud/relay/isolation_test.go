@@ -56,7 +56,7 @@ func TestFleetRoomFollowsGrant(t *testing.T) {
 	require.Equal(t, map[string]int{"r-1": 1}, robotsOf(t, scoped.until(isEnd)), "live events of r-2 reached a token scoped to r-1")
 	require.Equal(t, map[string]int{"r-1": 1, "r-2": 5}, robotsOf(t, admin.until(isEnd)))
 
-	r.Hub().SystemStatus()
+	r.Hub().SystemStatus(protocol.RelayStats{Version: "test"})
 	sys := scoped.until(func(f frame) bool { return f.Type == "event" && f.envelope(t).Type == protocol.TypeSystemStatus })
 	st := sys[len(sys)-1].envelope(t).Data.(protocol.SystemStatus)
 	require.Equal(t, 1, st.RobotsKnown, "system.status counts the granted robots only")

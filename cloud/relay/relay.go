@@ -38,21 +38,23 @@ import (
 
 // Relay is one fleet-relay process.
 type Relay struct {
-	cfg      config.Config
-	log      *slog.Logger
-	started  time.Time
-	hub      *hub.Hub
-	broker   *broker.Broker // nil with an external broker
-	ingest   *ingest.Client
-	commands *command.Tracker
-	ws       *wsapi.Handler
-	sio      *socketio.Server
-	mhist    *metricshistory.Store
-	mhistAPI *metricshistory.API
-	reg      *prometheus.Registry
-	ln       net.Listener
-	srv      *http.Server
-	history  *historyRun // nil without nats.urls
+	cfg     config.Config
+	log     *slog.Logger
+	started time.Time
+	hub     *hub.Hub
+	// relayStats fills system.status data.relay (runSystem).
+	relayStats func() protocol.RelayStats
+	broker     *broker.Broker // nil with an external broker
+	ingest     *ingest.Client
+	commands   *command.Tracker
+	ws         *wsapi.Handler
+	sio        *socketio.Server
+	mhist      *metricshistory.Store
+	mhistAPI   *metricshistory.API
+	reg        *prometheus.Registry
+	ln         net.Listener
+	srv        *http.Server
+	history    *historyRun // nil without nats.urls
 }
 
 // New validates cfg, starts the embedded broker when no broker URL is
@@ -92,12 +94,11 @@ func New(cfg config.Config, log *slog.Logger) (*Relay, error) {
 		RingEvents: cfg.Hub.RingEvents, RingBytes: cfg.Hub.RingBytes, DedupIDs: cfg.Hub.DedupIDs,
 		MaxRobots: cfg.Hub.MaxRobots, SessionsPerRobot: cfg.Hub.SessionsPerRobot, RobotTTL: cfg.Hub.RobotTTL,
 		RobotBytes: cfg.Hub.RobotBytes, TotalBytes: cfg.Hub.TotalBytes, MaxTextBytes: cfg.Hub.MaxTextBytes,
-		MaxRoomsPerClient: cfg.WS.MaxRooms, SystemStatusInterval: cfg.SystemStatusInterval,
-		Stats: stats, Logger: log.With("component", "hub"),
-		RelayStats: func() protocol.RelayStats {
-			return protocol.RelayStats{Version: version.Version, Connections: int(stats.Connections.Load()), MQTTConnected: ready()}
-		},
+		MaxRoomsPerClient: cfg.WS.MaxRooms, Stats: stats, Logger: log.With("component", "hub"),
 	})
+	r.relayStats = func() protocol.RelayStats {
+		return protocol.RelayStats{Version: version.Version, Connections: int(stats.Connections.Load()), MQTTConnected: ready()}
+	}
 
 	mqttOpts := ingest.Options{
 		Brokers: cfg.MQTT.BrokerList(), Username: cfg.MQTT.Username, Password: cfg.MQTT.Password, ClientID: cfg.MQTT.ClientID,
@@ -264,7 +265,7 @@ func (r *Relay) Run(ctx context.Context) error {
 		startIngest()
 	}
 	go func() { defer wg.Done(); newHistoryFeed(r.hub, r.mhist).run(ctx) }()
-	go func() { defer wg.Done(); _ = r.hub.Run(ctx) }()
+	go func() { defer wg.Done(); r.runSystem(ctx) }()
 	go func() { defer wg.Done(); _ = r.sio.Run(ctx) }()
 	go func() {
 		var err error
@@ -300,6 +301,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	}
 	cancel()
 	wg.Wait()
+	r.hub.Close()
 	r.commands.Close()
 	r.closeBroker()
 	return runErr

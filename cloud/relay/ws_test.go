@@ -18,6 +18,9 @@ import (
 func TestSlowConsumer(t *testing.T) {
 	cfg := testConfig()
 	cfg.WS.QueueBytes = 256 << 10
+	// The slow client does not read, so it cannot answer pings: on a loaded
+	// machine the heartbeat would close it (4000) before its queue fills.
+	cfg.WS.Heartbeat, cfg.WS.ClientGrace = time.Minute, time.Minute
 	r := startRelay(t, cfg)
 
 	fast := connect(t, r, "")

@@ -178,7 +178,7 @@ func (s *session) event(p SIOPacket) {
 		s.fail(p.ID, "", hub.CodeBadRequest, err.Error())
 		return
 	}
-	if !s.allow() {
+	if !s.ops.Allow() {
 		s.fail(p.ID, name, hub.CodeRateLimited, "too many events; slow down")
 		return
 	}

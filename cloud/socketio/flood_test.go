@@ -36,18 +36,21 @@ func doWith(t *testing.T, c *http.Client, method, url, body string) (int, string
 // still connect with a valid token, and the flood's sessions expire soon.
 func TestHandshakeFlood(t *testing.T) {
 	e := start(t, func(o *Options) {
-		o.MaxPending, o.MaxPendingPerAddr, o.ConnectTimeout = 50, 10, 500*time.Millisecond
+		o.MaxPending, o.MaxPendingPerAddr, o.ConnectTimeout = 50, 10, 2*time.Second
 	})
 	attacker := clientFrom("127.0.0.1")
-	refused := 0
+	refused, start := 0, time.Now()
 	for range 1000 {
 		status, _ := doWith(t, attacker, http.MethodGet, e.url("transport=polling"), "")
 		if status == http.StatusServiceUnavailable {
 			refused++
 		}
+		require.LessOrEqual(t, e.srv.Sessions(), 10, "one address holds at most MaxPendingPerAddr unjoined sessions")
 	}
-	require.Equal(t, 990, refused, "one address holds at most MaxPendingPerAddr unjoined sessions")
-	require.Equal(t, 10, e.srv.Sessions())
+	// Flood sessions expire after ConnectTimeout, so a slow loop lets a few
+	// more through: at most 10 per timeout period.
+	accepted := 1000 - refused
+	require.LessOrEqual(t, accepted, 10*(int(time.Since(start)/(2*time.Second))+1))
 
 	// A dashboard from another address connects meanwhile.
 	dash := clientFrom("127.0.0.2")
@@ -63,5 +66,5 @@ func TestHandshakeFlood(t *testing.T) {
 	require.Eventually(t, func() bool { return e.srv.Sessions() == 1 }, 10*time.Second, 20*time.Millisecond)
 	status, _ = doWith(t, attacker, http.MethodGet, e.url("transport=polling"), "")
 	require.Equal(t, http.StatusOK, status)
-	require.Equal(t, int64(990), e.srv.Stats().PendingRefused.Load())
+	require.Equal(t, int64(refused), e.srv.Stats().PendingRefused.Load())
 }

@@ -35,6 +35,7 @@ import (
 	"github.com/robotfleet/fleetlink/cloud/auth"
 	"github.com/robotfleet/fleetlink/cloud/command"
 	"github.com/robotfleet/fleetlink/cloud/hub"
+	"github.com/robotfleet/fleetlink/internal/ratelog"
 )
 
 // Authenticator turns the token of a CONNECT packet's auth object into a
@@ -224,7 +225,7 @@ type Server struct {
 	format   Format
 	upgrader websocket.Upgrader
 	stats    Stats
-	warn     warnLimiter
+	warn     *ratelog.Logger // one line per key per minute
 
 	mu        sync.Mutex // guards sessions, pending, pendingBy, the sessions' pendingAddr and shutdown
 	sessions  map[string]*session
@@ -250,7 +251,7 @@ func New(o Options) *Server {
 		WriteBufferPool: &sync.Pool{},
 		CheckOrigin:     o.CheckOrigin,
 	}
-	s.warn.every = time.Minute
+	s.warn = ratelog.New(s.log, time.Minute)
 	return s
 }
 
@@ -501,34 +502,7 @@ func newSID() string {
 	return base64.RawURLEncoding.EncodeToString(b[:])
 }
 
-// warnLimiter logs a warning of one key at most once per interval, and
-// counts the ones it swallowed.
-type warnLimiter struct {
-	every time.Duration
-
-	mu   sync.Mutex // guards last
-	last map[string]time.Time
-}
-
-func (l *warnLimiter) allow(key string) bool {
-	now := time.Now()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.last == nil || len(l.last) > 1024 {
-		l.last = map[string]time.Time{} // bounded: forget everything rather than grow
-	}
-	if t, ok := l.last[key]; ok && now.Sub(t) < l.every {
-		return false
-	}
-	l.last[key] = now
-	return true
-}
-
-func (s *Server) warnf(key, msg string, args ...any) {
-	if s.warn.allow(key) {
-		s.log.Warn(msg, args...)
-	}
-}
+func (s *Server) warnf(key, msg string, args ...any) { s.warn.Warn(key, msg, args...) }
 
 // readBody reads an inbound POST body up to MaxPayload.
 func readBody(r *http.Request, w http.ResponseWriter, limit int) ([]byte, error) {

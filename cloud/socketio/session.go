@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"golang.org/x/time/rate"
 
 	"github.com/robotfleet/fleetlink/cloud/auth"
 	"github.com/robotfleet/fleetlink/cloud/hub"
@@ -77,8 +78,7 @@ type session struct {
 	p        *auth.Principal
 	grant    hub.Authorizer // p keyed by its robots claim (hub.Grant)
 	clientID string
-	tokens   float64
-	last     time.Time
+	ops      *rate.Limiter // events per second and burst
 }
 
 func newSession(srv *Server) *session {
@@ -87,7 +87,7 @@ func newSession(srv *Server) *session {
 		srv: srv, sid: newSID(), q: hub.NewQueue(srv.o.QueueBytes, srv.hstats),
 		wake: make(chan struct{}, 1), done: make(chan struct{}), writerDone: make(chan struct{}),
 		kick: make(chan struct{}, 1), created: now, nextPing: now.Add(srv.o.PingInterval),
-		tokens: srv.o.OpsBurst, last: now,
+		ops: rate.NewLimiter(rate.Limit(srv.o.OpsPerSecond), int(srv.o.OpsBurst)),
 	}
 	return s
 }
@@ -385,16 +385,4 @@ func (s *session) handle(pkt []byte) bool {
 		return false
 	}
 	return !s.closed()
-}
-
-// allow takes one token from the event bucket. Called with inMu held.
-func (s *session) allow() bool {
-	now := time.Now()
-	s.tokens = min(s.srv.o.OpsBurst, s.tokens+now.Sub(s.last).Seconds()*s.srv.o.OpsPerSecond)
-	s.last = now
-	if s.tokens < 1 {
-		return false
-	}
-	s.tokens--
-	return true
 }

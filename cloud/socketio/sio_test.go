@@ -185,7 +185,7 @@ func TestClientRoomsAndNames(t *testing.T) {
 	for i, tc := range types {
 		ingest(t, e.hub, tc.typ, robot, "s-names", int64(i+1), nil)
 	}
-	e.hub.SystemStatus()
+	e.hub.SystemStatus(protocol.RelayStats{Version: "test"})
 	for _, tc := range types {
 		l := d.nextEvent()
 		require.Equal(t, tc.name, l.Event, l.raw)

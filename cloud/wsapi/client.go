@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"golang.org/x/time/rate"
 
 	"github.com/robotfleet/fleetlink/cloud/auth"
 	"github.com/robotfleet/fleetlink/cloud/command"
@@ -42,9 +43,7 @@ type client struct {
 	writing    atomic.Bool // a drain goroutine is running
 	pinger     *time.Timer
 
-	// Reader-goroutine only: the op rate limiter's token bucket.
-	tokens float64
-	last   time.Time
+	ops *rate.Limiter // ops per second and burst
 }
 
 func newClient(h *Handler, conn *websocket.Conn, p *auth.Principal) *client {
@@ -52,7 +51,7 @@ func newClient(h *Handler, conn *websocket.Conn, p *auth.Principal) *client {
 		h: h, conn: conn, p: p, grant: hub.Grant(p, p.Robots), id: "c-" + protocol.NewID(),
 		q:    hub.NewQueue(h.o.QueueBytes, h.stats),
 		done: make(chan struct{}), readerDone: make(chan struct{}), closing: make(chan struct{}),
-		tokens: h.o.OpsBurst, last: time.Now(),
+		ops: rate.NewLimiter(rate.Limit(h.o.OpsPerSecond), int(h.o.OpsBurst)),
 	}
 	c.startPinger()
 	return c
@@ -70,7 +69,7 @@ func (c *client) Send(m hub.Message) {
 		}
 	case hub.Overflow:
 		c.h.stats.SlowCloses.Add(1)
-		c.h.warn("closing slow consumer", "client", c.id, "sub", c.p.Subject, "queue_bytes", c.q.Len())
+		c.h.warn.Warn("slow", "closing slow consumer", "client", c.id, "sub", c.p.Subject, "queue_bytes", c.q.Len())
 		c.closeWith(CloseSlowConsumer, "slow consumer")
 		// The writer is likely blocked on a full socket: cut that write
 		// short so the client is gone now, not after WriteTimeout.
@@ -319,25 +318,13 @@ func (c *client) runReader() {
 	}
 }
 
-// allow takes one token from the op bucket.
-func (c *client) allow() bool {
-	now := time.Now()
-	c.tokens = min(c.h.o.OpsBurst, c.tokens+now.Sub(c.last).Seconds()*c.h.o.OpsPerSecond)
-	c.last = now
-	if c.tokens < 1 {
-		return false
-	}
-	c.tokens--
-	return true
-}
-
 func (c *client) sendError(code, msg string, ref []byte) {
 	c.sendControl(mustJSON(errorFrame{Type: "error", Code: code, Message: msg, Ref: ref}))
 }
 
 func (c *client) handle(data []byte) {
 	op, err := DecodeOp(data)
-	if !c.allow() {
+	if !c.ops.Allow() {
 		c.sendError(hub.CodeRateLimited, "too many ops; slow down", op.Ref)
 		return
 	}
@@ -376,7 +363,7 @@ func (c *client) command(op Op) {
 			Robot: robot, Reply: res.Raw}))
 	}, func(code, msg string, err error) {
 		if err != nil {
-			c.h.warn("command failed", "client", c.id, "robot", robot, "err", err)
+			c.h.warn.Warn("command", "command failed", "client", c.id, "robot", robot, "err", err)
 		}
 		c.sendControl(mustJSON(errorFrame{Type: "error", Code: code, Message: msg, Ref: ref, Robot: robot}))
 	})

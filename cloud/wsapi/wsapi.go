@@ -20,6 +20,7 @@ import (
 	"github.com/robotfleet/fleetlink/cloud/auth"
 	"github.com/robotfleet/fleetlink/cloud/command"
 	"github.com/robotfleet/fleetlink/cloud/hub"
+	"github.com/robotfleet/fleetlink/internal/ratelog"
 )
 
 // Close codes the relay uses beyond RFC 6455's.
@@ -114,38 +115,14 @@ type Handler struct {
 	clients  map[*client]struct{}
 	shutdown bool
 
-	warnMu     sync.Mutex // guards lastWarn and suppressed
-	lastWarn   map[string]time.Time
-	suppressed map[string]int
-}
-
-// warnEvery is the least time between two warnings with the same message.
-const warnEvery = 10 * time.Second
-
-// warn logs at most one warning per message per warnEvery, saying how many
-// were suppressed in between: a thousand slow clients make one line.
-func (h *Handler) warn(msg string, args ...any) {
-	h.warnMu.Lock()
-	now := time.Now()
-	if now.Sub(h.lastWarn[msg]) < warnEvery {
-		h.suppressed[msg]++
-		h.warnMu.Unlock()
-		return
-	}
-	n := h.suppressed[msg]
-	h.lastWarn[msg], h.suppressed[msg] = now, 0
-	h.warnMu.Unlock()
-	if n > 0 {
-		args = append(args, "suppressed", n)
-	}
-	h.log.Warn(msg, args...)
+	warn *ratelog.Logger // one line per message per 10 s: a thousand slow clients make one
 }
 
 // New returns a Handler.
 func New(o Options) *Handler {
 	o.setDefaults()
 	h := &Handler{o: o, log: o.Logger, stats: o.Hub.Stats(), clients: map[*client]struct{}{},
-		lastWarn: map[string]time.Time{}, suppressed: map[string]int{}}
+		warn: ratelog.New(o.Logger, 10*time.Second)}
 	h.upgrader = websocket.Upgrader{
 		// Small read buffers and pooled write buffers keep idle
 		// connections cheap; frames larger than the buffers still work.
