@@ -135,8 +135,8 @@ func (s *session) close(why closeReason) {
 	s.closeOnce.Do(func() {
 		s.why = why
 		close(s.done)
+		s.srv.hub.Leave(s) // first: once the session is out of the table, it is out of every room
 		s.srv.remove(s)
-		s.srv.hub.Leave(s)
 		s.q.Close()
 		s.mu.Lock()
 		if s.expiry != nil {
