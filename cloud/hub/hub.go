@@ -11,6 +11,7 @@
 package hub
 
 import (
+	"context"
 	"encoding/json"
 	"log/slog"
 	"runtime"
@@ -546,4 +547,12 @@ func (h *Hub) Flush() {
 	}
 	h.mu.Unlock()
 	wg.Wait()
+}
+
+// Run waits until ctx ends, then stops the shards (Close): for owners that
+// tie the hub's life to a context.
+func (h *Hub) Run(ctx context.Context) error {
+	<-ctx.Done()
+	h.Close()
+	return nil
 }
