@@ -194,12 +194,12 @@ func (c *mqttConfig) resolve() error {
 		path = os.Getenv("FLEETCTL_CONFIG")
 	}
 	if path != "" {
-		if err := readConfig(path, &file); err != nil {
+		if err := c.readConfig(path, &file); err != nil {
 			return err
 		}
 	} else if dir, err := os.UserConfigDir(); err == nil {
 		p := filepath.Join(dir, "fleetctl", "config.yaml")
-		if err := readConfig(p, &file); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := c.readConfig(p, &file); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return err
 		}
 	}
@@ -303,16 +303,21 @@ func boolOrEmpty(b bool) string {
 }
 
 // readConfig decodes the YAML file at path strictly: a misspelt field is an
-// error naming it, not a silent default.
-func readConfig(path string, into *fileConfig) error {
-	b, err := os.ReadFile(path)
+// error naming it, not a silent default. A file with a password that others
+// may read gets a warning, as ssh gives for keys.
+func (c *mqttConfig) readConfig(path string, into *fileConfig) error {
+	f, err := os.Open(path)
 	if err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
-	dec := yaml.NewDecoder(strings.NewReader(string(b)))
+	defer f.Close()
+	dec := yaml.NewDecoder(f)
 	dec.KnownFields(true)
 	if err := dec.Decode(into); err != nil && !errors.Is(err, io.EOF) {
 		return fmt.Errorf("config %s: %v", path, err)
+	}
+	if st, err := f.Stat(); err == nil && into.MQTT.Password != "" && st.Mode().Perm()&0o077 != 0 && c.log != nil {
+		fmt.Fprintf(c.log, "fleetctl: warning: %s holds a password and others may read it (mode %04o); chmod 600 it\n", path, st.Mode().Perm())
 	}
 	return nil
 }

@@ -340,7 +340,10 @@ func TestConfigCheck(t *testing.T) {
 	require.Regexp(t, `(?m)^mqtt.keep_alive +5s +config mqtt.keep_alive$`, out)
 	require.Regexp(t, `(?m)^mqtt.connect_timeout +10s +default$`, out)
 
+	require.Contains(t, errOut, "fleetctl: warning: "+cfg+" holds a password and others may read it (mode 0644); chmod 600 it")
+	require.NoError(t, os.Chmod(cfg, 0o600))
 	code, out, errOut = runFleetctl(t, "config", "check", "--config", cfg, "--json")
+	require.NotContains(t, errOut, "others may read it")
 	require.Equal(t, 0, code, errOut)
 	m := decodeJSON(t, out)
 	require.Equal(t, []string{"brokers", "connect_timeout", "keep_alive", "password", "reconnect_fast_for", "reconnect_fast_max", "reconnect_max", "reconnect_min", "sources", "tls", "topic_prefix", "username"}, keysOf(t, m))
