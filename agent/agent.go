@@ -33,9 +33,14 @@ import (
 	"github.com/robotfleet/fleetlink/agent/session"
 	"github.com/robotfleet/fleetlink/agent/spool"
 	"github.com/robotfleet/fleetlink/agent/uplink"
+	"github.com/robotfleet/fleetlink/internal/mqttkit"
 	"github.com/robotfleet/fleetlink/internal/version"
 	"github.com/robotfleet/fleetlink/protocol"
 )
+
+// cmdQueueBytes caps the payload bytes of queued commands (a command is
+// at most 256 KiB; anything larger is dropped here, counted).
+const cmdQueueBytes = 1 << 20
 
 // ErrStateDir: the state directory cannot be created or written.
 var ErrStateDir = errors.New("state directory not writable")
@@ -65,9 +70,9 @@ type Agent struct {
 	// numbering going (in memory) when the state dir cannot be written.
 	epoch atomic.Int64
 
-	// cmds is the bounded queue between the paho callback and the dispatcher.
-	cmds            chan []byte
-	cmdsDropped     atomic.Int64
+	// cmds is the bounded queue between the paho callback and the
+	// dispatcher: commands.queue entries and cmdQueueBytes of payload.
+	cmds            *mqttkit.Inbox
 	cmdWarn         atomic.Int64 // unix seconds of the last drop warning
 	retainedIgnored atomic.Int64 // retained messages on the commands topic
 	retainedWarn    atomic.Int64 // unix seconds of the last such warning
@@ -102,7 +107,7 @@ func New(cfg config.Config, log *slog.Logger) (*Agent, error) {
 	a := &Agent{
 		cfg: cfg, log: log, topics: topics, robot: cfg.RobotID, hostname: host, startedAt: protocol.Now(),
 		eval: alerts.New(cfg.Alerts.Rules),
-		cmds: make(chan []byte, cfg.Commands.Queue),
+		cmds: mqttkit.NewInbox(cfg.Commands.Queue, cmdQueueBytes),
 	}
 	a.out, err = spool.Open(spool.Options{
 		Path: filepath.Join(cfg.StateDir, "spool.db"), MaxBytes: int64(cfg.Spool.MaxBytes), Topics: topics, Logger: log,
@@ -246,13 +251,12 @@ func (a *Agent) enqueueCommand(_ string, payload []byte, retained bool) {
 		}
 		return
 	}
-	select {
-	case a.cmds <- payload:
-	default:
-		n := a.cmdsDropped.Add(1)
+	if !a.cmds.Offer(mqttkit.Message{Payload: payload}) {
 		now := time.Now().Unix()
 		if last := a.cmdWarn.Load(); now-last >= 60 && a.cmdWarn.CompareAndSwap(last, now) {
-			a.log.Warn("command queue full: command dropped", "dropped_total", n, "queue", cap(a.cmds))
+			entries, bytes := a.cmds.Cap()
+			a.log.Warn("command queue full: command dropped", "dropped_total", a.cmds.Dropped(), "payload_bytes", len(payload),
+				"queue", entries, "queue_bytes", bytes)
 		}
 	}
 }
@@ -325,7 +329,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		firstErr = fmt.Errorf("uplink: %w", err)
 	}
 	st := a.out.Stats()
-	a.log.Info("robot-agent stopped", "spool_depth", st.Depth, "spool_dropped", st.TotalDropped(), "commands_dropped", a.cmdsDropped.Load(),
+	a.log.Info("robot-agent stopped", "spool_depth", st.Depth, "spool_dropped", st.TotalDropped(), "commands_dropped", a.cmds.Dropped(),
 		"retained_commands_ignored", a.retainedIgnored.Load())
 	return firstErr
 }
@@ -385,14 +389,13 @@ func (a *Agent) metricsLoop(ctx context.Context) error {
 // commandLoop answers queued commands one at a time.
 func (a *Agent) commandLoop(ctx context.Context) error {
 	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case p := <-a.cmds:
-			reply := a.disp.Handle(ctx, p)
-			if err := a.out.Emit(protocol.NewEvent(a.robot, reply)); err != nil {
-				a.log.Error("spool command reply", "command_id", reply.CommandID, "err", err)
-			}
+		m, err := a.cmds.Recv(ctx)
+		if err != nil {
+			return nil // ctx done
+		}
+		reply := a.disp.Handle(ctx, m.Payload)
+		if err := a.out.Emit(protocol.NewEvent(a.robot, reply)); err != nil {
+			a.log.Error("spool command reply", "command_id", reply.CommandID, "err", err)
 		}
 	}
 }

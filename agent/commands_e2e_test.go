@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -106,6 +107,19 @@ func TestRetainedCommandRunsNothing(t *testing.T) {
 	live := e.command(protocol.CmdStartSession, map[string]any{"pipeline": "mark", "model": "m.onnx"}, time.Now())
 	e.publish(live, false)
 	require.Eventually(t, func() bool { _, err := os.Stat(e.marker); return err == nil }, wait, 20*time.Millisecond)
+}
+
+// A payload far over the protocol's 256 KiB on the commands topic is
+// dropped by the command queue's byte cap (counted, logged); the agent
+// goes on answering.
+func TestOversizedCommandIsDropped(t *testing.T) {
+	e := newCmdEnv(t, "r-big")
+	e.start()
+	tok := e.w.c.Publish(topics.Commands(e.robot), 1, false, make([]byte, 2<<20))
+	require.True(t, tok.WaitTimeout(wait))
+	require.NoError(t, tok.Error())
+	e.ping()
+	require.Eventually(t, func() bool { return strings.Contains(e.agent.Output(), "command queue full: command dropped") }, wait, 20*time.Millisecond)
 }
 
 // Issue 9 item 14: a captured command replayed later is refused by its ts

@@ -146,7 +146,8 @@ type Spool struct {
 
 // Commands configures command intake.
 type Commands struct {
-	// Queue is how many received commands may wait; more are dropped and counted. Default 32.
+	// Queue is how many received commands may wait (at most 1 MiB of them);
+	// more are dropped and counted. Default 32.
 	Queue int `yaml:"queue"`
 	// MaxAge refuses (code "expired") a command whose ts is further than
 	// this from the robot's clock, past or future. Default 10m.

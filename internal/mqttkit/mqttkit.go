@@ -1,9 +1,9 @@
 // Package mqttkit is the MQTT client helpers shared by robot-agent,
 // fleet-relay and fleetctl (paho.mqtt.golang, MQTT 3.1.1): broker URL lists
 // (spec §8: one URL or several, comma-separated, to fail over between),
-// TLS from CA/cert/key files, token waits that honour a context, and a
+// TLS from CA/cert/key files, token waits that honour a context, a
 // jittered reconnect backoff that is fast for short outages and capped
-// for long ones.
+// for long ones, and a bounded inbox for paho callbacks.
 package mqttkit
 
 import (

@@ -165,3 +165,28 @@ func TestTLSFiles(t *testing.T) {
 	require.ErrorContains(t, err, "junk.pem")
 	require.True(t, TLSFiles{}.IsZero())
 }
+
+func TestInboxBoundsEntriesAndBytes(t *testing.T) {
+	in := NewInbox(3, 10)
+	require.True(t, in.Offer(Message{Topic: "a", Payload: []byte("12345")}))
+	require.True(t, in.Offer(Message{Topic: "b", Payload: []byte("1234")}))
+	require.False(t, in.Offer(Message{Topic: "c", Payload: []byte("12")}), "over the byte cap")
+	require.True(t, in.Offer(Message{Topic: "d", Payload: []byte("1")}))
+	require.False(t, in.Offer(Message{Topic: "e"}), "over the entry cap")
+	require.EqualValues(t, 2, in.Dropped())
+	require.EqualValues(t, 10, in.Bytes())
+	m, err := in.Recv(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, "a", m.Topic)
+	require.EqualValues(t, 5, in.Bytes())
+	require.True(t, in.Offer(Message{Topic: "f", Payload: []byte("12345")}), "room again")
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	for range 3 {
+		_, err := in.Recv(context.Background())
+		require.NoError(t, err)
+	}
+	_, err = in.Recv(ctx)
+	require.ErrorIs(t, err, context.Canceled)
+	require.Zero(t, in.Bytes())
+}
