@@ -1,10 +1,13 @@
 package metricshistory
 
 import (
+	"compress/gzip"
 	"encoding/json"
+	"io"
 	"math"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/robotfleet/fleetlink/protocol"
 )
@@ -134,7 +137,17 @@ func (a *API) Fleet(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
-	_ = json.NewEncoder(w).Encode(map[string]any{
+	w.Header().Set("Vary", "Accept-Encoding")
+	var out io.Writer = w
+	// ~250 bytes a robot, polled every 2 s by each open fleet table: worth
+	// compressing (its keys repeat), at the cheapest level.
+	if strings.Contains(r.Header.Get("Accept-Encoding"), "gzip") {
+		w.Header().Set("Content-Encoding", "gzip")
+		zw, _ := gzip.NewWriterLevel(w, gzip.BestSpeed)
+		defer zw.Close()
+		out = zw
+	}
+	_ = json.NewEncoder(out).Encode(map[string]any{
 		"step_s": a.store.o.Step.Seconds(), "window_s": a.store.o.Window.Seconds(), "robots": a.store.Latest(keep),
 	})
 }

@@ -1,6 +1,7 @@
 package metricshistory_test
 
 import (
+	"compress/gzip"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -270,9 +271,20 @@ func TestAPI(t *testing.T) {
 	require.Equal(t, "r-1", f.Robots[0].ID)
 	require.InDelta(t, 20, f.Robots[0].CPUPercent, 1e-9)
 
-	api = metricshistory.NewAPI(s, nil) // auth off
+	req := httptest.NewRequest("GET", "/api/v1/fleet/metrics", nil)
+	req.Header.Set("Authorization", "Bearer good")
+	req.Header.Set("Accept-Encoding", "gzip, deflate")
 	w := httptest.NewRecorder()
-	req := httptest.NewRequest("GET", "/api/v1/robots/r-3/metrics", nil)
+	mux.ServeHTTP(w, req)
+	require.Equal(t, "gzip", w.Header().Get("Content-Encoding"))
+	zr, err := gzip.NewReader(w.Body)
+	require.NoError(t, err)
+	require.NoError(t, json.NewDecoder(zr).Decode(&f))
+	require.Len(t, f.Robots, 1)
+
+	api = metricshistory.NewAPI(s, nil) // auth off
+	w = httptest.NewRecorder()
+	req = httptest.NewRequest("GET", "/api/v1/robots/r-3/metrics", nil)
 	req.SetPathValue("id", "r-3")
 	api.History(w, req)
 	require.Equal(t, 404, w.Code)

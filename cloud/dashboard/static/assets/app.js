@@ -295,7 +295,7 @@ function onEvent(room, env) {
     }
     case "robot.metrics": {
       const r = robot(env.robot);
-      if (r.metricsTs && env.ts <= r.metricsTs) return;
+      if (r.metricsTs && Date.parse(env.ts) <= Date.parse(r.metricsTs)) return;
       r.metrics = d;
       r.metricsTs = env.ts;
       r.latest = latestOf(d, env.ts, r.latest);
@@ -401,7 +401,7 @@ async function pollFleet() {
   const body = JSON.parse(text);
   for (const l of body.robots || []) {
     const r = robot(l.id);
-    if (r.latest && r.latest.metrics_at >= (l.metrics_at || "")) continue;
+    if (r.latest && Date.parse(r.latest.metrics_at) >= Date.parse(l.metrics_at || 0)) continue; // a live sample is as new
     r.latest = l;
     if (!r.status && l.state) { r.status = { state: l.state }; r.since = l.since; } // until room fleet's snapshot
   }
