@@ -47,7 +47,7 @@ type fileConfig struct {
 // fileMQTT is the config file's mqtt section: the fields of robot-agent's
 // mqtt section that mean something to a client that comes and goes.
 type fileMQTT struct {
-	// Broker URLs, tried in order (tcp, ssl, tls, ws, wss): a list, or one
+	// Broker URLs, tried in order (mqttkit.Schemes): a list, or one
 	// string with commas. Default tcp://127.0.0.1:1883.
 	Broker brokerList `yaml:"broker"`
 	// Username, empty for none. Default "".
@@ -141,7 +141,7 @@ func addMQTTFlags(fs *flag.FlagSet) *mqttConfig {
 	c := &mqttConfig{fs: fs}
 	f := &c.flags
 	fs.StringVar(&f.config, "config", "", "YAML config file (env FLEETCTL_CONFIG; default ~/.config/fleetctl/config.yaml when it exists)")
-	fs.StringVar(&f.broker, "broker", "", "MQTT broker URL, or several comma-separated to fail over between: tcp://, ssl://, tls://, ws://, wss:// (env FLEETCTL_BROKER; default "+defaultBroker+")")
+	fs.StringVar(&f.broker, "broker", "", "MQTT broker URL, or several comma-separated to fail over between: tcp://, mqtt://, ssl://, tls://, mqtts://, ws://, wss:// (env FLEETCTL_BROKER; default "+defaultBroker+")")
 	fs.StringVar(&f.prefix, "prefix", "", "topic prefix (env FLEETCTL_TOPIC_PREFIX; default "+protocol.DefaultPrefix+")")
 	fs.StringVar(&f.username, "username", "", "MQTT username (env FLEETCTL_USERNAME)")
 	fs.StringVar(&f.password, "password", "", "MQTT password (env FLEETCTL_PASSWORD; prefer it or the config file: flags show in ps)")
