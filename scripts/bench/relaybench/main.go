@@ -34,7 +34,7 @@ import (
 )
 
 func main() {
-	scenario := flag.String("scenario", "fanout", "fanout | fleet | idle")
+	scenario := flag.String("scenario", "fanout", "fanout | fleet | idle | storm | cores")
 	relayBin := flag.String("relay", "bin/fleet-relay", "fleet-relay binary")
 	robots := flag.Int("robots", 10, "fanout: publishing robots (one session each)")
 	subs := flag.Int("subs", 50, "fanout: WebSocket clients per session room")
@@ -42,6 +42,9 @@ func main() {
 	startRate := flag.Float64("start-rate", 50, "fanout: first publish rate, events/s over all robots")
 	duration := flag.Duration("duration", 60*time.Second, "fleet: run time")
 	conns := flag.Int("conns", 20000, "idle: connections")
+	stormRate := flag.Float64("storm-rate", 3000, "storm: the fanout publish rate (events/s), half of the measured fanout maximum")
+	dashboards := flag.Int("dashboards", 1000, "storm: reconnecting dashboards")
+	known := flag.Int("known", 2000, "storm: robots the relay knows")
 	flag.Parse()
 	raiseNoFile()
 	var err error
@@ -52,6 +55,10 @@ func main() {
 		err = fleet(*relayBin, *duration)
 	case "idle":
 		err = idle(*relayBin, *conns)
+	case "storm":
+		err = storm(*relayBin, *robots, *subs, *stormRate, *step, *dashboards, *known)
+	case "cores":
+		err = cores(*relayBin, *robots, *subs, *startRate, *step)
 	default:
 		err = fmt.Errorf("unknown scenario %q", *scenario)
 	}
@@ -104,10 +111,17 @@ func (t *target) stop() {
 
 func (t *target) pid() int { return t.cmd.Process.Pid }
 
-func startRelay(bin string) (*target, error) {
+func startRelay(bin string) (*target, error) { return startRelayWith(bin, nil, nil) }
+
+// startRelayWith starts the relay with extra environment, under a wrapper
+// command (e.g. taskset) when wrap is set.
+func startRelayWith(bin string, env, wrap []string) (*target, error) {
 	hp, mp := freePort(), freePort()
 	cmd := exec.Command(bin)
-	cmd.Env = append(os.Environ(),
+	if len(wrap) > 0 {
+		cmd = exec.Command(wrap[0], append(wrap[1:], bin)...)
+	}
+	cmd.Env = append(append(os.Environ(), env...),
 		"FLEET_RELAY_LISTEN=127.0.0.1:"+strconv.Itoa(hp),
 		"FLEET_RELAY_MQTT_BROKER=",
 		"FLEET_RELAY_EMBEDDED_MQTT_LISTEN=127.0.0.1:"+strconv.Itoa(mp),
