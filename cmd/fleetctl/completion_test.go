@@ -22,6 +22,27 @@ func completionScript(t *testing.T, shell string) string {
 	return p
 }
 
+// stubFleetctl puts a `fleetctl` on PATH that answers `robots --ids` with
+// two robots and records its arguments in the returned file, so the
+// scripts' robot completion is checked without a broker (robots --ids
+// itself is tested against one in TestRobots).
+func stubFleetctl(t *testing.T) (argsFile string) {
+	t.Helper()
+	binDir := t.TempDir()
+	argsFile = filepath.Join(binDir, "args")
+	script := "#!/bin/sh\necho \"$@\" > " + argsFile + "\nprintf 'r-1\\nr-22\\n'\n"
+	require.NoError(t, os.WriteFile(filepath.Join(binDir, "fleetctl"), []byte(script), 0o755))
+	t.Setenv("PATH", binDir+":"+os.Getenv("PATH"))
+	return argsFile
+}
+
+func readArgs(t *testing.T, file string) string {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	require.NoError(t, err)
+	return strings.TrimSpace(string(b))
+}
+
 // shellOut runs a shell script and returns its output, failing (not
 // skipping) when the shell is missing: `make test-deps` installs it.
 func shellOut(t *testing.T, shell string, args ...string) string {
@@ -65,6 +86,15 @@ func TestCompletionBash(t *testing.T) {
 	require.Equal(t, []string{"bash", "fish", "zsh"}, complete("fleetctl completion "))
 	require.Equal(t, []string{"session.cancelled", "session.completed", "session.failed", "session.progress", "session.queued", "session.started", "session.state"}, complete("fleetctl schema sess"))
 	require.Empty(t, complete("fleetctl ping --broker "), "a flag's value is not a flag")
+
+	// Robot ids for the first argument, with the line's broker options.
+	args := stubFleetctl(t)
+	require.Equal(t, []string{"r-1", "r-22"}, complete("fleetctl ping r"))
+	require.Equal(t, "robots --ids --wait 2s --quiet 300ms", readArgs(t, args))
+	require.Equal(t, []string{"r-22"}, complete("fleetctl session start --broker tcp://b:1 --follow --prefix=acme --json r-2"))
+	require.Equal(t, "robots --ids --wait 2s --quiet 300ms --broker tcp://b:1 --prefix=acme", readArgs(t, args))
+	require.Empty(t, complete("fleetctl session cancel r-1 "), "the second argument is a session, not a robot")
+	require.Empty(t, complete("fleetctl token r"), "token takes no robot")
 }
 
 // TestCompletionFish asks real fish for completions with `complete -C`.
@@ -86,6 +116,10 @@ func TestCompletionFish(t *testing.T) {
 	require.Contains(t, complete("fleetctl session start r-1 --f"), "--follow")
 	require.Contains(t, complete("fleetctl robots --j"), "--json")
 	require.Equal(t, []string{"bash", "fish", "zsh"}, complete("fleetctl completion "))
+
+	args := stubFleetctl(t)
+	require.Equal(t, []string{"r-1", "r-22"}, complete("fleetctl ping --broker tcp://b:1 r"))
+	require.Equal(t, "robots --ids --wait 2s --quiet 300ms --broker tcp://b:1", readArgs(t, args))
 }
 
 // TestCompletionZsh loads the script into zsh with the completion system's
@@ -121,6 +155,11 @@ _fleetctl`)
 	require.Contains(t, complete("fleetctl", "session", "start", "--"), "--follow")
 	require.Equal(t, []string{"FILES"}, complete("fleetctl", "robots", "--config", ""))
 	require.Equal(t, []string{"bash", "fish", "zsh"}, complete("fleetctl", "completion", ""))
+
+	args := stubFleetctl(t)
+	require.Equal(t, []string{"r-1", "r-22"}, complete("fleetctl", "doctor", "--config", "/x.yaml", "r"))
+	require.Equal(t, "robots --ids --wait 2s --quiet 300ms --config /x.yaml", readArgs(t, args))
+	require.Empty(t, complete("fleetctl", "session", "follow", "r-1", "r"), "the second argument is a session")
 }
 
 // TestEveryCommandTakesJSON: --json is on every command, and its help

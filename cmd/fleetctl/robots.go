@@ -67,7 +67,11 @@ func defineRobots(fs *flag.FlagSet) runFunc {
 	wait := fs.Duration("wait", 10*time.Second, "the longest to collect retained messages")
 	quiet := fs.Duration("quiet", 500*time.Millisecond, "stop collecting after this long without a retained message")
 	asJSON := fs.Bool("json", false, "print the robots as JSON")
+	ids := fs.Bool("ids", false, "print only the robot ids, one per line (scripts, shell completion)")
 	return func(ctx context.Context, pos []string, stdout, stderr io.Writer) error {
+		if *ids && *asJSON {
+			return fmt.Errorf("%w: --ids and --json exclude each other", errUsage)
+		}
 		for _, r := range pos {
 			if err := protocol.CheckID("robot id", r); err != nil {
 				return fmt.Errorf("%w: %v", errUsage, err)
@@ -88,8 +92,14 @@ func defineRobots(fs *flag.FlagSet) runFunc {
 		if len(out.Robots) == 0 {
 			return fmt.Errorf("%w on %s under prefix %q", errNoRobots, out.Broker, mc.Topics.Prefix())
 		}
-		if *asJSON {
+		switch {
+		case *asJSON:
 			return writeJSON(stdout, out)
+		case *ids:
+			for _, r := range out.Robots {
+				fmt.Fprintln(stdout, r.Robot) // ids are checked: the topic and envelope agree on a valid one
+			}
+			return nil
 		}
 		printRobots(stdout, out, time.Now())
 		return nil

@@ -266,6 +266,13 @@ func TestRobots(t *testing.T) {
 	require.Equal(t, "lost", r7["reason"])
 	require.Nil(t, r7["cpu_percent"])
 
+	code, out, errOut = runFleetctl(t, "robots", "--broker", broker.URL(), "--ids")
+	require.Equal(t, 0, code, errOut)
+	require.Equal(t, "r-6\nr-7\nr-8\n", out)
+	code, _, errOut = runFleetctl(t, "robots", "--ids", "--json")
+	require.Equal(t, 2, code)
+	require.Contains(t, errOut, "--ids and --json exclude each other")
+
 	empty := brokertest.StartMochi(t)
 	code, _, errOut = runFleetctl(t, "robots", "--broker", empty.URL(), "--wait", "200ms")
 	require.Equal(t, 1, code)
