@@ -6,6 +6,7 @@
 package auth
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/rsa"
 	"crypto/subtle"
@@ -343,4 +344,17 @@ func Mint(secret []byte, o MintOptions) (string, error) {
 		return "", fmt.Errorf("mint token: %w", err)
 	}
 	return s, nil
+}
+
+type principalKey struct{}
+
+// NewContext returns ctx carrying p (set by the relay's HTTP auth middleware).
+func NewContext(ctx context.Context, p *Principal) context.Context {
+	return context.WithValue(ctx, principalKey{}, p)
+}
+
+// FromContext returns the principal NewContext stored in ctx.
+func FromContext(ctx context.Context) (*Principal, bool) {
+	p, ok := ctx.Value(principalKey{}).(*Principal)
+	return p, ok && p != nil
 }

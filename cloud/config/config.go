@@ -61,6 +61,8 @@ type Config struct {
 	History History `yaml:"history"`
 	// Prometheus tunes /metrics.
 	Prometheus Prometheus `yaml:"prometheus"`
+	// HTTP bounds the HTTP server's connections.
+	HTTP HTTP `yaml:"http"`
 	// SystemStatusInterval is the period of system.status. Default 10s.
 	SystemStatusInterval time.Duration `yaml:"system_status_interval"`
 	// ShutdownTimeout bounds the graceful shutdown. Default 10s.
@@ -281,6 +283,24 @@ type Prometheus struct {
 	// RobotGauges exports fleet_robot_*{robot=...} gauges for every robot
 	// (at most hub.max_robots). Default false.
 	RobotGauges bool `yaml:"robot_gauges"`
+	// Listen serves /metrics on a listener of its own, without a token, and
+	// no longer on the main one. Default empty: /metrics on the main
+	// listener, needing an admin token for every robot when auth is on.
+	Listen string `yaml:"listen"`
+}
+
+// HTTP bounds the HTTP server's connections (not upgraded WebSockets and
+// Socket.IO long-polls, which have their own heartbeats).
+type HTTP struct {
+	// IdleTimeout closes a keep-alive connection idle this long. Default 2m.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// BodyTimeout bounds reading a request's body. Default 30s.
+	BodyTimeout time.Duration `yaml:"body_timeout"`
+	// MaxConnsPerAddr caps the open connections of one client IP address
+	// (WebSockets included); past it new ones are closed at once.
+	// Behind a load balancer that does not keep client addresses, raise it.
+	// Default 256.
+	MaxConnsPerAddr int `yaml:"max_conns_per_addr"`
 }
 
 // Log configures logging.
@@ -310,6 +330,7 @@ func Default() Config {
 			RobotTTL: 24 * time.Hour, RobotBytes: 4 << 20, TotalBytes: 1 << 30, MaxTextBytes: 4096},
 		Commands:             Commands{Timeout: 10 * time.Second, MaxPending: 10000, MaxPendingPerPrincipal: 100},
 		History:              History{Window: 15 * time.Minute, Step: 5 * time.Second, RobotBytes: 32 << 10, TotalBytes: 64 << 20},
+		HTTP:                 HTTP{IdleTimeout: 2 * time.Minute, BodyTimeout: 30 * time.Second, MaxConnsPerAddr: 256},
 		SystemStatusInterval: 10 * time.Second,
 		ShutdownTimeout:      10 * time.Second,
 		Log:                  Log{Level: "info", Format: "text"},
@@ -505,6 +526,10 @@ func (c *Config) Validate() error {
 			"anyone who can reach it could watch and command the fleet; set FLEET_RELAY_AUTH_SECRET (or auth.*), "+
 			"listen on 127.0.0.1, or pass --insecure-no-auth", c.Listen)
 	}
+	checkAddr("prometheus.listen", c.Prometheus.Listen, false)
+	positive("http.idle_timeout", float64(c.HTTP.IdleTimeout))
+	positive("http.body_timeout", float64(c.HTTP.BodyTimeout))
+	positive("http.max_conns_per_addr", float64(c.HTTP.MaxConnsPerAddr))
 	positive("ws.heartbeat", float64(c.WS.Heartbeat))
 	positive("ws.client_grace", float64(c.WS.ClientGrace))
 	positive("ws.write_timeout", float64(c.WS.WriteTimeout))

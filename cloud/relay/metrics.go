@@ -78,3 +78,12 @@ func registerSocketIOMetrics(reg *prometheus.Registry, s *socketio.Stats) {
 	counter("refused_total", "HTTP requests refused (unknown sid, bad transport, origin, full).", s.Refused.Load)
 	counter("pending_refused_total", "Handshakes refused because too many sessions had not joined the namespace yet.", s.PendingRefused.Load)
 }
+
+// registerHTTPMetrics exports the per-address connection cap's counters.
+func registerHTTPMetrics(reg *prometheus.Registry, l *connLimiter) {
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "fleet_relay", Subsystem: "http", Name: "connections",
+		Help: "Open HTTP connections (WebSockets included)."}, func() float64 { return float64(l.current.Load()) }))
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "fleet_relay", Subsystem: "http", Name: "conns_refused_total",
+		Help: "Connections closed at accept: http.max_conns_per_addr reached for their address."},
+		func() float64 { return float64(l.refused.Load()) }))
+}

@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/robotfleet/fleetlink/cloud/auth"
 	"github.com/robotfleet/fleetlink/cloud/broker"
@@ -54,6 +53,7 @@ type Relay struct {
 	reg        *prometheus.Registry
 	ln         net.Listener
 	srv        *http.Server
+	edge       *httpEdge
 	history    *historyRun // nil without nats.urls
 }
 
@@ -175,8 +175,9 @@ func New(cfg config.Config, log *slog.Logger) (*Relay, error) {
 		Observe: lat.Observe, Logger: log.With("component", "socketio")})
 	registerSocketIOMetrics(r.reg, r.sio.Stats())
 
-	r.srv = &http.Server{Handler: r.routes(), ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	r.edge = &httpEdge{cfg: cfg, authn: authn, log: log.With("component", "http")}
+	r.srv = &http.Server{Handler: r.edge.handler(r.routes()), ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	serverTimeouts(r.srv, cfg.HTTP)
 	if cfg.TLS.CertFile != "" {
 		cert, err := tls.LoadX509KeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile)
 		if err != nil {
@@ -185,11 +186,11 @@ func New(cfg config.Config, log *slog.Logger) (*Relay, error) {
 		}
 		r.srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
-	r.ln, err = net.Listen("tcp", cfg.Listen)
-	if err != nil {
+	if r.ln, err = r.edge.listen(r.promHandler()); err != nil {
 		r.closeBroker()
-		return nil, fmt.Errorf("%w: %s: %v", ErrListen, cfg.Listen, err)
+		return nil, err
 	}
+	registerHTTPMetrics(r.reg, r.edge.conns)
 	return r, nil
 }
 
@@ -278,6 +279,7 @@ func (r *Relay) Run(ctx context.Context) error {
 			errc <- fmt.Errorf("serve http: %w", err)
 		}
 	}()
+	r.edge.serveMetrics(errc)
 	r.log.Info("fleet-relay serving", "version", version.String(), "url", scheme+"://"+r.Addr(),
 		"mqtt", r.ingest.Broker(), "mqtt_client_id", r.ingest.ClientID(), "embedded_broker", r.BrokerURL())
 	var runErr error
@@ -299,6 +301,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	if err := r.srv.Shutdown(sctx); err != nil {
 		_ = r.srv.Close()
 	}
+	r.edge.shutdownMetrics(sctx)
 	cancel()
 	wg.Wait()
 	r.hub.Close()
@@ -328,14 +331,15 @@ func (r *Relay) routes() http.Handler {
 		}
 		_, _ = w.Write([]byte("ready\n"))
 	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(r.reg, promhttp.HandlerOpts{Registry: r.reg}))
-	mux.HandleFunc("GET /api/v1/stats", r.handleStats)
-	mux.HandleFunc("GET /api/v1/robots", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, map[string]any{"robots": r.hub.Robots()})
-	})
-	mux.HandleFunc("GET /api/v1/schema", handleSchema)
-	mux.HandleFunc("GET /api/v1/robots/{id}/metrics", r.mhistAPI.History)
-	mux.HandleFunc("GET /api/v1/fleet/metrics", r.mhistAPI.Fleet)
+	mux.Handle("GET /metrics", r.edge.metricsHandler(r.promHandler()))
+	// Every /api/v1/* route is on this mux, behind one token check.
+	api := http.NewServeMux()
+	api.HandleFunc("GET /api/v1/stats", r.handleStats)
+	api.HandleFunc("GET /api/v1/robots", r.handleRobots)
+	api.HandleFunc("GET /api/v1/schema", handleSchema)
+	api.HandleFunc("GET /api/v1/robots/{id}/metrics", r.mhistAPI.History)
+	api.HandleFunc("GET /api/v1/fleet/metrics", r.mhistAPI.Fleet)
+	mux.Handle("/api/v1/", apiAuth(r.edge.authn, api))
 	// Engine.IO uses GET, POST and OPTIONS (CORS preflight).
 	mux.Handle("/socket.io/", r.sio)
 	dash := dashboard.Handler()
@@ -344,7 +348,11 @@ func (r *Relay) routes() http.Handler {
 	return mux
 }
 
-func (r *Relay) handleStats(w http.ResponseWriter, _ *http.Request) {
+func (r *Relay) handleStats(w http.ResponseWriter, req *http.Request) {
+	if !principal(req).AllRobots() {
+		http.Error(w, "forbidden: fleet-wide stats need a token for every robot", http.StatusForbidden)
+		return
+	}
 	s := r.hub.Stats()
 	c := r.hub.Counts()
 	writeJSON(w, map[string]any{

@@ -107,7 +107,8 @@ func TestMetricsHistoryEndpoint(t *testing.T) {
 	code, _ = getWith(t, base+"/api/v1/fleet/metrics", "")
 	require.Equal(t, http.StatusUnauthorized, code)
 
-	_, body = httpGet(t, base+"/metrics")
+	// With auth on, /metrics needs an admin token for every robot (issue 9 item 8).
+	_, body = getWith(t, base+"/metrics", mint(t, auth.RoleAdmin, []string{"*"}, time.Hour))
 	require.NotContains(t, body, "fleet_robot_", "per-robot gauges are off by default")
 	require.Contains(t, body, "fleet_relay_history_points_dropped_total 0")
 }
