@@ -185,3 +185,33 @@ func genModels(t *testing.T) string {
 	}
 	return dir
 }
+
+// Until its history is replayed a relay takes no clients: a snapshot then
+// would be partial and the replayed events would arrive as live ones, older
+// than what the client already holds.
+func TestRelayTakesNoClientsBeforeHistory(t *testing.T) {
+	dead := freePort(t) // nothing listens: NATS "unreachable"
+	s := &system{httpAddr: "127.0.0.1:" + strconv.Itoa(freePort(t)), mqttAddr: "127.0.0.1:" + strconv.Itoa(freePort(t))}
+	start(t, "fleet-relay", []string{"FLEET_RELAY_LISTEN=" + s.httpAddr, "FLEET_RELAY_MQTT_BROKER=",
+		"FLEET_RELAY_EMBEDDED_MQTT_LISTEN=" + s.mqttAddr, "FLEET_RELAY_AUTH_SECRET=",
+		"FLEET_RELAY_NATS_URL=nats://127.0.0.1:" + strconv.Itoa(dead)})
+	eventually(t, 20*time.Second, "relay serving HTTP", func() bool {
+		resp, err := http.Get("http://" + s.httpAddr + "/healthz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+	time.Sleep(time.Second)
+	for _, path := range []string{"/readyz", "/ws", "/socket.io/?EIO=4&transport=polling"} {
+		resp, err := http.Get("http://" + s.httpAddr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusServiceUnavailable {
+			t.Errorf("%s before the history is replayed: %d, want 503", path, resp.StatusCode)
+		}
+	}
+}

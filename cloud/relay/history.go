@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"net/http"
 	"sync/atomic"
 	"time"
 
@@ -71,4 +72,21 @@ func (r *Relay) runWithHistory(ctx context.Context, startIngest func()) {
 	r.log.Info("history replayed", "events", n+m, "took", time.Since(began).Round(time.Millisecond))
 	<-ctx.Done()
 	st.Close()
+}
+
+// afterReplay answers 503 while the JetStream history is still being
+// replayed: a client served then would get a partial snapshot, and the
+// replayed events as live ones, older than what it already had.
+func (r *Relay) afterReplay(h http.Handler) http.Handler {
+	if r.history == nil {
+		return h
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if !r.history.replayed.Load() {
+			w.Header().Set("Retry-After", "1")
+			http.Error(w, "replaying the JetStream history; try again shortly", http.StatusServiceUnavailable)
+			return
+		}
+		h.ServeHTTP(w, req)
+	})
 }

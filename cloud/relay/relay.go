@@ -312,7 +312,7 @@ func (r *Relay) Run(ctx context.Context) error {
 
 func (r *Relay) routes() http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("GET /ws", r.ws)
+	mux.Handle("GET /ws", r.afterReplay(r.ws))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("ok\n"))
@@ -341,7 +341,7 @@ func (r *Relay) routes() http.Handler {
 	api.HandleFunc("GET /api/v1/fleet/metrics", r.mhistAPI.Fleet)
 	mux.Handle("/api/v1/", apiAuth(r.edge.authn, api))
 	// Engine.IO uses GET, POST and OPTIONS (CORS preflight).
-	mux.Handle("/socket.io/", r.sio)
+	mux.Handle("/socket.io/", r.afterReplay(r.sio))
 	dash := dashboard.Handler()
 	mux.Handle("GET /{$}", dash)
 	mux.Handle("GET /assets/", dash)
