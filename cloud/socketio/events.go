@@ -3,9 +3,11 @@ package socketio
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/robotfleet/fleetlink/cloud/command"
+	"github.com/robotfleet/fleetlink/cloud/conn"
 	"github.com/robotfleet/fleetlink/cloud/hub"
 	"github.com/robotfleet/fleetlink/protocol"
 )
@@ -144,19 +146,15 @@ func (s *session) connect(data json.RawMessage) {
 			Data: connectErrorData{Code: hub.CodeUnauthorized, Message: err.Error()}})))
 		return
 	}
-	s.p, s.grant, s.clientID = p, hub.Grant(p, p.Robots), "c-"+protocol.NewID()
+	s.cc.Authenticate(p)
 	s.connected.Store(true)
 	s.srv.joined(s)
 	s.srv.stats.Connects.Add(1)
 	s.pushControl(appendSIO(nil, SIOConnect, "/", []byte(`{"sid":"`+newSID()+`"}`)))
-	cp := connectedPayload{ClientID: s.clientID, ServerTime: protocol.Now().String(),
+	cp := connectedPayload{ClientID: s.cc.ID, ServerTime: protocol.Now().String(),
 		HeartbeatS: s.srv.o.PingInterval.Seconds(), Role: string(p.Role), Robots: p.Robots}
 	if !p.ExpiresAt.IsZero() {
 		cp.ExpiresAt = protocol.T(p.ExpiresAt).String()
-		t := time.AfterFunc(time.Until(p.ExpiresAt), s.expire)
-		s.mu.Lock()
-		s.expiry = t
-		s.mu.Unlock()
 	}
 	s.emit("connected", mustJSON(cp))
 }
@@ -178,31 +176,39 @@ func (s *session) event(p SIOPacket) {
 		s.fail(p.ID, "", hub.CodeBadRequest, err.Error())
 		return
 	}
-	if !s.ops.Allow() {
+	if !s.cc.Allow() {
 		s.fail(p.ID, name, hub.CodeRateLimited, "too many events; slow down")
 		return
 	}
 	ack := p.ID
+	ref := sioRef{ack: ack, event: name}
 	switch name {
-	case "subscribe_session", "subscribe_robot", "subscribe_fleet":
+	case "subscribe_session", "subscribe_robot", "subscribe_fleet",
+		"unsubscribe_session", "unsubscribe_robot", "unsubscribe_fleet":
 		room, a, err := roomOf(name, arg)
 		if err != nil {
 			s.fail(ack, name, hub.CodeBadRequest, err.Error())
 			return
 		}
-		s.subscribe(ack, name, room, a)
-	case "unsubscribe_session", "unsubscribe_robot", "unsubscribe_fleet":
-		room, a, err := roomOf(name, arg)
-		if err != nil {
-			s.fail(ack, name, hub.CodeBadRequest, err.Error())
-			return
+		ref.a = a
+		op := conn.Op{Kind: conn.OpUnsubscribe, Room: room, SinceSeq: -1, Ref: ref}
+		if strings.HasPrefix(name, "subscribe_") {
+			op.Kind = conn.OpSubscribe
+			if a.SinceSeq != nil {
+				op.SinceSeq = *a.SinceSeq
+			}
 		}
-		s.srv.hub.Unsubscribe(s, room)
-		s.answer(ack, "unsubscribed", mustJSON(unsubscribedPayload{SessionID: a.SessionID, RobotID: a.RobotID, Room: room}))
+		s.cc.Do(op)
 	case "ping":
-		s.answer(ack, "pong", mustJSON(pongPayload{Timestamp: pingTimestamp(arg), ServerTime: protocol.Now().String()}))
+		ref.ts = pingTimestamp(arg)
+		s.cc.Do(conn.Op{Kind: conn.OpPing, Ref: ref})
 	case "command":
-		s.command(ack, arg)
+		var a commandArgs
+		if len(arg) == 0 || arg[0] != '{' || json.Unmarshal(arg, &a) != nil {
+			s.fail(ack, "command", hub.CodeBadRequest, "the argument must be an object {robot, name, args}")
+			return
+		}
+		s.cc.Do(conn.Op{Kind: conn.OpCommand, Robot: a.Robot, Name: a.Name, Args: a.Args, Ref: ref})
 	default:
 		s.srv.stats.BadPackets.Add(1)
 		s.fail(ack, name, hub.CodeBadRequest, fmt.Sprintf("unknown event %q", clip(name)))
@@ -245,27 +251,45 @@ func roomOf(event string, arg json.RawMessage) (string, roomArgs, error) {
 	return hub.RoomFleet, a, nil
 }
 
-// subscribe joins room and answers with `subscribed` (and the ack), then
-// the snapshot as the individual named events, all queued under the hub's
-// lock so that they come before any live event of the room.
-func (s *session) subscribe(ack int64, event, room string, a roomArgs) {
-	since := int64(-1)
-	if a.SinceSeq != nil {
-		since = *a.SinceSeq
+// sioRef is what a Socket.IO answer needs of its request: the ack id (-1:
+// none), the event name, the room arguments and a ping's timestamp.
+type sioRef struct {
+	ack   int64
+	event string
+	a     roomArgs
+	ts    json.RawMessage
+}
+
+// Snapshot implements conn.Wire.
+func (s *session) Snapshot(op conn.Op, parts *hub.Parts) hub.Stream {
+	ref, _ := op.Ref.(sioRef)
+	return &snapshotStream{parts: parts, ack: ref.ack, a: ref.a}
+}
+
+// Encode implements conn.Wire: a result through the ack (when the client
+// asked for one) and as the named event.
+func (s *session) Encode(op conn.Op, r conn.Result) [][]byte {
+	ref, _ := op.Ref.(sioRef)
+	switch r.Kind {
+	case conn.Unsubscribed:
+		return answerFrames(ref.ack, "unsubscribed", mustJSON(unsubscribedPayload{SessionID: ref.a.SessionID, RobotID: ref.a.RobotID, Room: r.Room}))
+	case conn.Pong:
+		return answerFrames(ref.ack, "pong", mustJSON(pongPayload{Timestamp: ref.ts, ServerTime: protocol.Now().String()}))
+	case conn.CommandReply:
+		res := r.Reply
+		return answerFrames(ref.ack, "command_reply", mustJSON(commandReplyPayload{OK: res.Reply.OK, Result: command.MarshalResult(res.Reply),
+			Error: res.Reply.Error, CommandID: res.CommandID, Robot: r.Robot, Reply: res.Raw}))
 	}
-	err := s.srv.hub.Subscribe(s, s.grant, room, since, func(snap hub.Snapshot) {
-		parts := hub.NewParts(snap)
-		s.push(hub.Message{Stream: &snapshotStream{parts: parts, ack: ack, a: a}, Bytes: parts.Bytes()})
-	})
-	if err != nil {
-		s.fail(ack, event, hub.Code(err), "subscribe "+room+": "+err.Error())
-		return
+	return answerFrames(ref.ack, "error", mustJSON(errorPayload{Code: r.Code, Message: r.Message, Event: ref.event, Robot: r.Robot}))
+}
+
+// answerFrames are the ack (when asked for) and the named event.
+func answerFrames(ack int64, name string, payload []byte) [][]byte {
+	var out [][]byte
+	if ack >= 0 {
+		out = append(out, AppendAck(nil, ack, payload))
 	}
-	if s.closed() {
-		// close may have left the hub just before Subscribe joined: leave
-		// again so that no closed session stays in a room.
-		s.srv.hub.Leave(s)
-	}
+	return append(out, AppendEvent(nil, name, payload))
 }
 
 // snapshotStream streams a subscribe's snapshot: the first part in
@@ -313,40 +337,13 @@ func pingTimestamp(arg json.RawMessage) json.RawMessage {
 	return json.RawMessage(itoa(time.Now().UnixMilli()))
 }
 
-// command carries a `command` event to the robot (spec §5's command op).
-// The reply comes later as `command_reply` (and through the ack).
-func (s *session) command(ack int64, arg json.RawMessage) {
-	var a commandArgs
-	if len(arg) == 0 || arg[0] != '{' || json.Unmarshal(arg, &a) != nil {
-		s.fail(ack, "command", hub.CodeBadRequest, "the argument must be an object {robot, name, args}")
-		return
-	}
-	robot := a.Robot
-	s.srv.o.Commands.Submit(s.p, s.p.Subject, robot, a.Name, a.Args, func(res command.Result) {
-		s.answer(ack, "command_reply", mustJSON(commandReplyPayload{OK: res.Reply.OK, Result: command.MarshalResult(res.Reply),
-			Error: res.Reply.Error, CommandID: res.CommandID, Robot: robot, Reply: res.Raw}))
-	}, func(code, msg string, err error) {
-		if err != nil {
-			s.srv.warnf("command", "command failed", "robot", robot, "err", err)
-		}
-		b := mustJSON(errorPayload{Code: code, Message: msg, Event: "command", Robot: robot})
-		if ack >= 0 {
-			s.pushControl(AppendAck(nil, ack, b))
-		}
-		s.emit("error", b)
-	})
-}
-
 // emit queues event name with a JSON payload.
 func (s *session) emit(name string, payload []byte) { s.pushControl(AppendEvent(nil, name, payload)) }
 
 // answer sends the answer of a client event through its ack (when it asked
 // for one) and as the named event.
 func (s *session) answer(ack int64, name string, payload []byte) {
-	if ack >= 0 {
-		s.pushControl(AppendAck(nil, ack, payload))
-	}
-	s.emit(name, payload)
+	s.cc.Control(answerFrames(ack, name, payload)...)
 }
 
 // fail answers a client event with an `error` {code, message}, through its

@@ -24,8 +24,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/url"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -34,6 +32,7 @@ import (
 
 	"github.com/robotfleet/fleetlink/cloud/auth"
 	"github.com/robotfleet/fleetlink/cloud/command"
+	"github.com/robotfleet/fleetlink/cloud/conn"
 	"github.com/robotfleet/fleetlink/cloud/hub"
 	"github.com/robotfleet/fleetlink/internal/ratelog"
 )
@@ -154,39 +153,13 @@ func (o *Options) setDefaults() {
 	}
 }
 
-// SameOrigin is the default CheckOrigin: no Origin header (not a browser),
-// or an Origin whose host is the request's Host.
-func SameOrigin(r *http.Request) bool {
-	origin := r.Header.Get("Origin")
-	if origin == "" {
-		return true
-	}
-	u, err := url.Parse(origin)
-	return err == nil && strings.EqualFold(u.Host, r.Host)
-}
+// SameOrigin is the default CheckOrigin (conn.SameOrigin): no Origin
+// header (not a browser), or an Origin whose host is the request's Host.
+func SameOrigin(r *http.Request) bool { return conn.SameOrigin(r) }
 
 // AllowOrigins returns a CheckOrigin for an allowlist of browser origins,
-// with the rules of the /ws API's AllowedOrigins: "*" allows any origin, an
-// empty list only the relay's own host, and requests without an Origin
-// header (non-browsers) are always allowed.
-func AllowOrigins(origins []string) func(r *http.Request) bool {
-	if len(origins) == 0 {
-		return SameOrigin
-	}
-	list := append([]string(nil), origins...)
-	return func(r *http.Request) bool {
-		origin := r.Header.Get("Origin")
-		if origin == "" {
-			return true
-		}
-		for _, a := range list {
-			if a == "*" || strings.EqualFold(a, origin) {
-				return true
-			}
-		}
-		return false
-	}
-}
+// the rule of /ws too (conn.AllowOrigins).
+func AllowOrigins(origins []string) func(r *http.Request) bool { return conn.AllowOrigins(origins) }
 
 // Stats are the endpoint's counters. All fields are atomic.
 type Stats struct {
@@ -226,6 +199,7 @@ type Server struct {
 	upgrader websocket.Upgrader
 	stats    Stats
 	warn     *ratelog.Logger // one line per key per minute
+	layer    *conn.Layer
 
 	mu        sync.Mutex // guards sessions, pending, pendingBy, the sessions' pendingAddr and shutdown
 	sessions  map[string]*session
@@ -252,6 +226,8 @@ func New(o Options) *Server {
 		CheckOrigin:     o.CheckOrigin,
 	}
 	s.warn = ratelog.New(s.log, time.Minute)
+	s.layer = conn.New(conn.Options{Hub: o.Hub, Commands: o.Commands, QueueBytes: o.QueueBytes,
+		OpsPerSecond: o.OpsPerSecond, OpsBurst: o.OpsBurst, Warn: s.warn})
 	return s
 }
 

@@ -10,9 +10,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	"golang.org/x/time/rate"
 
-	"github.com/robotfleet/fleetlink/cloud/auth"
+	"github.com/robotfleet/fleetlink/cloud/conn"
 	"github.com/robotfleet/fleetlink/cloud/hub"
 )
 
@@ -47,7 +46,8 @@ const closeRoom = "\x00close"
 type session struct {
 	srv *Server
 	sid string
-	q   *hub.Queue
+	cc  *conn.Client // the connection layer's side: principal, queue, limits, rooms, commands
+	q   *hub.Queue   // cc.Q
 
 	// wake is signalled after every push. The queue's own Wake channel is
 	// not used: a long-polling GET that consumed a signal it could not use
@@ -68,47 +68,45 @@ type session struct {
 	created  time.Time
 	pingSent time.Time // zero when no ping is outstanding
 	nextPing time.Time
-	expiry   *time.Timer
 
 	httpToken string // the handshake request's bearer token or ?token=, the fallback of CONNECT's auth.token
 
 	pendingAddr *string // the client address while not joined to "/" (guarded by srv.mu)
 
-	inMu     sync.Mutex // serializes inbound packets; guards the fields below
-	p        *auth.Principal
-	grant    hub.Authorizer // p keyed by its robots claim (hub.Grant)
-	clientID string
-	ops      *rate.Limiter // events per second and burst
+	inMu sync.Mutex // serializes inbound packets
 }
 
 func newSession(srv *Server) *session {
 	now := time.Now()
 	s := &session{
-		srv: srv, sid: newSID(), q: hub.NewQueue(srv.o.QueueBytes, srv.hstats),
+		srv: srv, sid: newSID(),
 		wake: make(chan struct{}, 1), done: make(chan struct{}), writerDone: make(chan struct{}),
 		kick: make(chan struct{}, 1), created: now, nextPing: now.Add(srv.o.PingInterval),
-		ops: rate.NewLimiter(rate.Limit(srv.o.OpsPerSecond), int(srv.o.OpsBurst)),
 	}
+	s.cc = srv.layer.NewClient(s)
+	s.q = s.cc.Q
 	return s
 }
 
-// Format implements hub.Subscriber.
+// Format implements conn.Wire.
 func (s *session) Format() hub.Format { return s.srv.format }
 
-// Send implements hub.Subscriber; it never blocks.
-func (s *session) Send(m hub.Message) { s.push(m) }
+// Queued implements conn.Wire: wake the writer or the waiting GET.
+func (s *session) Queued() { s.signal() }
 
-func (s *session) push(m hub.Message) {
-	switch s.q.Push(m) {
-	case hub.Queued, hub.Replaced:
-		s.signal()
-	case hub.Overflow:
-		s.srv.hstats.SlowCloses.Add(1)
-		s.srv.warnf("slow", "closing slow Socket.IO consumer", "sid", s.sid, "queue_bytes", s.q.Len())
-		// Send may run under the hub's lock, and close leaves the hub.
+// End implements conn.Wire. It may run on a hub shard, and close leaves
+// the hub: slow consumers close on their own goroutine.
+func (s *session) End(r conn.Reason) {
+	switch r {
+	case conn.ReasonSlowConsumer:
 		go s.close(reasonSlow)
+	case conn.ReasonTokenExpired:
+		s.expire()
 	}
 }
+
+// push queues m through the connection layer (its slow-consumer policy).
+func (s *session) push(m hub.Message) { s.cc.Send(m) }
 
 // pushControl queues a frame that answers the client (or an Engine.IO
 // packet); control frames are never dropped as lossy.
@@ -135,14 +133,8 @@ func (s *session) close(why closeReason) {
 	s.closeOnce.Do(func() {
 		s.why = why
 		close(s.done)
-		s.srv.hub.Leave(s) // first: once the session is out of the table, it is out of every room
+		s.cc.Close() // first: once the session is out of the table, it is out of every room
 		s.srv.remove(s)
-		s.q.Close()
-		s.mu.Lock()
-		if s.expiry != nil {
-			s.expiry.Stop()
-		}
-		s.mu.Unlock()
 		s.srv.log.Debug("session closed", "sid", s.sid, "reason", why.name)
 	})
 }

@@ -1,6 +1,7 @@
 package wsapi
 
 import (
+	"encoding/json"
 	"errors"
 	"io"
 	"sync"
@@ -8,10 +9,10 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	"golang.org/x/time/rate"
 
 	"github.com/robotfleet/fleetlink/cloud/auth"
 	"github.com/robotfleet/fleetlink/cloud/command"
+	"github.com/robotfleet/fleetlink/cloud/conn"
 	"github.com/robotfleet/fleetlink/cloud/hub"
 	"github.com/robotfleet/fleetlink/protocol"
 )
@@ -26,13 +27,16 @@ var jsonFormat hub.Format = JSON{}
 // runs on its own goroutine; both use WriteControl, which gorilla allows
 // concurrently with the drain's writes. An idle connection thus costs one
 // parked goroutine, a timer and its buffers.
+//
+// What a connection is beyond bytes (principal, queue, limits, rooms,
+// commands) is its conn.Client; client is the /ws codec and transport.
 type client struct {
-	h     *Handler
-	conn  *websocket.Conn
-	p     *auth.Principal
-	grant hub.Authorizer // p, keyed by its robots claim so the hub authorizes equal grants together
-	id    string
-	q     *hub.Queue
+	h    *Handler
+	conn *websocket.Conn
+	cc   *conn.Client
+	p    *auth.Principal
+	id   string
+	q    *hub.Queue
 
 	done       chan struct{} // closed once the connection is closed and the queue released
 	readerDone chan struct{} // closed when the reader has returned
@@ -42,39 +46,68 @@ type client struct {
 	closeText  string
 	writing    atomic.Bool // a drain goroutine is running
 	pinger     *time.Timer
-
-	ops *rate.Limiter // ops per second and burst
 }
 
-func newClient(h *Handler, conn *websocket.Conn, p *auth.Principal) *client {
-	c := &client{
-		h: h, conn: conn, p: p, grant: hub.Grant(p, p.Robots), id: "c-" + protocol.NewID(),
-		q:    hub.NewQueue(h.o.QueueBytes, h.stats),
-		done: make(chan struct{}), readerDone: make(chan struct{}), closing: make(chan struct{}),
-		ops: rate.NewLimiter(rate.Limit(h.o.OpsPerSecond), int(h.o.OpsBurst)),
-	}
+func newClient(h *Handler, ws *websocket.Conn, p *auth.Principal) *client {
+	c := &client{h: h, conn: ws, p: p,
+		done: make(chan struct{}), readerDone: make(chan struct{}), closing: make(chan struct{})}
+	c.cc = h.layer.NewClient(c)
+	c.cc.Authenticate(p)
+	c.id, c.q = c.cc.ID, c.cc.Q
 	c.startPinger()
 	return c
 }
 
-// Format implements hub.Subscriber.
+// Format implements conn.Wire.
 func (c *client) Format() hub.Format { return jsonFormat }
 
-// Send implements hub.Subscriber: it never blocks.
-func (c *client) Send(m hub.Message) {
-	switch c.q.Push(m) {
-	case hub.Queued:
-		if c.writing.CompareAndSwap(false, true) {
-			go c.drain()
-		}
-	case hub.Overflow:
-		c.h.stats.SlowCloses.Add(1)
-		c.h.warn.Warn("slow", "closing slow consumer", "client", c.id, "sub", c.p.Subject, "queue_bytes", c.q.Len())
+// Queued implements conn.Wire: a frame waits, so a drain goroutine must run.
+func (c *client) Queued() {
+	if c.writing.CompareAndSwap(false, true) {
+		go c.drain()
+	}
+}
+
+// End implements conn.Wire.
+func (c *client) End(r conn.Reason) {
+	switch r {
+	case conn.ReasonSlowConsumer:
 		c.closeWith(CloseSlowConsumer, "slow consumer")
 		// The writer is likely blocked on a full socket: cut that write
 		// short so the client is gone now, not after WriteTimeout.
 		_ = c.conn.NetConn().SetWriteDeadline(time.Now())
+	case conn.ReasonTokenExpired:
+		c.closeWith(CloseTokenExpired, "token expired")
 	}
+}
+
+// Snapshot implements conn.Wire.
+func (c *client) Snapshot(op conn.Op, parts *hub.Parts) hub.Stream {
+	ref, _ := op.Ref.(json.RawMessage)
+	return &snapshotStream{parts: parts, ref: ref}
+}
+
+// Encode implements conn.Wire: the /ws frame of a result.
+func (c *client) Encode(op conn.Op, r conn.Result) [][]byte {
+	ref, _ := op.Ref.(json.RawMessage)
+	var f any
+	switch r.Kind {
+	case conn.Unsubscribed:
+		f = unsubscribedFrame{Type: "unsubscribed", Room: clip(r.Room), Ref: ref}
+	case conn.Pong:
+		f = pongFrame{Type: "pong", Ref: ref, ServerTime: serverTime()}
+	case conn.CommandReply:
+		res := r.Reply
+		f = commandReplyFrame{Type: "command_reply", Ref: ref, OK: res.Reply.OK, Result: command.MarshalResult(res.Reply),
+			Error: res.Reply.Error, CommandID: res.CommandID, Robot: r.Robot, Reply: res.Raw}
+	default:
+		room := ""
+		if op.Kind == conn.OpSubscribe {
+			room = clip(r.Room)
+		}
+		f = errorFrame{Type: "error", Code: r.Code, Message: r.Message, Ref: ref, Room: room, Robot: r.Robot}
+	}
+	return [][]byte{mustJSON(f)}
 }
 
 // drainLinger is how long an emptied drain goroutine waits for more frames
@@ -88,7 +121,7 @@ const drainLinger = 100 * time.Millisecond
 // closed under it.
 const closeGrace = 2 * time.Second
 
-func (c *client) sendControl(b []byte) { c.Send(hub.Message{Frame: b}) }
+func (c *client) sendControl(b []byte) { c.cc.Control(b) }
 
 // closeWith asks the writer to send a close frame with code (-1: none) and
 // close the connection. The first call wins.
@@ -259,7 +292,7 @@ func (c *client) sendConnected() {
 
 func (c *client) runReader() {
 	defer close(c.readerDone)
-	defer c.h.o.Hub.Leave(c)
+	defer c.cc.Close()
 	conn := c.conn
 	dead := c.h.o.Heartbeat + c.h.o.ClientGrace
 	alive := func() { _ = conn.SetReadDeadline(time.Now().Add(dead)) }
@@ -274,10 +307,6 @@ func (c *client) runReader() {
 		}
 		return err
 	})
-	if !c.p.ExpiresAt.IsZero() {
-		t := time.AfterFunc(time.Until(c.p.ExpiresAt), func() { c.closeWith(CloseTokenExpired, "token expired") })
-		defer t.Stop()
-	}
 	for {
 		mt, data, err := conn.ReadMessage()
 		if err != nil {
@@ -322,9 +351,10 @@ func (c *client) sendError(code, msg string, ref []byte) {
 	c.sendControl(mustJSON(errorFrame{Type: "error", Code: code, Message: msg, Ref: ref}))
 }
 
+// handle decodes one frame into an op for the connection layer.
 func (c *client) handle(data []byte) {
 	op, err := DecodeOp(data)
-	if !c.ops.Allow() {
+	if !c.cc.Allow() {
 		c.sendError(hub.CodeRateLimited, "too many ops; slow down", op.Ref)
 		return
 	}
@@ -332,39 +362,19 @@ func (c *client) handle(data []byte) {
 		c.sendError(hub.CodeBadRequest, err.Error(), op.Ref)
 		return
 	}
+	cop := conn.Op{Room: op.Room, SinceSeq: -1, Robot: op.Robot, Name: op.Name, Args: op.Args, Ref: op.Ref}
+	if op.SinceSeq != nil {
+		cop.SinceSeq = *op.SinceSeq
+	}
 	switch op.Op {
 	case OpSubscribe:
-		since := int64(-1)
-		if op.SinceSeq != nil {
-			since = *op.SinceSeq
-		}
-		err := c.h.o.Hub.Subscribe(c, c.grant, op.Room, since, func(s hub.Snapshot) {
-			parts := hub.NewParts(s)
-			c.Send(hub.Message{Stream: &snapshotStream{parts: parts, ref: op.Ref}, Bytes: parts.Bytes()})
-		})
-		if err != nil {
-			c.sendControl(mustJSON(errorFrame{Type: "error", Code: hub.Code(err), Message: "subscribe " + clip(op.Room) + ": " + err.Error(), Ref: op.Ref, Room: clip(op.Room)}))
-		}
+		cop.Kind = conn.OpSubscribe
 	case OpUnsubscribe:
-		c.h.o.Hub.Unsubscribe(c, op.Room)
-		c.sendControl(mustJSON(unsubscribedFrame{Type: "unsubscribed", Room: clip(op.Room), Ref: op.Ref}))
+		cop.Kind = conn.OpUnsubscribe
 	case OpPing:
-		c.sendControl(mustJSON(pongFrame{Type: "pong", Ref: op.Ref, ServerTime: serverTime()}))
+		cop.Kind = conn.OpPing
 	case OpCommand:
-		c.command(op)
+		cop.Kind = conn.OpCommand
 	}
-}
-
-func (c *client) command(op Op) {
-	robot, ref := op.Robot, op.Ref
-	c.h.o.Commands.Submit(c.p, c.p.Subject, robot, op.Name, op.Args, func(res command.Result) {
-		c.sendControl(mustJSON(commandReplyFrame{Type: "command_reply", Ref: ref, OK: res.Reply.OK,
-			Result: command.MarshalResult(res.Reply), Error: res.Reply.Error, CommandID: res.CommandID,
-			Robot: robot, Reply: res.Raw}))
-	}, func(code, msg string, err error) {
-		if err != nil {
-			c.h.warn.Warn("command", "command failed", "client", c.id, "robot", robot, "err", err)
-		}
-		c.sendControl(mustJSON(errorFrame{Type: "error", Code: code, Message: msg, Ref: ref, Robot: robot}))
-	})
+	c.cc.Do(cop)
 }

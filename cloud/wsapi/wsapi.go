@@ -10,8 +10,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/url"
-	"strings"
 	"sync"
 	"time"
 
@@ -19,6 +17,7 @@ import (
 
 	"github.com/robotfleet/fleetlink/cloud/auth"
 	"github.com/robotfleet/fleetlink/cloud/command"
+	"github.com/robotfleet/fleetlink/cloud/conn"
 	"github.com/robotfleet/fleetlink/cloud/hub"
 	"github.com/robotfleet/fleetlink/internal/ratelog"
 )
@@ -51,7 +50,7 @@ type Options struct {
 	ClientGrace time.Duration
 	// WriteTimeout is the deadline of every write. Default 10s.
 	WriteTimeout time.Duration
-	// QueueBytes caps one client's queue. Default 1 MiB.
+	// QueueBytes caps one client's queue. Default 1 MiB (conn.Options).
 	QueueBytes int
 	// ReadLimit is the largest client frame; larger closes with 1009.
 	// Default 64 KiB.
@@ -81,17 +80,8 @@ func (o *Options) setDefaults() {
 	if o.WriteTimeout <= 0 {
 		o.WriteTimeout = 10 * time.Second
 	}
-	if o.QueueBytes <= 0 {
-		o.QueueBytes = 1 << 20
-	}
 	if o.ReadLimit <= 0 {
 		o.ReadLimit = 64 << 10
-	}
-	if o.OpsPerSecond <= 0 {
-		o.OpsPerSecond = 20
-	}
-	if o.OpsBurst <= 0 {
-		o.OpsBurst = 2 * o.OpsPerSecond
 	}
 	if o.BatchBytes <= 0 {
 		o.BatchBytes = 64 << 10
@@ -115,7 +105,9 @@ type Handler struct {
 	clients  map[*client]struct{}
 	shutdown bool
 
-	warn *ratelog.Logger // one line per message per 10 s: a thousand slow clients make one
+	warn   *ratelog.Logger // one line per message per 10 s: a thousand slow clients make one
+	layer  *conn.Layer
+	origin func(*http.Request) bool // conn.AllowOrigins(AllowedOrigins)
 }
 
 // New returns a Handler.
@@ -123,6 +115,9 @@ func New(o Options) *Handler {
 	o.setDefaults()
 	h := &Handler{o: o, log: o.Logger, stats: o.Hub.Stats(), clients: map[*client]struct{}{},
 		warn: ratelog.New(o.Logger, 10*time.Second)}
+	h.origin = conn.AllowOrigins(o.AllowedOrigins)
+	h.layer = conn.New(conn.Options{Hub: o.Hub, Commands: o.Commands, QueueBytes: o.QueueBytes,
+		OpsPerSecond: o.OpsPerSecond, OpsBurst: o.OpsBurst, Warn: h.warn})
 	h.upgrader = websocket.Upgrader{
 		// Small read buffers and pooled write buffers keep idle
 		// connections cheap; frames larger than the buffers still work.
@@ -134,22 +129,7 @@ func New(o Options) *Handler {
 	return h
 }
 
-func (h *Handler) checkOrigin(r *http.Request) bool {
-	origin := r.Header.Get("Origin")
-	if origin == "" {
-		return true
-	}
-	for _, a := range h.o.AllowedOrigins {
-		if a == "*" || strings.EqualFold(a, origin) {
-			return true
-		}
-	}
-	if len(h.o.AllowedOrigins) == 0 {
-		u, err := url.Parse(origin)
-		return err == nil && strings.EqualFold(u.Host, r.Host)
-	}
-	return false
-}
+func (h *Handler) checkOrigin(r *http.Request) bool { return h.origin(r) }
 
 // ServeHTTP authenticates, upgrades and serves one connection.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
