@@ -296,12 +296,17 @@ func (m *model) consider(c *cand, opts Options, isInput bool) bool {
 		// Data movement between the tensor and its weight input: the
 		// consumer's channel axis says nothing about this tensor's. The
 		// rows (axis 0) are the output units of the RNN and MatMul
-		// weights exporters slice this way.
+		// weights exporters slice this way; a leading axis of 1 (an
+		// RNN's directions) is skipped.
+		rows := 0
+		if len(c.t.dims) >= 3 && c.t.dims[0] == 1 {
+			rows = 1
+		}
 		switch {
 		case len(c.t.dims) < 2:
 			c.axis = -1
-		case !u.direct || c.axis == 0:
-			c.axis = 0
+		case !u.direct || c.axis == rows:
+			c.axis = rows
 		default:
 			c.axis = -1
 		}

@@ -54,8 +54,8 @@ func TestGraphShapes(t *testing.T) {
 		"rnn_opset17": {4, []want{
 			{"lstm_W", "LSTM", "weight", encInt8, 1, false},
 			{"lstm_R", "LSTM", "weight", encInt8, 1, false},
-			{"bias", "LSTM", "bias", encFP16, -2, false}, // through a Reshape
-			{"gru_W", "GRU", "weight", encInt8, 1, false},
+			{"bias", "LSTM", "bias", encFP16, -2, false},  // through a Reshape
+			{"gru_W", "GRU", "weight", encInt8, 1, false}, // [1, 3H, I] through Identity: rows on axis 1
 			{"gru_R", "GRU", "weight", encInt8, 1, false},
 		}},
 		// Sliced, concatenated and unsqueezed inside two If bodies each:
@@ -80,6 +80,7 @@ func TestGraphShapes(t *testing.T) {
 			{"bias", "Gemm", "bias", encFP16, -2, true},
 		}},
 		"loop_opset17":      {1, []want{{"W", "MatMul", "weight", encInt8, 1, true}}},
+		"scan_opset17":      {1, []want{{"W", "MatMul", "weight", encInt8, 1, true}}},
 		"embedding_opset17": {2, []want{{"embedding", "Gather", "weight", encInt8, 0, false}, {"W", "MatMul", "weight", encInt8, 1, false}}},
 		// Its 16-element bias would grow as fp16 with a Cast: kept.
 		"convtranspose_opset17": {1, []want{{"deconv_W", "ConvTranspose", "weight", encInt8, 1, false}}},

@@ -87,7 +87,7 @@ func (b *Builder) sub() *Builder {
 }
 
 // RNNModel: X[5,N,32] → LSTM(hidden 48, W/R/B initializers) → Reshape →
-// GRU(hidden 40) → Y_h[1,N,40].
+// GRU(hidden 40, W through an Identity) → Y_h[1,N,40].
 func RNNModel(opset int64, seed uint64) []byte {
 	b := NewBuilder(opset, seed)
 	x := b.Input("X", 5, -1, 32)
@@ -100,7 +100,9 @@ func RNNModel(opset int64, seed uint64) []byte {
 	y := b.name("lstm_Y")
 	b.Node("LSTM", []string{x, lw, lr, lb2}, []string{y}, intAttr("hidden_size", h1))
 	y = b.Op("Reshape", []string{y, b.Int64Init(b.name("yshape"), 5, -1, h1)})
-	gw := b.Weight("gru_W", 1/math.Sqrt(h1), 1, 1, 3*h2, h1)
+	// The GRU's W reaches it through an Identity, as weights do after
+	// some exporters' graph surgery.
+	gw := b.Op("Identity", []string{b.Weight("gru_W", 1/math.Sqrt(h1), 1, 1, 3*h2, h1)})
 	gr := b.Weight("gru_R", 1/math.Sqrt(h2), 1, 1, 3*h2, h2)
 	b.Node("GRU", []string{y, gw, gr}, []string{"", "Y"}, intAttr("hidden_size", h2))
 	b.Output("Y", 1, -1, h2)
@@ -214,6 +216,28 @@ func LoopModel(opset int64, seed uint64) []byte {
 	return b.Model("loop")
 }
 
+// ScanModel: a Scan over the 5 rows of X[5,64] with state s (zeros at
+// first): s = Tanh(MatMul(x_t, W) + s), W a Constant inside the body;
+// Y = the final s.
+func ScanModel(opset int64, seed uint64) []byte {
+	b := NewBuilder(opset, seed)
+	x := b.Input("X", 5, 64)
+	body := b.sub()
+	body.ConstWeights = true
+	sIn := body.InputT(b.name("s_in"), w.DTFloat, 64)
+	xt := body.InputT(b.name("x_t"), w.DTFloat, 64)
+	h := body.Op("MatMul", []string{xt, body.Weight("W", 1.5/math.Sqrt(64), 1, 64, 64)})
+	sOut := body.Op("Tanh", []string{body.Op("Add", []string{h, sIn})})
+	yt := body.Op("Identity", []string{sOut})
+	body.OutputT(sOut, w.DTFloat, 64)
+	body.OutputT(yt, w.DTFloat, 64)
+	s0 := b.constant(w.DTFloat, []int64{64}, make([]byte, 4*64))
+	b.Node("Scan", []string{s0, x}, []string{"Y", b.name("ys")},
+		graphAttr("body", body.GraphBytes(b.name("body"))), intAttr("num_scan_inputs", 1))
+	b.Output("Y", 64)
+	return b.Model("scan")
+}
+
 // EmbeddingModel: the row of a [32,64] embedding table picked by
 // ArgMax(X[N,32]) plus MatMul(X, W[32,64]) → Y[N,64].
 func EmbeddingModel(opset int64, seed uint64) []byte {
@@ -246,6 +270,7 @@ func Shapes() []Spec {
 		{"sliced_lstm_opset17", 17, SlicedLSTMModel, false},
 		{"if_const_opset17", 17, IfConstModel, true},
 		{"loop_opset17", 17, LoopModel, false},
+		{"scan_opset17", 17, ScanModel, false},
 		{"embedding_opset17", 17, EmbeddingModel, true},
 		{"convtranspose_opset17", 17, ConvTransposeModel, false},
 	}
