@@ -73,7 +73,8 @@ function fmtBytes(n) {
 const pct = (v) => (v == null ? "–" : `${v.toFixed(1)} %`);
 function fmtDur(s) {
   if (s == null || !isFinite(s)) return "–";
-  s = Math.max(0, Math.round(s));
+  if (s < 10) return `${Math.max(0, s).toFixed(1)} s`;
+  s = Math.round(s);
   if (s < 60) return `${s} s`;
   if (s < 3600) return `${Math.floor(s / 60)} m ${s % 60} s`;
   if (s < 86400) return `${Math.floor(s / 3600)} h ${Math.floor(s % 3600 / 60)} m`;
