@@ -221,7 +221,7 @@ async function main() {
     }, spec.running_session, { timeout: 30000 });
     out.running_session_row = (await running.textContent()).replace(/\s+/g, " ").trim();
     await running.click();
-    await page.waitForFunction(() => /running · [\d.]+ % · quantize layer \d+\/100 · elapsed \d+ (s|m).* · ETA \d+/.test(document.getElementById("sd-status").textContent), null, { timeout: 30000 });
+    await page.waitForFunction(() => /running · [\d.]+ % · quantize layer \d+\/100 · elapsed [\d.]+ (s|m).* · ETA [\d.]+ (s|m)/.test(document.getElementById("sd-status").textContent), null, { timeout: 30000 });
     out.running_session_status = await page.textContent("#sd-status");
     await ctx.close();
 
