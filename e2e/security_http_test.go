@@ -250,7 +250,7 @@ func TestHTTPTimeoutsAndConnCap(t *testing.T) {
 		// A relay whose idle timeout cannot free a slot during the test;
 		// connections from an address of their own, so no other connection
 		// of the test counts against the cap.
-		s := startRelayWith(t, "http:\n  max_conns_per_addr: 6\n")
+		s := startRelayWith(t, "http:\n  max_conns_per_addr: 6\n  limit_loopback: true\n")
 		const from = "127.0.0.5"
 		var held []net.Conn
 		for i := 0; i < 6; i++ {

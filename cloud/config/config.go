@@ -301,6 +301,9 @@ type HTTP struct {
 	// Behind a load balancer that does not keep client addresses, raise it.
 	// Default 256.
 	MaxConnsPerAddr int `yaml:"max_conns_per_addr"`
+	// LimitLoopback applies MaxConnsPerAddr to loopback clients too (a
+	// reverse proxy on the same host, local tools). Default false.
+	LimitLoopback bool `yaml:"limit_loopback"`
 }
 
 // Log configures logging.

@@ -45,7 +45,7 @@ func (e *httpEdge) listen(metrics http.Handler) (net.Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrListen, e.cfg.Listen, err)
 	}
-	e.conns = newConnLimiter(ln, e.cfg.HTTP.MaxConnsPerAddr, e.log)
+	e.conns = newConnLimiter(ln, e.cfg.HTTP.MaxConnsPerAddr, e.cfg.HTTP.LimitLoopback, e.log)
 	if a := e.cfg.Prometheus.Listen; a != "" {
 		if e.metricLn, err = net.Listen("tcp", a); err != nil {
 			ln.Close()

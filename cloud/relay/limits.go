@@ -10,11 +10,14 @@ import (
 // connLimiter is a listener that caps the open connections of one client
 // IP address: past the cap a new connection is closed at once, before any
 // byte is read, and counted. Hijacked connections (WebSockets) count until
-// they close.
+// they close. Loopback clients are exempt unless limitLoopback: on the
+// relay's own host they are a reverse proxy (every user behind one
+// address), local tools and benchmarks.
 type connLimiter struct {
 	net.Listener
-	max int
-	log *slog.Logger
+	max           int
+	limitLoopback bool
+	log           *slog.Logger
 
 	mu   sync.Mutex     // guards open
 	open map[string]int // client IP → open connections
@@ -23,8 +26,8 @@ type connLimiter struct {
 	current atomic.Int64
 }
 
-func newConnLimiter(ln net.Listener, max int, log *slog.Logger) *connLimiter {
-	return &connLimiter{Listener: ln, max: max, log: log, open: map[string]int{}}
+func newConnLimiter(ln net.Listener, max int, limitLoopback bool, log *slog.Logger) *connLimiter {
+	return &connLimiter{Listener: ln, max: max, limitLoopback: limitLoopback, log: log, open: map[string]int{}}
 }
 
 // Accept returns the next connection within the cap.
@@ -35,6 +38,12 @@ func (l *connLimiter) Accept() (net.Conn, error) {
 			return nil, err
 		}
 		ip := remoteIP(c)
+		if !l.limitLoopback {
+			if a := net.ParseIP(ip); a != nil && a.IsLoopback() {
+				l.current.Add(1)
+				return &limitedConn{Conn: c, release: func() { l.current.Add(-1) }}, nil
+			}
+		}
 		l.mu.Lock()
 		if l.open[ip] >= l.max {
 			l.mu.Unlock()

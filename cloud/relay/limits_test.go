@@ -15,7 +15,7 @@ import (
 func TestConnLimiter(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	l := newConnLimiter(ln, 2, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	l := newConnLimiter(ln, 2, true, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	defer l.Close()
 	accepted := make(chan net.Conn, 10)
 	go func() {
@@ -65,4 +65,23 @@ func TestRobotInPath(t *testing.T) {
 		require.Equal(t, want, got, path)
 		require.Equal(t, want != "", ok, path)
 	}
+}
+
+// TestConnLimiterLoopbackExempt: without limitLoopback, loopback clients
+// (a reverse proxy on the same host) are not capped, only counted.
+func TestConnLimiterLoopbackExempt(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	l := newConnLimiter(ln, 1, false, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	defer l.Close()
+	for i := 0; i < 3; i++ {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		require.NoError(t, err)
+		defer c.Close()
+		a, err := l.Accept()
+		require.NoError(t, err)
+		defer a.Close()
+	}
+	require.EqualValues(t, 0, l.refused.Load())
+	require.EqualValues(t, 3, l.current.Load())
 }
