@@ -11,7 +11,7 @@ import (
 )
 
 // tinyModels are small enough for the fuzzer to mutate quickly while still
-// covering every op, opset branch, Constant weights and a subgraph.
+// covering every op, opset branch, Constant weights and subgraphs.
 func tinyModels() [][]byte {
 	var out [][]byte
 	for _, opset := range []int64{9, 11, 17} {
@@ -33,6 +33,9 @@ func tinyModels() [][]byte {
 			out = append(out, b.Model("tiny"))
 		}
 	}
+	// Weights in a Loop body, and weights sliced into an LSTM inside If
+	// bodies.
+	out = append(out, testmodels.LoopModel(17, 3), testmodels.SlicedLSTMModel(17, 3))
 	b := testmodels.NewBuilder(11, 5)
 	x := b.Input("X", -1, 2, 4, 4)
 	h := b.Op("Conv", []string{x, b.Weight("K", 0.3, 0, 3, 2, 2, 2)})
