@@ -100,9 +100,12 @@ func (onnxRunner) Run(ctx context.Context, job *Job, report func(Update)) (Outco
 // removeTemps deletes the temporary files a killed child may have left next
 // to out (onnxq writes ".<name>.tmp-*" and renames it when complete).
 func removeTemps(out string) {
-	matches, _ := filepath.Glob(filepath.Join(filepath.Dir(out), "."+filepath.Base(out)+".tmp-*"))
-	for _, m := range matches {
-		_ = os.Remove(m)
+	dir, prefix := filepath.Dir(out), "."+filepath.Base(out)+".tmp-"
+	ents, _ := os.ReadDir(dir) // not Glob: the model's name may hold * or [
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), prefix) {
+			_ = os.Remove(filepath.Join(dir, e.Name()))
+		}
 	}
 }
 

@@ -304,3 +304,19 @@ func TestChildDiedMessages(t *testing.T) {
 		})
 	}
 }
+
+func TestRemoveTemps(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "m[1]*.int8.onnx")
+	for _, n := range []string{".m[1]*.int8.onnx.tmp-123", ".m[1]*.int8.onnx.tmp-9", "m[1]*.int8.onnx", ".other.tmp-1", "keep"} {
+		require.NoError(t, os.WriteFile(filepath.Join(dir, n), nil, 0o644))
+	}
+	removeTemps(out)
+	ents, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	assert.ElementsMatch(t, []string{"m[1]*.int8.onnx", ".other.tmp-1", "keep"}, names)
+}
