@@ -27,6 +27,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/robotfleet/fleetlink/agent/onnxq"
@@ -97,17 +98,17 @@ func bench(width int64, layers, repeat, agentLayers int, ortDir string) error {
 	fmt.Printf("## onnxq\n\n")
 	fmt.Printf("The built-in `onnx-quantize` runner (int8 per channel). Per model: throughput over the file's bytes and the peak RSS "+
 		"of the quantization alone (high-water mark reset before each run), fastest of %d runs, with sum-preserving rounding (the default) "+
-		"and plain rounding. Accuracy on real inputs is asserted by `TestRealModels` (agent/onnxq/real_test.go); its figures are in the table below it.\n\n", repeat)
-	fmt.Println("| model | MB | rounding | MB/s | seconds | peak RSS | size after | mean SNR | worst SNR |")
-	fmt.Println("|---|---|---|---|---|---|---|---|---|")
+		"and plain rounding. The machine is shared: wall time includes waiting for a core, CPU time (user+system, all threads) does not. Accuracy on real inputs is asserted by `TestRealModels` (agent/onnxq/real_test.go); its figures are in the table below it.\n\n", repeat)
+	fmt.Println("| model | MB | rounding | MB/s (wall) | wall s | CPU s | peak RSS | size after | mean SNR | worst SNR |")
+	fmt.Println("|---|---|---|---|---|---|---|---|---|---|")
 	for _, m := range models[:5] {
 		for _, r := range []onnxq.Rounding{onnxq.RoundSum, onnxq.RoundNearest} {
 			best, err := fastest(m.path, filepath.Join(dir, "out.onnx"), onnxq.Options{PerChannel: true, Rounding: r}, repeat)
 			if err != nil {
 				return fmt.Errorf("%s: %w", m.name, err)
 			}
-			fmt.Printf("| %s | %.1f | %s | %.0f | %.3f | %.0f MiB | %.3f× | %.1f dB | %.1f dB |\n", m.name, float64(best.size)/1e6, r,
-				best.mbPerS, best.seconds, float64(best.peakRSS)/(1<<20), best.ratio, best.snr, best.worst)
+			fmt.Printf("| %s | %.1f | %s | %.0f | %.3f | %.3f | %.0f MiB | %.3f× | %.1f dB | %.1f dB |\n", m.name, float64(best.size)/1e6, r,
+				best.mbPerS, best.seconds, best.cpu, float64(best.peakRSS)/(1<<20), best.ratio, best.snr, best.worst)
 		}
 	}
 	if err := accuracy(ortDir, dir, models[1:]); err != nil {
@@ -221,9 +222,9 @@ func snakeToCamel(b []byte) []byte {
 }
 
 type result struct {
-	size                               int64
-	seconds, mbPerS, ratio, snr, worst float64
-	peakRSS                            int64
+	size                                    int64
+	seconds, cpu, mbPerS, ratio, snr, worst float64
+	peakRSS                                 int64
 }
 
 func fastest(in, out string, opts onnxq.Options, repeat int) (result, error) {
@@ -250,18 +251,28 @@ func run(in, out string, opts onnxq.Options) (result, error) {
 	if err := os.WriteFile("/proc/self/clear_refs", []byte("5"), 0); err != nil {
 		return result{}, fmt.Errorf("reset peak RSS: %w", err)
 	}
-	start := time.Now()
+	start, cpu0 := time.Now(), cpuSeconds()
 	res, err := onnxq.QuantizeFile(context.Background(), in, out, opts, nil)
 	if err != nil {
 		return result{}, err
 	}
-	secs := time.Since(start).Seconds()
+	secs, cpu := time.Since(start).Seconds(), cpuSeconds()-cpu0
 	worst := res.MeanSNRdB
 	if w := res.Worst(1); len(w) > 0 {
 		worst = w[0].SNRdB
 	}
-	return result{size: st.Size(), seconds: secs, mbPerS: float64(st.Size()) / 1e6 / secs, peakRSS: vm("self", "VmHWM"),
+	return result{size: st.Size(), seconds: secs, cpu: cpu, mbPerS: float64(st.Size()) / 1e6 / secs, peakRSS: vm("self", "VmHWM"),
 		ratio: float64(res.SizeAfter) / float64(res.SizeBefore), snr: res.MeanSNRdB, worst: worst}, nil
+}
+
+// cpuSeconds is the process's user+system CPU time: on a shared machine a
+// steadier figure than wall time (the GC's work on other threads included).
+func cpuSeconds() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 }
 
 // vm reads a kB field of /proc/<pid>/status in bytes (0 when gone).
