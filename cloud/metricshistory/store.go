@@ -164,8 +164,9 @@ type Stats struct {
 	PointsDropped int64 `json:"points_dropped"`
 	// RobotsEvicted counts robots forgotten past MaxRobots.
 	RobotsEvicted int64 `json:"robots_evicted"`
-	// Late counts robot.metrics older than the robot's newest (retained
-	// redeliveries, reordering); they are not charted.
+	// Late counts robot.metrics older than the robot's newest (reordering,
+	// a clock that went back); they are not charted. The same sample
+	// again is not counted.
 	Late int64 `json:"late"`
 	// Invalid counts payloads that did not decode.
 	Invalid int64 `json:"invalid"`
@@ -290,7 +291,10 @@ func (s *Store) Metrics(id string, raw []byte) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	r := s.robotLocked(id)
-	if !env.TS.After(r.lastTS) {
+	if env.TS.Equal(r.lastTS) {
+		return nil // the same sample again (a retained redelivery, a poll that saw it already)
+	}
+	if env.TS.Before(r.lastTS) {
 		s.stats.Late++
 		return nil
 	}

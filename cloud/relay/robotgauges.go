@@ -28,6 +28,10 @@ func registerHistoryMetrics(reg *prometheus.Registry, s *metricshistory.Store, r
 		func(st metricshistory.Stats) int64 { return st.PointsDropped })
 	counter("robots_evicted_total", "Robots forgotten by the metrics history past hub.max_robots.",
 		func(st metricshistory.Stats) int64 { return st.RobotsEvicted })
+	counter("late_total", "robot.metrics older than the robot's newest, not charted.",
+		func(st metricshistory.Stats) int64 { return st.Late })
+	counter("invalid_total", "robot.metrics or robot.status the metrics history could not decode.",
+		func(st metricshistory.Stats) int64 { return st.Invalid })
 	if robotGauges {
 		reg.MustRegister(&robotCollector{store: s})
 	}

@@ -111,6 +111,7 @@ func TestMetricsHistoryEndpoint(t *testing.T) {
 	_, body = getWith(t, base+"/metrics", mint(t, auth.RoleAdmin, []string{"*"}, time.Hour))
 	require.NotContains(t, body, "fleet_robot_", "per-robot gauges are off by default")
 	require.Contains(t, body, "fleet_relay_history_points_dropped_total 0")
+	require.Contains(t, body, "fleet_relay_history_late_total 0", "in-order samples polled again and again are never late")
 }
 
 // TestRobotGauges: with prometheus.robot_gauges on, /metrics carries one
