@@ -74,7 +74,7 @@ type (
 )
 
 // handleSIO processes one Socket.IO packet. Called with inMu held.
-func (s *session) handleSIO(b []byte) {
+func (s *socket) handleSIO(b []byte) {
 	p, err := DecodeSIO(b)
 	if err != nil {
 		s.srv.stats.BadPackets.Add(1)
@@ -119,7 +119,7 @@ type connectErrorData struct {
 }
 
 // connect joins namespace "/" after checking the auth object's token.
-func (s *session) connect(data json.RawMessage) {
+func (s *socket) connect(data json.RawMessage) {
 	if s.connected.Load() {
 		return
 	}
@@ -148,7 +148,7 @@ func (s *session) connect(data json.RawMessage) {
 	}
 	s.cc.Authenticate(p)
 	s.connected.Store(true)
-	s.srv.joined(s)
+	s.srv.joined(s.sess)
 	s.srv.stats.Connects.Add(1)
 	s.pushControl(appendSIO(nil, SIOConnect, "/", []byte(`{"sid":"`+newSID()+`"}`)))
 	cp := connectedPayload{ClientID: s.cc.ID, ServerTime: protocol.Now().String(),
@@ -162,14 +162,14 @@ func (s *session) connect(data json.RawMessage) {
 // expire ends a session whose token expired: an error, a server
 // disconnect (the client does not reconnect on its own with the stale
 // token), then the close once that is flushed.
-func (s *session) expire() {
+func (s *socket) expire() {
 	s.emit("error", mustJSON(errorPayload{Code: hub.CodeUnauthorized, Message: "token expired"}))
 	s.pushControl(appendSIO(nil, SIODisconnect, "/", nil))
 	s.closeAfterFlush()
 }
 
 // event dispatches one EVENT. Called with inMu held.
-func (s *session) event(p SIOPacket) {
+func (s *socket) event(p SIOPacket) {
 	name, arg, err := EventArgs(p.Data)
 	if err != nil {
 		s.srv.stats.BadPackets.Add(1)
@@ -261,14 +261,14 @@ type sioRef struct {
 }
 
 // Snapshot implements conn.Wire.
-func (s *session) Snapshot(op conn.Op, parts *hub.Parts) hub.Stream {
+func (s *socket) Snapshot(op conn.Op, parts *hub.Parts) hub.Stream {
 	ref, _ := op.Ref.(sioRef)
 	return &snapshotStream{parts: parts, ack: ref.ack, a: ref.a}
 }
 
 // Encode implements conn.Wire: a result through the ack (when the client
 // asked for one) and as the named event.
-func (s *session) Encode(op conn.Op, r conn.Result) [][]byte {
+func (s *socket) Encode(op conn.Op, r conn.Result) [][]byte {
 	ref, _ := op.Ref.(sioRef)
 	switch r.Kind {
 	case conn.Unsubscribed:
@@ -338,17 +338,17 @@ func pingTimestamp(arg json.RawMessage) json.RawMessage {
 }
 
 // emit queues event name with a JSON payload.
-func (s *session) emit(name string, payload []byte) { s.pushControl(AppendEvent(nil, name, payload)) }
+func (s *socket) emit(name string, payload []byte) { s.pushControl(AppendEvent(nil, name, payload)) }
 
 // answer sends the answer of a client event through its ack (when it asked
 // for one) and as the named event.
-func (s *session) answer(ack int64, name string, payload []byte) {
+func (s *socket) answer(ack int64, name string, payload []byte) {
 	s.cc.Control(answerFrames(ack, name, payload)...)
 }
 
 // fail answers a client event with an `error` {code, message}, through its
 // ack as well when it asked for one.
-func (s *session) fail(ack int64, event, code, msg string) {
+func (s *socket) fail(ack int64, event, code, msg string) {
 	s.answer(ack, "error", mustJSON(errorPayload{Code: code, Message: msg, Event: event}))
 }
 

@@ -200,6 +200,7 @@ type Server struct {
 	stats    Stats
 	warn     *ratelog.Logger // one line per key per minute
 	layer    *conn.Layer
+	newUpper func(*session, *http.Request) upper // the Socket.IO adapter on each Engine.IO session
 
 	mu        sync.Mutex // guards sessions, pending, pendingBy, the sessions' pendingAddr and shutdown
 	sessions  map[string]*session
@@ -226,6 +227,7 @@ func New(o Options) *Server {
 		CheckOrigin:     o.CheckOrigin,
 	}
 	s.warn = ratelog.New(s.log, time.Minute)
+	s.newUpper = func(sess *session, r *http.Request) upper { return newSocket(s, sess, r) }
 	s.layer = conn.New(conn.Options{Hub: o.Hub, Commands: o.Commands, QueueBytes: o.QueueBytes,
 		OpsPerSecond: o.OpsPerSecond, OpsBurst: o.OpsBurst, Warn: s.warn})
 	return s
@@ -315,10 +317,9 @@ func (s *Server) session(sid string) *session {
 // full, too many sessions wait to join (from r's address or in total), or
 // it is shutting down. r is the handshake request (nil in tests).
 func (s *Server) open(r *http.Request) *session {
-	sess := newSession(s)
+	sess := newSession(s, r)
 	addr := ""
 	if r != nil {
-		sess.httpToken = auth.FromRequest(r)
 		addr = clientAddr(r)
 	}
 	s.mu.Lock()

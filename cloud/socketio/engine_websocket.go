@@ -205,7 +205,7 @@ func (s *session) reader(conn *websocket.Conn) {
 		if mt != websocket.TextMessage {
 			s.srv.stats.BadPackets.Add(1)
 			s.inMu.Lock()
-			s.fail(-1, "", hub.CodeBadRequest, ErrBinary.Error())
+			s.up.binary()
 			s.inMu.Unlock()
 			continue
 		}

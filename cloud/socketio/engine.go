@@ -6,12 +6,10 @@ import (
 	"errors"
 	"net/http"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
 
-	"github.com/robotfleet/fleetlink/cloud/conn"
 	"github.com/robotfleet/fleetlink/cloud/hub"
 )
 
@@ -41,13 +39,15 @@ var (
 // a long-polling client must read last.
 const closeRoom = "\x00close"
 
-// session is one Engine.IO session and its Socket.IO socket on namespace
-// "/". It is the hub.Subscriber of its client.
+// session is one Engine.IO session: transports (long-polling, WebSocket,
+// upgrade), heartbeat, close. It knows nothing of Socket.IO: it hands the
+// data of message packets to its upper layer (the Socket.IO socket) and
+// writes what the upper layer's queue holds.
 type session struct {
 	srv *Server
 	sid string
-	cc  *conn.Client // the connection layer's side: principal, queue, limits, rooms, commands
-	q   *hub.Queue   // cc.Q
+	up  upper      // the Socket.IO socket on this session
+	q   *hub.Queue // up.queue(), drained by the writer or the waiting GET
 
 	// wake is signalled after every push. The queue's own Wake channel is
 	// not used: a long-polling GET that consumed a signal it could not use
@@ -58,8 +58,6 @@ type session struct {
 	why        closeReason   // written before done is closed
 	writerDone chan struct{} // closed when the WebSocket writer has returned
 
-	connected atomic.Bool // joined namespace "/"
-
 	mu       sync.Mutex // guards the fields below
 	ws       *websocket.Conn
 	probing  bool          // a WebSocket is upgrading the session
@@ -69,44 +67,45 @@ type session struct {
 	pingSent time.Time // zero when no ping is outstanding
 	nextPing time.Time
 
-	httpToken string // the handshake request's bearer token or ?token=, the fallback of CONNECT's auth.token
-
-	pendingAddr *string // the client address while not joined to "/" (guarded by srv.mu)
+	pendingAddr *string // the client address while the upper layer has not accepted the session (guarded by srv.mu)
 
 	inMu sync.Mutex // serializes inbound packets
 }
 
-func newSession(srv *Server) *session {
+// upper is what an Engine.IO session carries (the Socket.IO socket).
+type upper interface {
+	// queue is what the session's transports drain.
+	queue() *hub.Queue
+	// send queues a frame (with the upper layer's slow-consumer policy).
+	send(m hub.Message)
+	// message handles the data of one inbound message packet; calls are
+	// serialized.
+	message(data []byte)
+	// binary answers an inbound binary packet, which is not supported.
+	binary()
+	// accepted reports whether the upper layer accepted the session (a
+	// Socket.IO CONNECT): until then the connect timeout runs.
+	accepted() bool
+	// gone is called once when the session has ended.
+	gone()
+}
+
+// newSession returns a session; up makes its upper layer (r: the
+// handshake request, nil in tests).
+func newSession(srv *Server, r *http.Request) *session {
 	now := time.Now()
 	s := &session{
 		srv: srv, sid: newSID(),
 		wake: make(chan struct{}, 1), done: make(chan struct{}), writerDone: make(chan struct{}),
 		kick: make(chan struct{}, 1), created: now, nextPing: now.Add(srv.o.PingInterval),
 	}
-	s.cc = srv.layer.NewClient(s)
-	s.q = s.cc.Q
+	s.up = srv.newUpper(s, r)
+	s.q = s.up.queue()
 	return s
 }
 
-// Format implements conn.Wire.
-func (s *session) Format() hub.Format { return s.srv.format }
-
-// Queued implements conn.Wire: wake the writer or the waiting GET.
-func (s *session) Queued() { s.signal() }
-
-// End implements conn.Wire. It may run on a hub shard, and close leaves
-// the hub: slow consumers close on their own goroutine.
-func (s *session) End(r conn.Reason) {
-	switch r {
-	case conn.ReasonSlowConsumer:
-		go s.close(reasonSlow)
-	case conn.ReasonTokenExpired:
-		s.expire()
-	}
-}
-
-// push queues m through the connection layer (its slow-consumer policy).
-func (s *session) push(m hub.Message) { s.cc.Send(m) }
+// push queues m through the upper layer (its slow-consumer policy).
+func (s *session) push(m hub.Message) { s.up.send(m) }
 
 // pushControl queues a frame that answers the client (or an Engine.IO
 // packet); control frames are never dropped as lossy.
@@ -133,7 +132,7 @@ func (s *session) close(why closeReason) {
 	s.closeOnce.Do(func() {
 		s.why = why
 		close(s.done)
-		s.cc.Close() // first: once the session is out of the table, it is out of every room
+		s.up.gone() // first: once the session is out of the table, it is out of every room
 		s.srv.remove(s)
 		s.srv.log.Debug("session closed", "sid", s.sid, "reason", why.name)
 	})
@@ -155,7 +154,7 @@ func (s *session) heartbeat(now time.Time) {
 	ping := false
 	s.mu.Lock()
 	switch {
-	case !s.connected.Load() && now.Sub(s.created) > s.srv.o.ConnectTimeout:
+	case !s.up.accepted() && now.Sub(s.created) > s.srv.o.ConnectTimeout:
 		why = &reasonConnectTimeout
 	case !s.pingSent.IsZero():
 		if now.Sub(s.pingSent) > s.srv.o.PingTimeout {
@@ -353,7 +352,7 @@ func (s *session) handle(pkt []byte) bool {
 	if err != nil {
 		s.srv.stats.BadPackets.Add(1)
 		if errors.Is(err, ErrBinary) {
-			s.fail(-1, "", hub.CodeBadRequest, err.Error())
+			s.up.binary()
 			return true
 		}
 		s.srv.warnf("parse:"+s.sid, "closing Socket.IO session on an undecodable packet", "sid", s.sid, "err", err)
@@ -366,7 +365,7 @@ func (s *session) handle(pkt []byte) bool {
 	case eioPing:
 		s.pushControl(append([]byte{eioPong}, p.Data...))
 	case eioMessage:
-		s.handleSIO(p.Data)
+		s.up.message(p.Data)
 	case eioClose:
 		s.close(reasonClientClose)
 		return false
