@@ -113,9 +113,14 @@ func removeTemps(out string) {
 // subcommand, the agent's environment without its ROBOT_AGENT_* settings
 // (they may hold broker credentials).
 func quantizeChildCmd(job *Job) (*exec.Cmd, error) {
-	exe, err := os.Executable()
-	if err != nil {
-		return nil, fmt.Errorf("find the agent's executable: %w", err)
+	// /proc/self/exe is the running binary even when an upgrade has
+	// replaced (or removed) the file on disk since the agent started: the
+	// child always speaks the parent's version of the child protocol.
+	exe := "/proc/self/exe"
+	if _, err := os.Stat(exe); err != nil {
+		if exe, err = os.Executable(); err != nil {
+			return nil, fmt.Errorf("find the agent's executable: %w", err)
+		}
 	}
 	cmd := exec.Command(exe, QuantizeChildArg)
 	cmd.Dir = job.Dir
