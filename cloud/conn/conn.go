@@ -10,6 +10,8 @@
 package conn
 
 import (
+	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -46,8 +48,14 @@ type Layer struct {
 	stats *hub.Stats
 }
 
-// New returns a Layer.
-func New(o Options) *Layer {
+// New returns a Layer, or ErrOption naming a missing required option.
+func New(o Options) (*Layer, error) {
+	switch {
+	case o.Hub == nil:
+		return nil, fmt.Errorf("%w: Hub is required", ErrOption)
+	case o.Warn == nil:
+		return nil, fmt.Errorf("%w: Warn is required", ErrOption)
+	}
 	if o.QueueBytes <= 0 {
 		o.QueueBytes = 1 << 20
 	}
@@ -57,8 +65,11 @@ func New(o Options) *Layer {
 	if o.OpsBurst <= 0 {
 		o.OpsBurst = 2 * o.OpsPerSecond
 	}
-	return &Layer{o: o, stats: o.Hub.Stats()}
+	return &Layer{o: o, stats: o.Hub.Stats()}, nil
 }
+
+// ErrOption: a required option is missing.
+var ErrOption = errors.New("conn: bad options")
 
 // Hub returns the hub.
 func (l *Layer) Hub() *hub.Hub { return l.o.Hub }

@@ -58,8 +58,13 @@ func newLayer(t *testing.T, queue int) (*conn.Layer, *hub.Hub) {
 	t.Helper()
 	h := hub.New(hub.Options{})
 	t.Cleanup(h.Close)
-	return conn.New(conn.Options{Hub: h, QueueBytes: queue, OpsPerSecond: 1, OpsBurst: 2,
-		Warn: ratelog.New(slog.New(slog.NewTextHandler(io.Discard, nil)), time.Minute)}), h
+	l, err := conn.New(conn.Options{Hub: h, QueueBytes: queue, OpsPerSecond: 1, OpsBurst: 2,
+		Warn: ratelog.New(slog.New(slog.NewTextHandler(io.Discard, nil)), time.Minute)})
+	require.NoError(t, err)
+	_, err = conn.New(conn.Options{Warn: ratelog.New(slog.Default(), time.Minute)})
+	require.ErrorIs(t, err, conn.ErrOption)
+	require.ErrorContains(t, err, "Hub is required")
+	return l, h
 }
 
 // TestOpsAndResults: typed ops give typed results; rooms are authorized by

@@ -161,18 +161,26 @@ func New(cfg config.Config, log *slog.Logger) (*Relay, error) {
 			return nil, fmt.Errorf("watch room fleet for robot gauges: %w", err)
 		}
 	}
-	r.ws = wsapi.New(wsapi.Options{Hub: r.hub, Auth: authn, Commands: r.commands, AllowedOrigins: cfg.AllowedOrigins,
+	r.ws, err = wsapi.New(wsapi.Options{Hub: r.hub, Auth: authn, Commands: r.commands, AllowedOrigins: cfg.AllowedOrigins,
 		Heartbeat: cfg.WS.Heartbeat, ClientGrace: cfg.WS.ClientGrace, WriteTimeout: cfg.WS.WriteTimeout,
 		QueueBytes: cfg.WS.QueueBytes, ReadLimit: cfg.WS.ReadLimit, OpsPerSecond: cfg.WS.OpsPerSecond, OpsBurst: cfg.WS.OpsBurst,
 		Observe: lat.Observe, Logger: log.With("component", "ws")})
+	if err != nil {
+		r.closeBroker()
+		return nil, err
+	}
 	// Socket.IO is a second wire format over the same hub, auth and limits.
-	r.sio = socketio.New(socketio.Options{Hub: r.hub, Auth: authn, Commands: r.commands,
+	r.sio, err = socketio.New(socketio.Options{Hub: r.hub, Auth: authn, Commands: r.commands,
 		CheckOrigin: socketio.AllowOrigins(cfg.AllowedOrigins), PingInterval: cfg.WS.Heartbeat,
 		PingTimeout: cfg.WS.ClientGrace, WriteTimeout: cfg.WS.WriteTimeout, QueueBytes: cfg.WS.QueueBytes,
 		MaxPayload: int(cfg.WS.ReadLimit), OpsPerSecond: cfg.WS.OpsPerSecond, OpsBurst: cfg.WS.OpsBurst,
 		MaxSessions: cfg.WS.SocketIOMaxSessions, MaxPending: cfg.WS.SocketIOMaxPending,
 		MaxPendingPerAddr: cfg.WS.SocketIOMaxPendingPerAddr, ConnectTimeout: cfg.WS.SocketIOConnectTimeout,
 		Observe: lat.Observe, Logger: log.With("component", "socketio")})
+	if err != nil {
+		r.closeBroker()
+		return nil, err
+	}
 	registerSocketIOMetrics(r.reg, r.sio.Stats())
 
 	r.edge = &httpEdge{cfg: cfg, authn: authn, log: log.With("component", "http")}

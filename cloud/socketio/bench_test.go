@@ -43,11 +43,18 @@ func benchFanout(b *testing.B, clients int, sio bool) {
 	var handler http.Handler
 	var path string
 	if sio {
-		srv := New(Options{Hub: h, Auth: a, PingInterval: time.Hour, PingTimeout: time.Hour})
+		srv, err := New(Options{Hub: h, Auth: a, PingInterval: time.Hour, PingTimeout: time.Hour})
+		if err != nil {
+			b.Fatal(err)
+		}
 		defer srv.Close()
 		handler, path = srv, "/socket.io/?EIO=4&transport=websocket"
 	} else {
-		handler, path = wsapi.New(wsapi.Options{Hub: h, Auth: a}), "/ws"
+		ws, err := wsapi.New(wsapi.Options{Hub: h, Auth: a})
+		if err != nil {
+			b.Fatal(err)
+		}
+		handler, path = ws, "/ws"
 	}
 	ts := httptest.NewServer(handler)
 	defer ts.Close()
@@ -180,11 +187,18 @@ func benchIdle(b *testing.B, conns int, sio bool) {
 	var handler http.Handler
 	var path string
 	if sio {
-		srv := New(Options{Hub: h, Auth: a, PingInterval: time.Hour, PingTimeout: time.Hour})
+		srv, err := New(Options{Hub: h, Auth: a, PingInterval: time.Hour, PingTimeout: time.Hour})
+		if err != nil {
+			b.Fatal(err)
+		}
 		defer srv.Close()
 		handler, path = srv, "/socket.io/?EIO=4&transport=websocket"
 	} else {
-		handler, path = wsapi.New(wsapi.Options{Hub: h, Auth: a}), "/ws"
+		ws, err := wsapi.New(wsapi.Options{Hub: h, Auth: a})
+		if err != nil {
+			b.Fatal(err)
+		}
+		handler, path = ws, "/ws"
 	}
 	ts := httptest.NewServer(handler)
 	defer ts.Close()

@@ -20,4 +20,6 @@ var (
 	ErrTooLarge = errors.New("payload too large")
 	// ErrBadArgs: an event's argument lacks a required field or has a wrong one.
 	ErrBadArgs = errors.New("bad arguments")
+	// ErrOption: a required option of New is missing.
+	ErrOption = errors.New("socketio: bad options")
 )

@@ -68,3 +68,10 @@ func TestHandshakeFlood(t *testing.T) {
 	require.Equal(t, http.StatusOK, status)
 	require.Equal(t, int64(refused), e.srv.Stats().PendingRefused.Load())
 }
+
+// TestMissingOptions: a missing required option is an error naming it.
+func TestMissingOptions(t *testing.T) {
+	_, err := New(Options{})
+	require.ErrorIs(t, err, ErrOption)
+	require.ErrorContains(t, err, "Hub is required")
+}

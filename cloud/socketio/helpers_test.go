@@ -48,7 +48,8 @@ func startHTTP(t *testing.T, edit func(*Options), httpEdit func(*http.Server)) *
 	if edit != nil {
 		edit(&o)
 	}
-	srv := New(o)
+	srv, err := New(o)
+	require.NoError(t, err)
 	mux := http.NewServeMux()
 	mux.Handle("/socket.io/", srv)
 	ts := httptest.NewUnstartedServer(mux)

@@ -216,7 +216,10 @@ func FuzzSession(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	srv := New(Options{Hub: h, Auth: a, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	srv, err := New(Options{Hub: h, Auth: a, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		f.Fatal(err)
+	}
 	ti, _ := protocol.Lookup(protocol.TypeSessionState)
 	ev := ti.Example()
 	ev.Session = "s-1"

@@ -211,11 +211,13 @@ type Server struct {
 	wg sync.WaitGroup // WebSocket connections being served
 }
 
-// New returns a Server. It panics when Hub or Auth is missing: that is a
-// wiring bug, not a runtime condition.
-func New(o Options) *Server {
-	if o.Hub == nil || o.Auth == nil {
-		panic("socketio: Options.Hub and Options.Auth are required")
+// New returns a Server, or ErrOption naming a missing required option.
+func New(o Options) (*Server, error) {
+	switch {
+	case o.Hub == nil:
+		return nil, fmt.Errorf("%w: Hub is required", ErrOption)
+	case o.Auth == nil:
+		return nil, fmt.Errorf("%w: Auth is required", ErrOption)
 	}
 	o.setDefaults()
 	s := &Server{o: o, log: o.Logger.With("component", "socketio"), hub: o.Hub, hstats: o.Hub.Stats(),
@@ -228,9 +230,12 @@ func New(o Options) *Server {
 	}
 	s.warn = ratelog.New(s.log, time.Minute)
 	s.newUpper = func(sess *session, r *http.Request) upper { return newSocket(s, sess, r) }
-	s.layer = conn.New(conn.Options{Hub: o.Hub, Commands: o.Commands, QueueBytes: o.QueueBytes,
-		OpsPerSecond: o.OpsPerSecond, OpsBurst: o.OpsBurst, Warn: s.warn})
-	return s
+	var err error
+	if s.layer, err = conn.New(conn.Options{Hub: o.Hub, Commands: o.Commands, QueueBytes: o.QueueBytes,
+		OpsPerSecond: o.OpsPerSecond, OpsBurst: o.OpsBurst, Warn: s.warn}); err != nil {
+		return nil, fmt.Errorf("socketio: %w", err)
+	}
+	return s, nil
 }
 
 // Stats returns the endpoint's counters.

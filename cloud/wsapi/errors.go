@@ -11,4 +11,6 @@ var (
 	ErrUnknownOp = errors.New("unknown op")
 	// ErrBadField: a field has the wrong type or value.
 	ErrBadField = errors.New("bad field")
+	// ErrOption: a required option of New is missing.
+	ErrOption = errors.New("wsapi: bad options")
 )

@@ -7,6 +7,7 @@ package wsapi
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -110,14 +111,23 @@ type Handler struct {
 	origin func(*http.Request) bool // conn.AllowOrigins(AllowedOrigins)
 }
 
-// New returns a Handler.
-func New(o Options) *Handler {
+// New returns a Handler, or an error naming a missing required option.
+func New(o Options) (*Handler, error) {
+	switch {
+	case o.Hub == nil:
+		return nil, fmt.Errorf("%w: Hub is required", ErrOption)
+	case o.Auth == nil:
+		return nil, fmt.Errorf("%w: Auth is required", ErrOption)
+	}
 	o.setDefaults()
 	h := &Handler{o: o, log: o.Logger, stats: o.Hub.Stats(), clients: map[*client]struct{}{},
 		warn: ratelog.New(o.Logger, 10*time.Second)}
 	h.origin = conn.AllowOrigins(o.AllowedOrigins)
-	h.layer = conn.New(conn.Options{Hub: o.Hub, Commands: o.Commands, QueueBytes: o.QueueBytes,
-		OpsPerSecond: o.OpsPerSecond, OpsBurst: o.OpsBurst, Warn: h.warn})
+	var err error
+	if h.layer, err = conn.New(conn.Options{Hub: o.Hub, Commands: o.Commands, QueueBytes: o.QueueBytes,
+		OpsPerSecond: o.OpsPerSecond, OpsBurst: o.OpsBurst, Warn: h.warn}); err != nil {
+		return nil, fmt.Errorf("wsapi: %w", err)
+	}
 	h.upgrader = websocket.Upgrader{
 		// Small read buffers and pooled write buffers keep idle
 		// connections cheap; frames larger than the buffers still work.
@@ -126,7 +136,7 @@ func New(o Options) *Handler {
 		WriteBufferPool: &sync.Pool{},
 		CheckOrigin:     h.checkOrigin,
 	}
-	return h
+	return h, nil
 }
 
 func (h *Handler) checkOrigin(r *http.Request) bool { return h.origin(r) }
