@@ -421,6 +421,7 @@ func TestStartSessionEventsFlowThroughTheSpool(t *testing.T) {
 	require.Eventually(t, func() bool {
 		types = types[:0]
 		var last int64
+		finalState := false
 		for _, g := range w.events(t) {
 			if g.ev.Type == protocol.TypeRobotMetrics || g.ev.Type == protocol.TypeRobotStatus {
 				continue
@@ -428,8 +429,15 @@ func TestStartSessionEventsFlowThroughTheSpool(t *testing.T) {
 			require.Greater(t, g.ev.Seq, last, "spooled events out of seq order")
 			last = g.ev.Seq
 			types = append(types, g.ev.Type)
+			if st, ok := g.ev.Data.(protocol.SessionState); ok && (st.Status == protocol.StatusCompleted || st.Status == protocol.StatusFailed) {
+				finalState = true
+			}
 		}
-		return slices.Contains(types, protocol.TypeSessionCompleted) || slices.Contains(types, protocol.TypeSessionFailed)
+		// Wait for the final session.state too (it follows the final event):
+		// published after the late subscriber below subscribed, it would
+		// reach it live, without the retained flag.
+		return (slices.Contains(types, protocol.TypeSessionCompleted) || slices.Contains(types, protocol.TypeSessionFailed)) &&
+			finalState
 	}, wait, 20*time.Millisecond, "events so far: %v", types)
 	require.Contains(t, types, protocol.TypeCommandReply)
 	require.Contains(t, types, protocol.TypeSessionStarted)

@@ -1,8 +1,10 @@
 package agent_test
 
 import (
+	"fmt"
 	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -62,14 +64,24 @@ func TestBlackholeStaleWillsAreOlderEpochs(t *testing.T) {
 		"the agent keeps trying during the blackhole")
 	p.Restore()
 
-	// Settle: the agent is connected, and the latest status by epoch is its
-	// live online status.
-	var live int64
+	// Settle: the agent is connected, the latest status by epoch is its live
+	// online status, and nothing changed for 2 s. (A held attempt that
+	// reaches the broker after the agent's new connection takes its client
+	// id over: that connection is lost too and the agent connects again.)
+	var (
+		live        int64
+		lastKey     string
+		stableSince time.Time
+	)
 	require.Eventually(t, func() bool {
 		live = lastConnectedEpoch(a)
 		best := latestByEpoch(t, w)
-		return live > e1 && best != nil && best.Epoch == live && best.State == "online"
-	}, wait, 50*time.Millisecond, "a receiver ordering by epoch ends with the live online status")
+		if key := fmt.Sprint(live, len(w.events(t))); key != lastKey {
+			lastKey, stableSince = key, time.Now()
+		}
+		settled := live > e1 && best != nil && best.Epoch == live && best.State == "online"
+		return settled && time.Since(stableSince) >= 2*time.Second
+	}, 2*wait, 50*time.Millisecond, "a receiver ordering by epoch ends with the live online status")
 
 	var staleWills int
 	for _, g := range w.events(t) {
@@ -111,7 +123,8 @@ func TestAgentFailsOverBetweenTwoBrokers(t *testing.T) {
 	m1.Stop()
 	on2 := waitStatus(t, w2, "online", "")
 	require.Greater(t, on2.ev.Data.(protocol.RobotStatus).Epoch, on1.ev.Data.(protocol.RobotStatus).Epoch)
-	require.Contains(t, a.Output(), "broker="+m2.URL())
+	// The log line follows the acknowledged online status.
+	require.Eventually(t, func() bool { return strings.Contains(a.Output(), "broker="+m2.URL()) }, wait, 20*time.Millisecond)
 
 	// The agent answers commands through the second broker.
 	cmd := protocol.NewEvent(robot, protocol.Command{Name: protocol.CmdPing})
