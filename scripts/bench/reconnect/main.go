@@ -20,6 +20,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -27,6 +28,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -41,12 +43,17 @@ func main() {
 	warm := flag.Duration("warmup", 5*time.Second, "time connected before the broker goes down")
 	down := flag.Duration("down", 30*time.Second, "time the broker stays down")
 	limit := flag.Duration("limit", 150*time.Second, "give up waiting for reconnects after this")
+	relay := flag.String("relay", "", "fleet-relay binary: also time the relay's /readyz after the restart (empty: agents only)")
 	flag.Parse()
+	relayBin = *relay
 	if err := run(*agents, *warm, *down, *limit); err != nil {
 		fmt.Fprintln(os.Stderr, "reconnect:", err)
 		os.Exit(1)
 	}
 }
+
+// relayBin is the fleet-relay binary to run against the broker, or "".
+var relayBin string
 
 // schedule is one reconnect policy under test.
 type schedule struct {
@@ -63,6 +70,7 @@ type result struct {
 	brokerPeak, brokerMean float64       // successful connects/s at the broker, after the restart
 	attemptsPeakDown       float64       // client connection attempts/s while the broker was down (peak 1 s)
 	attemptsDown           int64         // attempts while down, in total
+	relayReady             time.Duration // relay /readyz 200 again after the restart; -1 when not
 }
 
 func run(n int, warm, down, limit time.Duration) error {
@@ -96,6 +104,9 @@ func run(n int, warm, down, limit time.Duration) error {
 	row("back after the restart: 95 %", "≤ 10 s", func(r result) string { return dur(r.t95) })
 	row("back after the restart: 100 %", "—", func(r result) string { return dur(r.t100) })
 	row("connected at the end", fmt.Sprint(n), func(r result) string { return fmt.Sprint(r.connected) })
+	if relayBin != "" {
+		row("fleet-relay `/readyz` 200 again after the restart (its own schedule)", "≤ 10 s", func(r result) string { return dur(r.relayReady) })
+	}
 	row("connects/s at the broker after the restart: peak (1 s) / mean until 100 %", "no storm", func(r result) string {
 		return fmt.Sprintf("%.0f / %.0f", r.brokerPeak, r.brokerMean)
 	})
@@ -120,13 +131,20 @@ func numCPU() int {
 }
 
 func runOne(s schedule, n int, warm, down, limit time.Duration) (result, error) {
-	res := result{s: s, t50: -1, t95: -1, t100: -1}
+	res := result{s: s, t50: -1, t95: -1, t100: -1, relayReady: -1}
 	b, err := startBroker()
 	if err != nil {
 		return res, err
 	}
 	defer b.kill()
 	url := "tcp://" + b.addr
+	var rl *relay
+	if relayBin != "" {
+		if rl, err = startRelay(relayBin, url); err != nil {
+			return res, err
+		}
+		defer rl.stop()
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	ups := make([]*uplink.Uplink, n)
 	var wg sync.WaitGroup
@@ -182,6 +200,9 @@ func runOne(s schedule, n int, warm, down, limit time.Duration) (result, error) 
 		time.Sleep(100 * time.Millisecond)
 	}
 	time.Sleep(warm)
+	if rl != nil && !rl.waitReady(30*time.Second) {
+		return res, errors.New("fleet-relay not ready before the broker restart")
+	}
 
 	b.kill()
 	downAt := time.Now()
@@ -201,6 +222,13 @@ func runOne(s schedule, n int, warm, down, limit time.Duration) (result, error) 
 		return res, err
 	}
 	restart := b.listening
+	if rl != nil {
+		go func() {
+			if rl.waitReady(limit) {
+				rl.readyAfter.Store(int64(time.Since(restart)))
+			}
+		}()
+	}
 	for time.Since(restart) < limit {
 		c := connected()
 		el := time.Since(restart)
@@ -217,8 +245,67 @@ func runOne(s schedule, n int, warm, down, limit time.Duration) (result, error) 
 		time.Sleep(20 * time.Millisecond)
 	}
 	res.connected = connected()
+	if rl != nil {
+		deadline := time.Now().Add(limit - time.Since(restart))
+		for rl.readyAfter.Load() == 0 && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
+		if d := rl.readyAfter.Load(); d > 0 {
+			res.relayReady = time.Duration(d)
+		}
+	}
 	res.brokerPeak, res.brokerMean = b.connectRate(restart, res.t100)
 	return res, nil
+}
+
+// relay is a fleet-relay child process on the broker.
+type relay struct {
+	cmd        *exec.Cmd
+	addr       string
+	readyAfter atomic.Int64 // ns after the restart; 0 until ready
+}
+
+func startRelay(bin, broker string) (*relay, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	addr := l.Addr().String()
+	l.Close()
+	r := &relay{addr: addr, cmd: exec.Command(bin)}
+	r.cmd.Env = append(os.Environ(), "FLEET_RELAY_LISTEN="+addr, "FLEET_RELAY_MQTT_BROKER="+broker)
+	r.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := r.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start fleet-relay: %w", err)
+	}
+	return r, nil
+}
+
+// waitReady polls /readyz until 200 or the timeout.
+func (r *relay) waitReady(timeout time.Duration) bool {
+	c := &http.Client{Timeout: time.Second}
+	for end := time.Now().Add(timeout); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		resp, err := c.Get("http://" + r.addr + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func (r *relay) stop() {
+	_ = r.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { _ = r.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		_ = r.cmd.Process.Kill()
+		<-done
+	}
 }
 
 // emptySource is an outbox with nothing to send.
