@@ -112,10 +112,21 @@ func (e *encoder) int8(x []float32, opts Options) string {
 	}
 	useDQ := e.opset >= 13 || (e.opset >= 10 && axis < 0)
 	_, ch, _ := split(c.t.dims, axis, len(x))
-	qt := quantizeInt8(x, c.t.dims, int8Params{
+	pr := int8Params{
 		axis: axis, sumAxis: c.axis, sum: opts.Rounding == RoundSum,
 		asym: opts.Asymmetric && useDQ, halfScal: ch >= halfScaleMin,
-	})
+		codeScal: useDQ && ch >= halfScaleMin,
+	}
+	qt := quantizeInt8(x, c.t.dims, pr)
+	if !opts.Asymmetric && !opts.Symmetric && useDQ {
+		// Automatic zero points: only where they measurably cut the
+		// weight's reconstruction error (skewed channels); each costs a
+		// byte per channel.
+		pr.asym = true
+		if qa := quantizeInt8(x, c.t.dims, pr); qa.stats.snr-qt.stats.snr >= asymMinGainDB {
+			qt = qa
+		}
+	}
 	e.r.stats = qt.stats
 	qn := e.nm.name("q")
 	e.tensor(w.Tensor{Name: qn, Dims: c.t.dims, DataType: w.DTInt8, Raw: qt.q})
@@ -134,7 +145,14 @@ func (e *encoder) int8(x []float32, opts Options) string {
 		sdims[axis] = c.t.dims[axis]
 	}
 	sn := e.nm.name("s")
-	if qt.half {
+	switch {
+	case qt.codes != nil:
+		cn, stn := e.nm.name("c"), e.nm.name("t")
+		u := math.Float32bits(qt.codeStep)
+		e.tensor(w.Tensor{Name: cn, Dims: sdims, DataType: w.DTUint8, Raw: qt.codes})
+		e.tensor(w.Tensor{Name: stn, DataType: w.DTFloat, Raw: []byte{byte(u), byte(u >> 8), byte(u >> 16), byte(u >> 24)}})
+		e.node("DequantizeLinear", []string{cn, stn}, sn)
+	case qt.half:
 		raw := make([]byte, 0, 2*len(qt.scales))
 		for _, s := range qt.scales {
 			h := float32ToFloat16(s) // exact: the scales are fp16 values
@@ -143,7 +161,7 @@ func (e *encoder) int8(x []float32, opts Options) string {
 		hn := e.nm.name("h")
 		e.tensor(w.Tensor{Name: hn, Dims: sdims, DataType: w.DTFloat16, Raw: raw})
 		e.castToFloat(hn, sn)
-	} else {
+	default:
 		raw := make([]byte, 0, 4*len(qt.scales))
 		for _, s := range qt.scales {
 			u := math.Float32bits(s)
@@ -179,3 +197,9 @@ func (e *encoder) int8(x []float32, opts Options) string {
 	e.node("DequantizeLinear", in, c.name, attrs...)
 	return enc
 }
+
+// asymMinGainDB is the weight SNR gain (measured on the weight itself, data
+// free) from which a tensor gets zero points automatically. On Silero VAD's
+// skewed encoder convolutions and LSTM weights it is 1.2–4.6 dB, which
+// keeps every frame's decision; on near-symmetric STFT bases ~0.1 dB.
+const asymMinGainDB = 1.0

@@ -9,6 +9,10 @@ type int8Params struct {
 	sum      bool // RoundSum
 	asym     bool // a zero point per slice, values in [-128, 127]
 	halfScal bool // scales must be exact fp16 values (stored as fp16)
+	// codeScal: scales may be stored as uint8 codes times one float32
+	// step (see codeScales), when that costs at most 1/minScaleCode of
+	// resolution; takes precedence over halfScal.
+	codeScal bool
 }
 
 // int8Tensor is a quantized tensor: x ≈ (q - zp) · scale per slice.
@@ -17,7 +21,10 @@ type int8Tensor struct {
 	scales []float32 // per slice along axis
 	zps    []int8    // per slice; nil when symmetric
 	half   bool      // scales are exact fp16 values
-	stats  tensorStats
+	// codes (when not nil): scales[c] == float32(codes[c]) * codeStep.
+	codes    []byte
+	codeStep float32
+	stats    tensorStats
 }
 
 // quantizeInt8 quantizes x (finite) to int8. Symmetric: scale = max|x|/127,
@@ -53,7 +60,12 @@ func quantizeInt8(x []float32, dims []int64, p int8Params) int8Tensor {
 		}
 		scales[c] = s
 	}
-	half := p.halfScal
+	var codes []byte
+	var step float32
+	if p.codeScal {
+		codes, step = codeScales(scales, lo, hi)
+	}
+	half := p.halfScal && codes == nil
 	for _, s := range scales {
 		half = half && s >= minNormalHalf && s <= maxHalf
 	}
@@ -106,7 +118,59 @@ func quantizeInt8(x []float32, dims []int64, p int8Params) int8Tensor {
 			}
 		}
 	}
-	return int8Tensor{q: q, scales: scales, zps: zps, half: half, stats: st.stats()}
+	return int8Tensor{q: q, scales: scales, zps: zps, half: half, codes: codes, codeStep: step, stats: st.stats()}
+}
+
+// minScaleCode is the smallest uint8 code codeScales accepts for a slice
+// that is not all zeros: rounding its scale up to the code grid then makes
+// its step at most 1/64 (1.6%, 0.14 dB) coarser.
+const minScaleCode = 64
+
+// codeScales stores per-slice scales in one byte each instead of fp16's
+// two: scale[c] = code[c] · step, step = max(scale)/255, each scale rounded
+// up to the grid (so no weight overflows, and DequantizeLinear of the codes
+// computes exactly these float32 products). Scales of one tensor rarely
+// span more than a factor of 8; when they do (some code would be below
+// minScaleCode), it returns nil and the scales stay as they were. All-zero
+// slices take any scale. On success scales is rewritten in place.
+func codeScales(scales, lo, hi []float32) ([]byte, float32) {
+	var smax float32
+	for c, s := range scales {
+		if lo[c] != 0 || hi[c] != 0 {
+			smax = max(smax, s)
+		}
+	}
+	if smax == 0 || smax > math.MaxFloat32/2 {
+		return nil, 0
+	}
+	step := smax / 255
+	for float32(255)*step < smax {
+		step = math.Nextafter32(step, float32(math.Inf(1)))
+	}
+	if step < math.SmallestNonzeroFloat32*(1<<24) {
+		return nil, 0 // subnormal steps: not worth the care
+	}
+	codes := make([]byte, len(scales))
+	for c, s := range scales {
+		if lo[c] == 0 && hi[c] == 0 {
+			codes[c] = 255
+			continue
+		}
+		// The float64 quotient may exceed 255 where the float32 product
+		// 255·step already covers s.
+		k := min(255, math.Ceil(float64(s)/float64(step)))
+		for k < 255 && float32(k)*step < s {
+			k++
+		}
+		if k < minScaleCode || float32(k)*step < s {
+			return nil, 0
+		}
+		codes[c] = byte(k)
+	}
+	for c := range scales {
+		scales[c] = float32(codes[c]) * step
+	}
+	return codes, step
 }
 
 // halfUp returns the smallest fp16 value >= s (s positive, in fp16's normal

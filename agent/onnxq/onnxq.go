@@ -19,9 +19,11 @@
 //
 // int8 rounding keeps every output channel's weight sum (RoundSum, the
 // default: data-free bias correction, see quantizeInt8); per-channel scales
-// are stored as fp16 (rounded up so no weight overflows) behind a Cast.
-// With opset >= 13 (or per tensor from 10) a weight W becomes q (int8) and
-// s feeding DequantizeLinear → W, with no zero point unless Asymmetric;
+// are stored as uint8 codes times one step (codeScales) or as fp16 behind a
+// Cast, rounded up so no weight overflows. With opset >= 13 (or per tensor
+// from 10) a weight W becomes q (int8) and s feeding DequantizeLinear → W,
+// with a zero point where it raises the weight's SNR by asymMinGainDB (or
+// everywhere with Asymmetric);
 // before that, Cast(q) · s with s shaped to broadcast along the channel
 // axis, so the model's opset never changes. New tensors are initializers of
 // the graph the weight lived in (Constant nodes before IR version 4); new
@@ -97,7 +99,11 @@ type Options struct {
 	// banks, channels offset by folded BatchNorm). It needs
 	// DequantizeLinear with a per-axis zero point (opset >= 13; per tensor
 	// >= 10); on older opsets weights stay symmetric.
-	Asymmetric  bool  `json:"asymmetric"`
+	Asymmetric bool `json:"asymmetric"`
+	// Symmetric turns the automatic zero points off: by default (neither
+	// flag) a weight gets zero points when they raise its reconstruction
+	// SNR by at least 1 dB (asymMinGainDB), where the opset allows them.
+	Symmetric   bool  `json:"symmetric"`
 	MinElements int   `json:"min_elements"` // weights with fewer elements are left as float; zero means 1024
 	MaxBytes    int64 `json:"max_bytes"`    // models above this size are refused; zero means 2 GiB
 }

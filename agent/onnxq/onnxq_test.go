@@ -236,6 +236,79 @@ func TestHalfScalesRoundedUp(t *testing.T) {
 	}
 }
 
+// TestCodeScales: per-channel scales stored as uint8 codes times one step
+// are rounded up (no weight clips), within 1/minScaleCode of the exact
+// scale, exactly code·step in float32; a tensor whose scales span more
+// than 255/minScaleCode keeps fp16 scales.
+func TestCodeScales(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	dims := []int64{48, 30}
+	x := make([]float32, 48*30)
+	for i := range x {
+		c := i % 30
+		x[i] = float32(rng.NormFloat64() * 0.1 * (1 + float64(c)/40)) // scales span ~1.7×
+	}
+	for c := 0; c < 30; c += 7 { // some all-zero channels take any scale
+		for k := 0; k < 48; k++ {
+			x[k*30+c] = 0
+		}
+	}
+	qt := quantizeInt8(x, dims, int8Params{axis: 1, sumAxis: 1, sum: true, halfScal: true, codeScal: true})
+	if qt.codes == nil || qt.half {
+		t.Fatalf("codes %v half %v, want codes", qt.codes != nil, qt.half)
+	}
+	for c, s := range qt.scales {
+		if s != float32(qt.codes[c])*qt.codeStep {
+			t.Fatalf("scale %d = %g, not code %d · step %g", c, s, qt.codes[c], qt.codeStep)
+		}
+		var m float64
+		for k := 0; k < 48; k++ {
+			m = max(m, math.Abs(float64(x[k*30+c])))
+		}
+		if m == 0 {
+			continue
+		}
+		exact := float64(float32(m) / 127) // as quantizeInt8 computes it
+		if float64(s) < exact || float64(s) > exact*(1+1.0/minScaleCode) {
+			t.Errorf("channel %d: scale %g, exact %g: want rounded up by at most 1/%d", c, s, exact, minScaleCode)
+		}
+	}
+	if qt.stats.snr < 40 {
+		t.Errorf("SNR %.1f dB", qt.stats.snr)
+	}
+	// Scales spanning 1000×: the smallest would lose resolution.
+	for k := 0; k < 48; k++ {
+		x[k*30+1] *= 1e-3
+	}
+	if qt := quantizeInt8(x, dims, int8Params{axis: 1, sumAxis: 1, halfScal: true, codeScal: true}); qt.codes != nil {
+		t.Error("scales spanning 1000× stored as codes")
+	}
+}
+
+// TestAutoZeroPoints: by default a weight gets zero points when they raise
+// its SNR by asymMinGainDB (skewed channels), not when its channels are
+// symmetric.
+func TestAutoZeroPoints(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 10))
+	x := make([]float32, 256*64)
+	for i := range x {
+		x[i] = float32(rng.NormFloat64())
+	}
+	sym := quantizeInt8(x, []int64{256, 64}, int8Params{axis: 1, sumAxis: 1, sum: true})
+	asym := quantizeInt8(x, []int64{256, 64}, int8Params{axis: 1, sumAxis: 1, sum: true, asym: true})
+	if asym.stats.snr-sym.stats.snr >= asymMinGainDB {
+		t.Errorf("symmetric weights: zero points gain %.2f dB", asym.stats.snr-sym.stats.snr)
+	}
+	for i := range x {
+		x[i] = float32(math.Abs(rng.NormFloat64())) // all positive: a filter bank
+	}
+	sym = quantizeInt8(x, []int64{256, 64}, int8Params{axis: 1, sumAxis: 1, sum: true})
+	asym = quantizeInt8(x, []int64{256, 64}, int8Params{axis: 1, sumAxis: 1, sum: true, asym: true})
+	if asym.stats.snr-sym.stats.snr < asymMinGainDB {
+		t.Errorf("all-positive weights: zero points gain only %.2f dB", asym.stats.snr-sym.stats.snr)
+	}
+}
+
 func TestOpset11PerChannelUsesCastMul(t *testing.T) {
 	for _, c := range []struct {
 		name  string
@@ -709,7 +782,7 @@ func TestProgressAndMetrics(t *testing.T) {
 	}
 	// In place: the output parses and is quantized.
 	out, _ := os.ReadFile(in)
-	if opCount(mustParse(t, out))["DequantizeLinear"] != 3 {
+	if len(dqAxes(mustParse(t, out))) != 3 {
 		t.Error("in-place output not quantized")
 	}
 }
