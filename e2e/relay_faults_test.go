@@ -204,47 +204,74 @@ func TestRelayCutLosesNothing(t *testing.T) {
 	}
 }
 
+// statelessBrokers are brokers that lose the relay's session when they
+// restart: Mosquitto without persistence, and the embedded broker (its
+// relay process killed and started again). Each returns the broker's
+// address and a restart function.
+var statelessBrokers = map[string]func(t *testing.T) (string, func()){
+	"mosquitto without persistence": func(t *testing.T) (string, func()) {
+		ms := brokertest.StartMosquitto(t, brokertest.Options{Extra: "persistence false"})
+		return ms.Addr(), func() { ms.Stop(); ms.Start() }
+	},
+	"embedded": func(t *testing.T) (string, func()) {
+		host := &system{httpAddr: "127.0.0.1:" + strconv.Itoa(freePort(t)), mqttAddr: "127.0.0.1:" + strconv.Itoa(freePort(t))}
+		env := []string{"FLEET_RELAY_LISTEN=" + host.httpAddr, "FLEET_RELAY_MQTT_BROKER=",
+			"FLEET_RELAY_EMBEDDED_MQTT_LISTEN=" + host.mqttAddr, "FLEET_RELAY_AUTH_SECRET="}
+		p := start(t, "fleet-relay", env)
+		waitReady(t, host, 30*time.Second)
+		return host.mqttAddr, func() {
+			_ = p.cmd.Process.Kill() // kill -9: the broker's memory is gone
+			_, _ = p.cmd.Process.Wait()
+			p = start(t, "fleet-relay", env)
+			waitReady(t, host, 30*time.Second)
+		}
+	},
+}
+
 // TestRelayBrokerLostStateTellsClients: the relay's path is cut while the
-// robot publishes, and then Mosquitto — without persistence — restarts:
-// the events it queued for the relay are gone. The relay learns it from the
+// robot publishes, and then the broker restarts without its state: the
+// events it queued for the relay are gone. The relay learns it from the
 // CONNACK (session present = false) and must say so: the dashboard gets a
 // `gap` notice for the room, and a client resuming with since_seq gets
 // recovered: false.
 func TestRelayBrokerLostStateTellsClients(t *testing.T) {
-	ms := brokertest.StartMosquitto(t, brokertest.Options{Extra: "persistence false"})
-	px := proxyTo(t, ms.Addr())
-	relay := startRelayOn(t, "tcp://"+px.Addr(), "relay-under-test")
-	dash := watchRooms(t, relay, "robot:r-1")
-	rb := newPubRobot(t, ms.URL(), "r-1")
-	warm := rb.publish(3, 0)
-	eventually(t, 10*time.Second, "events before the fault", func() bool { return dash.has(warm) == 3 })
-	lastSeq := rb.seq
+	for name, broker := range statelessBrokers {
+		t.Run(name, func(t *testing.T) {
+			addr, restart := broker(t)
+			px := proxyTo(t, addr)
+			relay := startRelayOn(t, "tcp://"+px.Addr(), "relay-under-test")
+			dash := watchRooms(t, relay, "robot:r-1")
+			rb := newPubRobot(t, "tcp://"+addr, "r-1")
+			warm := rb.publish(3, 0)
+			eventually(t, 10*time.Second, "events before the fault", func() bool { return dash.has(warm) == 3 })
+			lastSeq := rb.seq
 
-	px.Cut()
-	eventually(t, 10*time.Second, "the relay to see the cut", func() bool { return !relay.ready() })
-	lost := rb.publish(5, 0) // queued by Mosquitto for the relay's session...
-	ms.Stop()                // ...and lost with the broker's state
-	ms.Start()
-	px.Restore()
-	eventually(t, 30*time.Second, "the relay back", relay.ready)
-	eventually(t, 15*time.Second, "a gap notice for robot:r-1", func() bool {
-		for _, f := range dash.ofType("gap") {
-			if f["room"] == "robot:r-1" {
-				return true
+			px.Cut()
+			eventually(t, 10*time.Second, "the relay to see the cut", func() bool { return !relay.ready() })
+			lost := rb.publish(5, 0) // queued by the broker for the relay's session...
+			restart()                // ...and lost with the broker's state
+			px.Restore()
+			eventually(t, 30*time.Second, "the relay back", relay.ready)
+			eventually(t, 15*time.Second, "a gap notice for robot:r-1", func() bool {
+				for _, f := range dash.ofType("gap") {
+					if f["room"] == "robot:r-1" {
+						return true
+					}
+				}
+				return false
+			})
+			if n := dash.has(lost); n != 0 {
+				t.Logf("%d of the 5 events the broker lost still arrived", n)
 			}
-		}
-		return false
-	})
-	if n := dash.has(lost); n != 0 {
-		t.Logf("%d of the 5 events the broker lost still arrived (impossible without persistence)", n)
-	}
 
-	// A client that was away resumes from the last event it had.
-	c := dial(t, relay)
-	c.send(map[string]any{"op": "subscribe", "room": "robot:r-1", "since_seq": lastSeq})
-	f := c.waitFor(10*time.Second, "subscribed", func(f map[string]any) bool { return f["type"] == "subscribed" })
-	if f["recovered"] != false {
-		t.Fatalf("resume after the broker lost events: recovered = %v, want false", f["recovered"])
+			// A client that was away resumes from the last event it had.
+			c := dial(t, relay)
+			c.send(map[string]any{"op": "subscribe", "room": "robot:r-1", "since_seq": lastSeq})
+			f := c.waitFor(10*time.Second, "subscribed", func(f map[string]any) bool { return f["type"] == "subscribed" })
+			if f["recovered"] != false {
+				t.Fatalf("resume after the broker lost events: recovered = %v, want false", f["recovered"])
+			}
+		})
 	}
 }
 
