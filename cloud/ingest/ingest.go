@@ -157,6 +157,8 @@ type Client struct {
 	connected   atomic.Bool
 	ready       atomic.Bool   // connected and the SUBACK granted the subscription
 	lost        chan struct{} // signalled when the connection drops (cap 1)
+	connectedAt atomic.Int64  // unix nanoseconds of the last successful connect
+	shortLived  atomic.Int64  // consecutive connections lost within takeoverWindow
 
 	gapMu      sync.Mutex          // guards gapRobots and gapAll
 	gapRobots  map[string]struct{} // robots whose messages were dropped since the last report
@@ -299,11 +301,25 @@ func (c *Client) reportGaps() {
 	}
 }
 
+// takeoverWindow: a connection lost this soon after it was made, again
+// and again, is the mark of another client with the same client id (the
+// broker disconnects the older session at every CONNECT).
+const takeoverWindow = 10 * time.Second
+
 func (c *Client) onLost(_ mqtt.Client, err error) {
 	c.connected.Store(false)
 	c.ready.Store(false)
 	c.stats.Reconnects.Add(1)
 	c.log.Warn("mqtt connection lost", "broker", c.Broker(), "err", err)
+	if time.Since(time.Unix(0, c.connectedAt.Load())) < takeoverWindow {
+		if n := c.shortLived.Add(1); n == 3 || n%100 == 0 {
+			c.log.Warn("mqtt connections keep dropping right after they are made: is another relay using the same client id? "+
+				"every replica needs its own (mqtt.client_id, FLEET_RELAY_MQTT_CLIENT_ID; with use_username_as_clientid its own account)",
+				"client_id", c.o.ClientID, "short_connections", n)
+		}
+	} else {
+		c.shortLived.Store(0)
+	}
 	select {
 	case c.lost <- struct{}{}:
 	default:
@@ -379,6 +395,7 @@ func (c *Client) Run(ctx context.Context) error {
 			}
 			everConnected = true
 			c.connected.Store(true)
+			c.connectedAt.Store(time.Now().UnixNano())
 			go c.subscribe(mc)
 			bo.Reset()
 			select {

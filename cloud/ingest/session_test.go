@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -237,4 +238,42 @@ func TestDefaultClientID(t *testing.T) {
 	id := ingest.DefaultClientID()
 	require.Regexp(t, `^fleet-relay-[A-Za-z0-9._-]+$`, id)
 	require.Equal(t, id, ingest.DefaultClientID(), "stable")
+}
+
+// lockedBuf is a log sink safe for concurrent writers.
+type lockedBuf struct {
+	mu sync.Mutex
+	b  []byte
+}
+
+func (l *lockedBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.b = append(l.b, p...)
+	return len(p), nil
+}
+
+func (l *lockedBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return string(l.b)
+}
+
+// TestSameClientIDWarns: two relays sharing a client id take the session
+// from each other at every connect; the client says so in its log.
+func TestSameClientIDWarns(t *testing.T) {
+	m := brokertest.StartMochi(t)
+	logs := &lockedBuf{}
+	for i := 0; i < 2; i++ {
+		c, err := ingest.New(ingest.Options{Broker: m.URL(), ClientID: "same-id", Hub: hub.New(hub.Options{}),
+			ReconnectMin: 50 * time.Millisecond, ReconnectMax: 200 * time.Millisecond,
+			Logger: slog.New(slog.NewTextHandler(logs, nil))})
+		require.NoError(t, err)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); _ = c.Run(ctx) }()
+		t.Cleanup(func() { cancel(); <-done })
+	}
+	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "another relay using the same client id") },
+		wait, 50*time.Millisecond)
 }
