@@ -2,7 +2,6 @@ package onnxq
 
 import (
 	"math"
-	"strconv"
 
 	w "github.com/robotfleet/fleetlink/agent/onnxq/internal/onnxwire"
 )
@@ -27,19 +26,30 @@ func (r *replacement) bytes() int64 {
 	return n
 }
 
-// namer hands out short value names not used anywhere in the model. Added
-// nodes have no names at all: the names are optional, and on small models
-// long ones would eat into the 4× the weights save.
+// namer hands out short value names not used anywhere in the model: one
+// or two characters for the first 3,900 (each is stored twice, where it is
+// defined and where it is read). Added nodes have no names at all: the
+// names are optional, and on small models long ones would eat into the 4×
+// the weights save.
 type namer struct {
 	values map[string]bool
 	next   int
 }
 
-func (nm *namer) name(prefix string) string {
+const nameChars = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+
+func (nm *namer) name() string {
 	for {
-		s := prefix + strconv.Itoa(nm.next)
+		// Bijective base 62 (a, b, ..., 9, aa, ab, ...), letter first.
+		var b []byte
+		for n := nm.next; ; n = n/len(nameChars) - 1 {
+			b = append([]byte{nameChars[n%len(nameChars)]}, b...)
+			if n < len(nameChars) {
+				break
+			}
+		}
 		nm.next++
-		if !nm.values[s] {
+		if s := string(b); !nm.values[s] {
 			nm.values[s] = true
 			return s
 		}
@@ -90,7 +100,7 @@ func (e *encoder) half(x []float32) {
 		raw[2*i], raw[2*i+1] = byte(h), byte(h>>8)
 		st.add(v, float16ToFloat32(h))
 	}
-	hn := e.nm.name("h")
+	hn := e.nm.name()
 	e.tensor(w.Tensor{Name: hn, Dims: e.c.t.dims, DataType: w.DTFloat16, Raw: raw})
 	e.castToFloat(hn, e.c.name)
 	e.r.stats = st.stats()
@@ -128,7 +138,7 @@ func (e *encoder) int8(x []float32, opts Options) string {
 		}
 	}
 	e.r.stats = qt.stats
-	qn := e.nm.name("q")
+	qn := e.nm.name()
 	e.tensor(w.Tensor{Name: qn, Dims: c.t.dims, DataType: w.DTInt8, Raw: qt.q})
 
 	// The scale as DequantizeLinear or Mul wants it: a float32 tensor,
@@ -144,10 +154,10 @@ func (e *encoder) int8(x []float32, opts Options) string {
 		}
 		sdims[axis] = c.t.dims[axis]
 	}
-	sn := e.nm.name("s")
+	sn := e.nm.name()
 	switch {
 	case qt.codes != nil:
-		cn, stn := e.nm.name("c"), e.nm.name("t")
+		cn, stn := e.nm.name(), e.nm.name()
 		u := math.Float32bits(qt.codeStep)
 		e.tensor(w.Tensor{Name: cn, Dims: sdims, DataType: w.DTUint8, Raw: qt.codes})
 		e.tensor(w.Tensor{Name: stn, DataType: w.DTFloat, Raw: []byte{byte(u), byte(u >> 8), byte(u >> 16), byte(u >> 24)}})
@@ -158,7 +168,7 @@ func (e *encoder) int8(x []float32, opts Options) string {
 			h := float32ToFloat16(s) // exact: the scales are fp16 values
 			raw = append(raw, byte(h), byte(h>>8))
 		}
-		hn := e.nm.name("h")
+		hn := e.nm.name()
 		e.tensor(w.Tensor{Name: hn, Dims: sdims, DataType: w.DTFloat16, Raw: raw})
 		e.castToFloat(hn, sn)
 	default:
@@ -171,7 +181,7 @@ func (e *encoder) int8(x []float32, opts Options) string {
 	}
 
 	if !useDQ {
-		fn := e.nm.name("f")
+		fn := e.nm.name()
 		e.castToFloat(qn, fn)
 		e.node("Mul", []string{fn, sn}, c.name)
 		return encInt8
@@ -179,7 +189,7 @@ func (e *encoder) int8(x []float32, opts Options) string {
 	in := []string{qn, sn}
 	enc := encInt8
 	if qt.zps != nil {
-		zn := e.nm.name("z")
+		zn := e.nm.name()
 		raw := make([]byte, len(qt.zps))
 		for i, z := range qt.zps {
 			raw[i] = byte(z)
