@@ -9,6 +9,7 @@
 package packages
 
 import (
+	"fmt"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -22,50 +23,96 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// repoRoot is the repository's root (this package is e2e/packages).
-func repoRoot(t *testing.T) string {
-	t.Helper()
-	root, err := filepath.Abs("../..")
-	require.NoError(t, err)
-	return root
+// built is what TestMain builds once for every test: the amd64 binaries
+// (bin/amd64/{robot-agent,fleet-relay,fleetctl}), the 1.0.0 packages and
+// sample ONNX models.
+var built struct {
+	root, bin, models string
+	v1                map[string]string // "robot-agent.deb" -> path
 }
 
-// buildBinaries builds the amd64 binaries the way scripts/packages.sh
-// does, into bin/amd64/, once for both package versions.
-func buildBinaries(t *testing.T) string {
-	t.Helper()
-	bin := t.TempDir()
-	for _, n := range names {
-		cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", filepath.Join(bin, "amd64", n), "./cmd/"+n)
-		cmd.Dir = repoRoot(t)
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
-		b, err := cmd.CombinedOutput()
-		require.NoError(t, err, "go build %s:\n%s", n, b)
+func TestMain(m *testing.M) {
+	tmp, err := os.MkdirTemp("", "fleetlink-packages")
+	if err == nil {
+		err = buildAll(tmp)
 	}
-	return bin
+	code := 1
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "packages:", err)
+	} else {
+		code = m.Run()
+	}
+	os.RemoveAll(tmp)
+	os.Exit(code)
 }
 
-// buildPackages runs scripts/packages.sh for amd64 into a temp dir and
-// returns the package files by name, e.g. "robot-agent.deb".
-func buildPackages(t *testing.T, bin, version, formats string) map[string]string {
-	t.Helper()
-	out := t.TempDir()
-	cmd := exec.Command("bash", "scripts/packages.sh")
-	cmd.Dir = repoRoot(t)
-	cmd.Env = append(os.Environ(), "OUT="+out, "ARCHES=amd64", "FORMATS="+formats, "PKG_VERSION="+version, "BIN_DIR="+bin)
-	b, err := cmd.CombinedOutput()
-	require.NoError(t, err, "scripts/packages.sh:\n%s", b)
+func buildAll(tmp string) error {
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		return err
+	}
+	built.root, built.bin, built.models = root, filepath.Join(tmp, "bin"), filepath.Join(tmp, "models")
+	// Built the way scripts/packages.sh builds them, once for both
+	// package versions.
+	for _, n := range append(names, "fleetctl") {
+		if err := command(root, []string{"CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64"},
+			"go", "build", "-trimpath", "-ldflags", "-s -w", "-o", filepath.Join(built.bin, "amd64", n), "./cmd/"+n); err != nil {
+			return err
+		}
+	}
+	if err := command(root, nil, "go", "run", "./agent/onnxq/internal/testmodels/genmodels", "-big=false", built.models); err != nil {
+		return err
+	}
+	built.v1, err = buildPackages(filepath.Join(tmp, "v1"), "1.0.0", "deb,rpm")
+	return err
+}
+
+func command(dir string, env []string, argv ...string) error {
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), env...)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("%v: %w\n%s", argv, err, b)
+	}
+	return nil
+}
+
+// buildPackages runs scripts/packages.sh for amd64 with the built binaries
+// into out and returns the package files by name, e.g. "robot-agent.deb".
+func buildPackages(out, version, formats string) (map[string]string, error) {
+	if err := command(built.root, []string{"OUT=" + out, "ARCHES=amd64", "FORMATS=" + formats, "PKG_VERSION=" + version, "BIN_DIR=" + built.bin},
+		"bash", "scripts/packages.sh"); err != nil {
+		return nil, err
+	}
 	pkgs := map[string]string{}
 	entries, err := os.ReadDir(out)
-	require.NoError(t, err)
+	if err != nil {
+		return nil, err
+	}
 	for _, e := range entries {
-		for _, name := range []string{"robot-agent", "fleet-relay"} {
+		for _, name := range names {
 			if strings.HasPrefix(e.Name(), name) && !e.IsDir() {
 				pkgs[name+filepath.Ext(e.Name())] = filepath.Join(out, e.Name())
 			}
 		}
 	}
-	return pkgs
+	return pkgs, nil
+}
+
+// install copies the packages into the sandbox and installs them with
+// dpkg -i, returning dpkg's output.
+func install(t *testing.T, s *sandbox, pkgs map[string]string, tag string) string {
+	t.Helper()
+	require.NoError(t, os.MkdirAll(s.path("/tmp/pkgs"), 0o755))
+	argv := []string{"dpkg", "-i"}
+	for _, n := range names {
+		b, err := os.ReadFile(pkgs[n+".deb"])
+		require.NoError(t, err, "no %s.deb built", n)
+		p := "/tmp/pkgs/" + n + "-" + tag + ".deb"
+		require.NoError(t, os.WriteFile(s.path(p), b, 0o644))
+		argv = append(argv, p)
+	}
+	return s.must(t, argv...)
 }
 
 // want is one path a package installs.
@@ -126,28 +173,13 @@ var homes = map[string]string{"robot-agent": "/var/lib/robot-agent", "fleet-rela
 var names = []string{"robot-agent", "fleet-relay"}
 
 func TestDebInstallUpgradeRemove(t *testing.T) {
-	bin := buildBinaries(t)
-	v1 := buildPackages(t, bin, "1.0.0", "deb,rpm")
-	v2 := buildPackages(t, bin, "1.0.1", "deb")
-	t.Run("rpm", func(t *testing.T) { checkRPMs(t, v1) })
-
-	s := newSandbox(t)
-	pkgDir := s.path("/tmp/pkgs")
-	require.NoError(t, os.MkdirAll(pkgDir, 0o755))
-	copyInto := func(pkgs map[string]string, tag string) []string {
-		var paths []string
-		for _, n := range names {
-			b, err := os.ReadFile(pkgs[n+".deb"])
-			require.NoError(t, err, "no %s.deb built", n)
-			p := "/tmp/pkgs/" + n + "-" + tag + ".deb"
-			require.NoError(t, os.WriteFile(s.path(p), b, 0o644))
-			paths = append(paths, p)
-		}
-		return paths
-	}
+	v2, err := buildPackages(t.TempDir(), "1.0.1", "deb")
+	require.NoError(t, err)
+	t.Run("rpm", func(t *testing.T) { checkRPMs(t, built.v1) })
 
 	// Install.
-	out := s.must(t, append([]string{"dpkg", "-i"}, copyInto(v1, "1")...)...)
+	s := newSandbox(t)
+	out := install(t, s, built.v1, "1")
 	t.Logf("dpkg -i:\n%s", out)
 	require.Contains(t, out, "robot-agent: edit /etc/robot-agent/agent.yaml, then: systemctl enable --now robot-agent.service")
 	for _, n := range names {
@@ -181,7 +213,7 @@ func TestDebInstallUpgradeRemove(t *testing.T) {
 	edited := readFile(t, s.path("/etc/robot-agent/agent.yaml")) + "\n# local edit\nrobot_id: r-pkg-test\n"
 	require.NoError(t, os.WriteFile(s.path("/etc/robot-agent/agent.yaml"), []byte(edited), 0o640))
 	s.must(t, "sh", "-c", "echo spooled > /var/lib/robot-agent/keep && chown robot-agent: /var/lib/robot-agent/keep")
-	out = s.must(t, append([]string{"dpkg", "-i"}, copyInto(v2, "2")...)...)
+	out = install(t, s, v2, "2")
 	t.Logf("dpkg -i (upgrade):\n%s", out)
 	for _, n := range names {
 		require.Equal(t, "install ok installed 1.0.1-1", s.must(t, "dpkg-query", "-W", "-f=${Status} ${Version}", n))
@@ -238,7 +270,7 @@ func checkInstalled(t *testing.T, s *sandbox, n, edited string) {
 		require.True(t, ok, "%s is missing", w.path)
 		require.Equal(t, w.state, got, "%s", w.path)
 		if w.src != "" && w.path != edited {
-			require.True(t, readFile(t, filepath.Join(repoRoot(t), w.src)) == readFile(t, s.path(w.path)), "%s differs from %s", w.path, w.src)
+			require.True(t, readFile(t, filepath.Join(built.root, w.src)) == readFile(t, s.path(w.path)), "%s differs from %s", w.path, w.src)
 		}
 	}
 	// dpkg lists exactly these files (directories aside).
