@@ -2,18 +2,25 @@
 // with kardianos/service. The unit is not kardianos' (which runs as root
 // and hard-codes RestartSec=120) but the hardened one the package installs,
 // configs/systemd/robot-agent.service: the robot-agent system user, a
-// read-only OS, the state directory as the only writable place.
+// read-only OS, the state directory as the only writable place. install
+// also creates that user and, when missing, the config file (the example,
+// 0640 root:robot-agent), as the package does.
 package service
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"os/user"
+	"path/filepath"
+	"strconv"
 	"strings"
 
 	kservice "github.com/kardianos/service"
 
+	"github.com/robotfleet/fleetlink/agent/config"
 	"github.com/robotfleet/fleetlink/configs/systemd"
 )
 
@@ -128,6 +135,9 @@ func Control(o Options, action string) error {
 		if err := ensureUser(User, "/var/lib/robot-agent"); err != nil {
 			return fmt.Errorf("service install: %w", err)
 		}
+		if err := ensureConfig(o.ConfigPath, User); err != nil {
+			return fmt.Errorf("service install: %w", err)
+		}
 	}
 	if err := kservice.Control(s, action); err != nil {
 		return fmt.Errorf("service %s: %w", action, err)
@@ -160,6 +170,39 @@ func ensureUser(name, home string) error {
 		"--shell", nologin, "--comment", "fleetlink robot agent", name).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("create system user %s: %w: %s", name, err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// ensureConfig writes the commented example config to path unless a file
+// is there (the unit's `run --config` needs one), readable by group only,
+// as the package installs it: root:<group> 0640 in a 0750 directory.
+func ensureConfig(path, group string) error {
+	if _, err := os.Stat(path); err == nil || !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	g, err := user.LookupGroup(group)
+	if err != nil {
+		return err
+	}
+	gid, err := strconv.Atoi(g.Gid)
+	if err != nil {
+		return fmt.Errorf("group %s: gid %q: %w", group, g.Gid, err)
+	}
+	dir := filepath.Dir(path)
+	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			return fmt.Errorf("create %s: %w", dir, err)
+		}
+		if err := os.Chown(dir, 0, gid); err != nil {
+			return fmt.Errorf("create %s: %w", dir, err)
+		}
+	}
+	if err := os.WriteFile(path, config.Example(), 0o640); err != nil {
+		return fmt.Errorf("write the example config: %w", err)
+	}
+	if err := os.Chown(path, 0, gid); err != nil {
+		return fmt.Errorf("write the example config: %w", err)
 	}
 	return nil
 }

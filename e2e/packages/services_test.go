@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
@@ -34,8 +35,8 @@ const testPipelines = `    - name: python-probe
 // complete; a pipeline that writes outside the state directory fails with
 // EROFS; the processes run as their users with no capabilities, no new
 // privileges and a seccomp filter; files get the unit's UMask. Then
-// `robot-agent install` on a machine without the package writes and runs
-// the same unit.
+// `robot-agent install` on a machine without the package writes the same
+// unit and the example config, and the agent runs under it.
 func TestServicesRunHardened(t *testing.T) {
 	s := newSystemdSandbox(t)
 	install(t, s, built.v1, "1")
@@ -133,6 +134,10 @@ func TestServicesRunHardened(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, os.WriteFile(s.path("/usr/local/bin/robot-agent"), agent, 0o755))
 	t.Log(s.must(t, "robot-agent", "install"))
+	st, ok := s.stat(t, "/etc/robot-agent/agent.yaml")
+	require.True(t, ok, "robot-agent install wrote no config")
+	require.Equal(t, fileState{0o640, "root", "robot-agent"}, st)
+	require.True(t, readFile(t, filepath.Join(built.root, "configs/agent.example.yaml")) == readFile(t, s.path("/etc/robot-agent/agent.yaml")))
 	unit := readFile(t, s.path("/etc/systemd/system/robot-agent.service"))
 	require.Equal(t, s.must(t, "robot-agent", "install", "--print-unit"), unit)
 	require.Contains(t, unit, "ExecStart=/usr/local/bin/robot-agent run --config /etc/robot-agent/agent.yaml\n")
@@ -151,11 +156,18 @@ func checkConfined(t *testing.T, s *sandbox, n string) {
 	// Until it execs the binary, the process is systemd's "(ot-agent)"
 	// child still setting the sandbox up.
 	var pid, status string
-	require.Eventually(t, func() bool {
+	running := func() bool {
 		pid = strings.TrimSpace(s.must(t, "systemctl", "show", "-p", "MainPID", "--value", n))
 		status = s.runOut(t, "cat", "/proc/"+pid+"/status")
 		return pid != "0" && strings.HasPrefix(status, "Name:\t"+n+"\n")
-	}, 30*time.Second, 100*time.Millisecond, "%s is not running", n)
+	}
+	if !assert.Eventually(t, running, 30*time.Second, 100*time.Millisecond) {
+		t.Fatalf("%s is not running (pid %s):\n%s\n%s\n%s", n, pid, status, s.runOut(t, "systemctl", "status", "--no-pager", n),
+			s.runOut(t, "journalctl", "--no-pager", "-n", "20", "-u", n))
+	}
+	// Running, not crash-looping.
+	require.Equal(t, "0\n", s.must(t, "systemctl", "show", "-p", "NRestarts", "--value", n), "%s restarted:\n%s", n,
+		s.runOut(t, "journalctl", "--no-pager", "-n", "20", "-u", n))
 	uid := strings.Split(strings.TrimSpace(s.must(t, "getent", "passwd", n)), ":")[2]
 	for _, want := range []string{
 		"Uid:\t" + uid + "\t" + uid + "\t" + uid + "\t" + uid + "\n",
