@@ -45,6 +45,7 @@ func main() {
 	stormRate := flag.Float64("storm-rate", 3000, "storm: the fanout publish rate (events/s), half of the measured fanout maximum")
 	dashboards := flag.Int("dashboards", 1000, "storm: reconnecting dashboards")
 	known := flag.Int("known", 2000, "storm: robots the relay knows")
+	flag.Float64Var(&p99Limit, "p99-limit", 50, "fanout, cores: the p99 (ms) a rate step may reach and still count as held")
 	flag.Parse()
 	raiseNoFile()
 	var err error

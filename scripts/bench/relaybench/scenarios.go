@@ -21,7 +21,13 @@ type stepResult struct {
 	genCPU, sutCPU float64 // CPU seconds per wall second (1.0 = one core)
 }
 
-func (s stepResult) ok() bool { return s.delivered >= s.expected && s.p99 <= 50 }
+// p99Limit is the p99 (ms) a fanout step may reach and still count as held
+// (-p99-limit; BENCH.md says 50). A machine shared with other work cannot
+// meet 50 ms even at the lowest rate: a higher limit still finds the
+// throughput ceiling (no loss), and the report names the limit used.
+var p99Limit = 50.0
+
+func (s stepResult) ok() bool { return s.delivered >= s.expected && s.p99 <= p99Limit }
 
 // session fan-out: one publisher connection per robot, subs clients per session room.
 type fanoutRig struct {
@@ -174,9 +180,9 @@ func fanout(relayBin string, robots, subs int, startRate float64, step time.Dura
 	}
 	relay, mosq := sums[0], sums[1]
 	fmt.Printf("## fanout\n\n%d robots publish session.progress (~300 B) to one session each; %d WebSocket clients per session room (%d clients). "+
-		"The publish rate rises ×1.5 every %s until p99 passes 50 ms or anything is lost; the highest rate held is reported, then p50/p99 at half of it. "+
+		"The publish rate rises ×1.5 every %s until p99 passes %.0f ms or anything is lost; the highest rate held is reported, then p50/p99 at half of it. "+
 		"Peer: Mosquitto's websockets listener, the same subscribers as MQTT-over-WebSocket clients (paho) on `fleet/v1/robots/{r}/sessions/{s}/#`. "+
-		"The relay runs on its embedded broker.\n\n", robots, subs, robots*subs, step)
+		"The relay runs on its embedded broker.\n\n", robots, subs, robots*subs, step, p99Limit)
 	fmt.Printf("| figure | target | fleet-relay | mosquitto ws | ratio |\n|---|---|---|---|---|\n")
 	fmt.Printf("| max deliveries/s held | ≥ 2× mosquitto | %.0f | %.0f | %.2f× |\n", relay.max.deliveries, mosq.max.deliveries, relay.max.deliveries/mosq.max.deliveries)
 	fmt.Printf("| p50 at half load (ms) | — | %.2f | %.2f | |\n", relay.half.p50, mosq.half.p50)
@@ -191,7 +197,7 @@ func fanout(relayBin string, robots, subs int, startRate float64, step time.Dura
 		}
 		fmt.Println()
 	}
-	fmt.Printf("\nCommand: `go run ./scripts/bench/relaybench -scenario fanout -robots %d -subs %d -step %s`\n", robots, subs, step)
+	fmt.Printf("\nCommand: `go run ./scripts/bench/relaybench -scenario fanout -robots %d -subs %d -step %s -p99-limit %.0f`\n", robots, subs, step, p99Limit)
 	return nil
 }
 

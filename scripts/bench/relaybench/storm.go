@@ -258,14 +258,14 @@ func cores(relayBin string, robots, subs int, startRate float64, step time.Durat
 		runs = append(runs, run{c.label, s})
 	}
 	one, all := runs[0].sum, runs[1].sum
-	fmt.Printf("## cores\n\n`fanout` (%d robots × %d clients, ×1.5 every %s) with the relay limited to one core (GOMAXPROCS=1, `taskset -c 0`) "+
-		"and with all %d cores (the load generator shares the machine in both runs).\n\n", robots, subs, step, n)
+	fmt.Printf("## cores\n\n`fanout` (%d robots × %d clients, ×1.5 every %s, held while p99 ≤ %.0f ms and nothing is lost) with the relay limited to one core (GOMAXPROCS=1, `taskset -c 0`) "+
+		"and with all %d cores (the load generator shares the machine in both runs).\n\n", robots, subs, step, p99Limit, n)
 	fmt.Printf("| figure | target | 1 core | %d cores | ratio |\n|---|---|---|---|---|\n", n)
 	fmt.Printf("| max deliveries/s held | ≥ 1.7× | %.0f | %.0f | %.2f× |\n", one.max.deliveries, all.max.deliveries, all.max.deliveries/one.max.deliveries)
 	fmt.Printf("| relay CPU at max (cores) | — | %.2f | %.2f | |\n", one.max.sutCPU, all.max.sutCPU)
 	fmt.Printf("| load generator CPU at max (cores) | — | %.2f | %.2f | |\n", one.max.genCPU, all.max.genCPU)
 	fmt.Printf("| p99 at half load (ms) | — | %.2f | %.2f | |\n\n", one.half.p99, all.half.p99)
-	fmt.Printf("Command: `go run ./scripts/bench/relaybench -scenario cores -robots %d -subs %d -step %s`\n", robots, subs, step)
+	fmt.Printf("Command: `go run ./scripts/bench/relaybench -scenario cores -robots %d -subs %d -step %s -p99-limit %.0f`\n", robots, subs, step, p99Limit)
 	return nil
 }
 
