@@ -117,6 +117,9 @@ func TestSessionsBelongToTheirRobot(t *testing.T) {
 // times the client queue) reaches a dashboard in parts (spec §5 more).
 func TestLargeFleetSnapshot(t *testing.T) {
 	cfg := testConfig()
+	// Reading 4 MiB under -race on a loaded machine takes longer than the
+	// short test heartbeat; this test is about the snapshot, not liveness.
+	cfg.WS.Heartbeat, cfg.WS.ClientGrace = time.Minute, time.Minute
 	r := startRelay(t, cfg)
 	const n = 10000
 	for i := range n {
