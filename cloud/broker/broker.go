@@ -27,7 +27,6 @@ import (
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/listeners"
 
 	"github.com/robotfleet/fleetlink/protocol"
 )
@@ -230,7 +229,7 @@ type Stats struct {
 type Broker struct {
 	srv      *mqtt.Server
 	retained *retainedIndex
-	tcp      listeners.Listener
+	tcp      *tcpListener
 	ws       *wsListener
 	user     string // the relay's own account
 	password string
@@ -335,19 +334,20 @@ func New(o Options) (*Broker, error) {
 	if err := b.srv.AddHook(h, nil); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
 	}
-	b.tcp = listeners.NewTCP(listeners.Config{ID: ListenerTCP, Address: o.Listen})
+	wg := &b.srv.Listeners.ClientsWg
+	b.tcp = newTCPListener(ListenerTCP, o.Listen, nil, wg)
 	if err := b.srv.AddListener(b.tcp); err != nil {
 		return nil, fmt.Errorf("%w: tcp %s: %v", ErrListen, o.Listen, err)
 	}
 	if o.TLSListen != "" {
-		if err := b.srv.AddListener(listeners.NewTCP(listeners.Config{ID: ListenerTLS, Address: o.TLSListen, TLSConfig: o.TLS})); err != nil {
+		if err := b.srv.AddListener(newTCPListener(ListenerTLS, o.TLSListen, o.TLS, wg)); err != nil {
 			b.srv.Close()
 			return nil, fmt.Errorf("%w: tls %s: %v", ErrListen, o.TLSListen, err)
 		}
 	}
 	if o.WSListen != "" {
 		b.ws = newWSListener(ListenerWS, o.WSListen, nil, originCheck(o.WSAllowedOrigins, h.anonymous),
-			int64(2*lim.MaxPacketSize), &stats.OriginRefused)
+			int64(2*lim.MaxPacketSize), &stats.OriginRefused, wg)
 		if err := b.srv.AddListener(b.ws); err != nil {
 			b.srv.Close()
 			return nil, fmt.Errorf("%w: ws %s: %v", ErrListen, o.WSListen, err)

@@ -42,7 +42,7 @@ type aclHook struct {
 	stats                      *Stats
 	log                        *slog.Logger
 	approved                   sync.Map // *mqtt.Client → struct{}: passed OnConnect, awaiting OnConnectAuthenticate
-	warned                     sync.Map // owner → time.Time: last retained-cap warning (one key per account)
+	warned                     sync.Map // "kind account" → time.Time: last rate-limited warning (keys bounded by the accounts)
 }
 
 func (h *aclHook) ID() string { return "fleet-acl" }
@@ -117,7 +117,11 @@ func (h *aclHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	}
 	if reason := h.connectForbidden(cl, user); reason != "" {
 		h.stats.ConnectsRefused.Add(1)
-		log.Warn("embedded broker: connection refused: not authorized", "reason", reason)
+		key := "refused *" // anonymous clients choose their usernames: one key for all
+		if _, ok := h.users[user]; ok {
+			key = "refused " + user
+		}
+		h.warnEvery(key, log, "embedded broker: connection refused: not authorized", "reason", reason)
 		return h.refuse(cl, packets.ErrNotAuthorized)
 	}
 	h.approved.Store(cl, struct{}{})

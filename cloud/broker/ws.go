@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -27,17 +28,18 @@ type wsListener struct {
 	origin    func(*http.Request) bool
 	readLimit int64
 	refused   *atomic.Int64
+	adm       admission
 	log       *slog.Logger
 
 	ln        net.Listener
 	srv       *http.Server
 	upgrader  websocket.Upgrader
 	establish listeners.EstablishFn
-	closed    atomic.Bool
 }
 
-func newWSListener(id, addr string, tc *tls.Config, origin func(*http.Request) bool, readLimit int64, refused *atomic.Int64) *wsListener {
-	l := &wsListener{id: id, addr: addr, tls: tc, origin: origin, readLimit: readLimit, refused: refused}
+func newWSListener(id, addr string, tc *tls.Config, origin func(*http.Request) bool, readLimit int64, refused *atomic.Int64,
+	wg *sync.WaitGroup) *wsListener {
+	l := &wsListener{id: id, addr: addr, tls: tc, origin: origin, readLimit: readLimit, refused: refused, adm: admission{wg: wg}}
 	l.upgrader = websocket.Upgrader{Subprotocols: []string{"mqtt"}, CheckOrigin: func(*http.Request) bool { return true }}
 	return l
 }
@@ -76,16 +78,17 @@ func (l *wsListener) Init(log *slog.Logger) error {
 
 func (l *wsListener) Serve(establish listeners.EstablishFn) {
 	l.establish = establish
-	if err := l.srv.Serve(l.ln); err != nil && !l.closed.Load() && !errors.Is(err, http.ErrServerClosed) {
+	if err := l.srv.Serve(l.ln); err != nil && !l.adm.isClosed() && !errors.Is(err, http.ErrServerClosed) {
 		l.log.Error("websocket listener stopped", "listener", l.id, "err", err)
 	}
 }
 
 func (l *wsListener) Close(closeClients listeners.CloseFn) {
-	if l.closed.CompareAndSwap(false, true) && l.srv != nil {
+	if !l.adm.isClosed() && l.srv != nil {
+		l.adm.close()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		_ = l.srv.Shutdown(ctx)
+		_ = l.srv.Shutdown(ctx) // upgraded connections are mochi's: closeClients ends them
 	}
 	closeClients(l.id)
 }
@@ -101,6 +104,10 @@ func (l *wsListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer c.Close()
+	if !l.adm.enter() {
+		return
+	}
+	defer l.adm.leave()
 	c.SetReadLimit(l.readLimit)
 	if err := l.establish(l.id, &wsConn{Conn: c.NetConn(), c: c}); err != nil {
 		l.log.Debug("websocket client ended", "listener", l.id, "err", err)
