@@ -778,7 +778,7 @@ func TestChaos(t *testing.T) {
 		mustNotLoseSilently(t, res)
 	})
 
-	t.Run("NATS node kill -9, robots fail over", func(t *testing.T) {
+	t.Run("NATS node kill -9, robots and relay fail over", func(t *testing.T) {
 		c := natstest.StartCluster(t, 3)
 		sc := newScenario(t, sz, sz.Robots)
 		conf := filepath.Join(t.TempDir(), "relay.yaml")
@@ -787,20 +787,20 @@ func TestChaos(t *testing.T) {
 			t.Fatal(err)
 		}
 		n1, n2, n3 := c.Nodes[0], c.Nodes[1], c.Nodes[2]
-		relay := startChaosRelay(t, n1.MQTTURL(), nil, "--config", conf)
+		// The relay and the robots are on node 1 and list every node.
+		relay := startChaosRelay(t, n1.MQTTURL()+","+n2.MQTTURL()+","+n3.MQTTURL(), nil, "--config", conf)
 		sc.cmd = newCommander(t, n2.MQTTURL(), natstest.CtlUser, natstest.CtlPassword)
-		// Each robot lists every node, its own first.
-		sc.agents = newChaosAgents(t, sz.Robots, n3.MQTTURL()+","+n2.MQTTURL()+","+n1.MQTTURL(),
+		sc.agents = newChaosAgents(t, sz.Robots, n1.MQTTURL()+","+n3.MQTTURL()+","+n2.MQTTURL(),
 			func(id string) (string, string) { return id, natstest.RobotPassword(id) })
 		sc.rec = newRecorder(t, sc.robots, relay.addr)
 		eventually(t, 30*time.Second, "robots online", func() bool { return relayRobotsOnline(relay.addr, sc.robots) })
 		sc.startSessions("i")
 		sc.waitProgress(3 * len(sc.robots))
-		n3.Kill()
+		n1.Kill()
 		end := time.Now()
-		res := sc.finish("NATS node kill -9 (the robots' node), robots fail over to another node", end, "", sc.whole(), "")
+		res := sc.finish("NATS node kill -9 (the node of the robots and the relay), both fail over to the others", end, "", sc.whole(), "")
 		mustLoseNothing(t, res)
-		n3.Restart(t)
+		n1.Restart(t)
 	})
 
 	t.Run("relay kill -9 and restart, NATS with JetStream history", func(t *testing.T) {
