@@ -91,14 +91,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "fleet-relay: refusing to start:\n%v\n", err)
 		return 1
 	}
+	// Signals are caught before New: a SIGTERM while the relay starts (a
+	// unit stopped at once) must shut it down cleanly, not kill it.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
 	log := newLogger(cfg.Log, stderr)
 	r, err := relay.New(cfg, log)
 	if err != nil {
 		log.Error("fleet-relay cannot start", "err", err)
 		return 1
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	if err := r.Run(ctx); err != nil {
 		log.Error("fleet-relay stopped", "err", err)
 		return 1
