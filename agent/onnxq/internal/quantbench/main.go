@@ -142,9 +142,10 @@ func accuracy(ortDir, dir string, models []model) error {
 			name string
 			opts onnxq.Options
 		}{
-			{"sum (default)", onnxq.Options{PerChannel: true}},
+			{"sum, zero points where ≥ 1 dB (default)", onnxq.Options{PerChannel: true}},
+			{"sum, symmetric", onnxq.Options{PerChannel: true, Symmetric: true}},
 			{"nearest", onnxq.Options{PerChannel: true, Rounding: onnxq.RoundNearest}},
-			{"sum, asymmetric", onnxq.Options{PerChannel: true, Asymmetric: true}},
+			{"sum, zero points everywhere", onnxq.Options{PerChannel: true, Asymmetric: true}},
 		} {
 			out := filepath.Join(dir, "acc.onnx")
 			res, err := onnxq.QuantizeFile(context.Background(), m.path, out, v.opts, nil)
