@@ -111,7 +111,9 @@ func DefaultPipelines() []Pipeline {
 				{Name: "rounding", Type: ParamEnum, Choices: []string{"sum", "nearest"}, Default: "sum",
 					Description: "int8: sum keeps each output channel's weight sum (data-free bias correction); nearest is plain rounding"},
 				{Name: "asymmetric", Type: ParamBool, Default: false,
-					Description: "int8: a zero point per channel (opset >= 13); helps skewed weights, e.g. all-positive filter banks"},
+					Description: "int8: a zero point on every weight (opset >= 13 per channel); by default one is kept only where it raises the weight's SNR by >= 1 dB"},
+				{Name: "symmetric", Type: ParamBool, Default: false,
+					Description: "int8: no zero points at all (plain symmetric int8, a little smaller)"},
 			},
 		}
 	}

@@ -23,7 +23,8 @@ import (
 // model in the output directory (the one artifact) and the quality report,
 // which names the layers result.metrics only numbers, in the session
 // directory next to session.log. Params: mode (int8|fp16), per_channel,
-// min_elements, rounding (sum|nearest) and asymmetric.
+// min_elements, rounding (sum|nearest), asymmetric and symmetric (zero
+// points on every weight, or on none; by default where they help).
 type onnxRunner struct{}
 
 // quantizeReport is the quality report's file name in the session directory.
@@ -64,19 +65,26 @@ func quantizeOptions(params map[string]any) onnxq.Options {
 	if v, ok := params["asymmetric"].(bool); ok {
 		opts.Asymmetric = v
 	}
+	if v, ok := params["symmetric"].(bool); ok {
+		opts.Symmetric = v
+	}
 	return opts
 }
 
 func (onnxRunner) Run(ctx context.Context, job *Job, report func(Update)) (Outcome, error) {
 	opts := quantizeOptions(job.Params)
+	if opts.Asymmetric && opts.Symmetric {
+		return Outcome{}, &RunError{Code: protocol.FailRunnerError,
+			Message: "params asymmetric and symmetric are both true: choose zero points on every weight or on none"}
+	}
 	base := strings.TrimSuffix(filepath.Base(job.ModelPath), filepath.Ext(job.ModelPath))
 	out := filepath.Join(job.OutputDir, base+"."+string(opts.Mode)+".onnx")
 	req := childRequest{
 		In: job.ModelPath, Out: out, Opts: opts, MaxMemory: quantizeMaxMemory(job.Pipeline),
 		Report: filepath.Join(job.Dir, quantizeReport),
 	}
-	fmt.Fprintf(job.Log, "onnx-quantize: %s -> %s mode=%s per_channel=%t min_elements=%d rounding=%s asymmetric=%t max_memory=%d\n",
-		job.ModelPath, out, opts.Mode, opts.PerChannel, opts.MinElements, opts.Rounding, opts.Asymmetric, req.MaxMemory)
+	fmt.Fprintf(job.Log, "onnx-quantize: %s -> %s mode=%s per_channel=%t min_elements=%d rounding=%s asymmetric=%t symmetric=%t max_memory=%d\n",
+		job.ModelPath, out, opts.Mode, opts.PerChannel, opts.MinElements, opts.Rounding, opts.Asymmetric, opts.Symmetric, req.MaxMemory)
 	// The quantizer holds the whole file in memory: a model larger than
 	// the cap cannot fit, so say so without starting the child.
 	if st, err := os.Stat(job.ModelPath); err == nil && st.Size() > req.MaxMemory {

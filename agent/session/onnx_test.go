@@ -320,3 +320,19 @@ func TestRemoveTemps(t *testing.T) {
 	}
 	assert.ElementsMatch(t, []string{"m[1]*.int8.onnx", ".other.tmp-1", "keep"}, names)
 }
+
+func TestZeroPointParams(t *testing.T) {
+	o := quantizeOptions(map[string]any{"symmetric": true})
+	if !o.Symmetric || o.Asymmetric {
+		t.Fatalf("symmetric param: %+v", o)
+	}
+	o = quantizeOptions(map[string]any{"asymmetric": true})
+	if o.Symmetric || !o.Asymmetric {
+		t.Fatalf("asymmetric param: %+v", o)
+	}
+	_, err := onnxRunner{}.Run(context.Background(), &Job{Params: map[string]any{"asymmetric": true, "symmetric": true}}, func(Update) {})
+	var re *RunError
+	if !errors.As(err, &re) || !strings.Contains(re.Message, "asymmetric and symmetric") {
+		t.Fatalf("both: %v", err)
+	}
+}
