@@ -111,6 +111,20 @@ func TestServicesRunHardened(t *testing.T) {
 	_, err = os.Stat(s.path("/usr/local/escape"))
 	require.True(t, os.IsNotExist(err), "the escape pipeline wrote /usr/local/escape")
 
+	// The documented drop-in, as installed from the package's docs: the
+	// agent restarts under it, with the video group and the real /dev, and
+	// the quantizer still works.
+	s.must(t, "install", "-D", "-m", "0644", "/usr/share/doc/robot-agent/examples/robot-agent.service.d/gpu-and-pipelines.conf",
+		"/etc/systemd/system/robot-agent.service.d/gpu-and-pipelines.conf")
+	s.must(t, "systemctl", "daemon-reload")
+	s.must(t, "systemctl", "restart", "robot-agent")
+	pid := waitRunning(t, s, "robot-agent")
+	video := strings.Split(strings.TrimSpace(s.must(t, "getent", "group", "video")), ":")[2]
+	require.Regexp(t, `(?m)^Groups:.*\b`+video+`\b`, s.must(t, "cat", "/proc/"+pid+"/status"))
+	require.Contains(t, s.must(t, "systemd-analyze", "security", "--no-pager", "robot-agent"), "Overall exposure level for robot-agent.service: 1.7")
+	res, err = follow("quantize-int8")
+	require.NoError(t, err, "quantize-int8 under the drop-in: %v\n%s", res, journal())
+
 	// What the agent and its runners write: UMask=0027, the service user.
 	out := s.must(t, "find", "/var/lib/robot-agent/sessions", "-printf", "%m %u %g %p\n")
 	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
@@ -153,6 +167,25 @@ func TestServicesRunHardened(t *testing.T) {
 // no new privileges, a seccomp filter.
 func checkConfined(t *testing.T, s *sandbox, n string) {
 	t.Helper()
+	pid := waitRunning(t, s, n)
+	status := s.must(t, "cat", "/proc/"+pid+"/status")
+	// Running, not crash-looping.
+	require.Equal(t, "0\n", s.must(t, "systemctl", "show", "-p", "NRestarts", "--value", n), "%s restarted:\n%s", n,
+		s.runOut(t, "journalctl", "--no-pager", "-n", "20", "-u", n))
+	uid := strings.Split(strings.TrimSpace(s.must(t, "getent", "passwd", n)), ":")[2]
+	for _, want := range []string{
+		"Uid:\t" + uid + "\t" + uid + "\t" + uid + "\t" + uid + "\n",
+		"CapEff:\t0000000000000000\n", "CapBnd:\t0000000000000000\n", "CapAmb:\t0000000000000000\n",
+		"NoNewPrivs:\t1\n", "Seccomp:\t2\n",
+	} {
+		require.Contains(t, status, want, "%s (pid %s)", n, pid)
+	}
+}
+
+// waitRunning waits until unit n's main process runs its binary and
+// returns its pid.
+func waitRunning(t *testing.T, s *sandbox, n string) string {
+	t.Helper()
 	// Until it execs the binary, the process is systemd's "(ot-agent)"
 	// child still setting the sandbox up.
 	var pid, status string
@@ -165,15 +198,5 @@ func checkConfined(t *testing.T, s *sandbox, n string) {
 		t.Fatalf("%s is not running (pid %s):\n%s\n%s\n%s", n, pid, status, s.runOut(t, "systemctl", "status", "--no-pager", n),
 			s.runOut(t, "journalctl", "--no-pager", "-n", "20", "-u", n))
 	}
-	// Running, not crash-looping.
-	require.Equal(t, "0\n", s.must(t, "systemctl", "show", "-p", "NRestarts", "--value", n), "%s restarted:\n%s", n,
-		s.runOut(t, "journalctl", "--no-pager", "-n", "20", "-u", n))
-	uid := strings.Split(strings.TrimSpace(s.must(t, "getent", "passwd", n)), ":")[2]
-	for _, want := range []string{
-		"Uid:\t" + uid + "\t" + uid + "\t" + uid + "\t" + uid + "\n",
-		"CapEff:\t0000000000000000\n", "CapBnd:\t0000000000000000\n", "CapAmb:\t0000000000000000\n",
-		"NoNewPrivs:\t1\n", "Seccomp:\t2\n",
-	} {
-		require.Contains(t, status, want, "%s (pid %s)", n, pid)
-	}
+	return pid
 }
