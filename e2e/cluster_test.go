@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -27,11 +28,11 @@ type replica struct {
 
 // startReplica starts a relay whose MQTT broker is node and whose history is
 // the cluster's JetStream, with its own client id.
-func startReplica(t *testing.T, c *natstest.Cluster, node *natstest.Node, id string) *replica {
+func startReplica(t *testing.T, c *natstest.Cluster, node *natstest.Node, id string, extraYAML ...string) *replica {
 	t.Helper()
 	conf := filepath.Join(t.TempDir(), "relay.yaml")
 	yaml := fmt.Sprintf("mqtt:\n  username: %s\n  password: %s\n  client_id: %s\nnats:\n  username: %s\n  password: %s\n",
-		natstest.RelayUser, natstest.RelayPassword, id, natstest.RelayUser, natstest.RelayPassword)
+		natstest.RelayUser, natstest.RelayPassword, id, natstest.RelayUser, natstest.RelayPassword) + strings.Join(extraYAML, "")
 	if err := os.WriteFile(conf, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -212,6 +213,55 @@ func TestRelayTakesNoClientsBeforeHistory(t *testing.T) {
 		resp.Body.Close()
 		if resp.StatusCode != http.StatusServiceUnavailable {
 			t.Errorf("%s before the history is replayed: %d, want 503", path, resp.StatusCode)
+		}
+	}
+}
+
+// A resume older than the relay's own ring is served from the JetStream
+// stream: the rings here hold 4 events, a session has more.
+func TestResumeOlderThanTheRingFromHistory(t *testing.T) {
+	c := natstest.StartCluster(t, 1)
+	rp := startReplica(t, c, c.Nodes[0], "fleet-relay-small", "hub:\n  ring_events: 4\n")
+	clusterAgent(t, rp.system, c.Nodes[0], "r-1")
+	cl := dial(t, rp.system)
+	cl.send(map[string]any{"op": "subscribe", "room": "robot:r-1"})
+	cl.waitFor(30*time.Second, "r-1's metrics", func(f map[string]any) bool {
+		return f["type"] == "event" && f["event"].(map[string]any)["type"] == "robot.metrics"
+	})
+	cl.send(map[string]any{"op": "command", "robot": "r-1", "name": "start_session", "ref": "go",
+		"args": map[string]any{"pipeline": "quantize-int8", "model": "cnn_opset17.onnx", "session_id": "s-old"}})
+	seqs := map[float64]bool{}
+	collectUntilCompleted(t, cl, "s-old", seqs)
+	if len(seqs) <= 4 {
+		t.Fatalf("the session made %d events: not more than the ring holds", len(seqs))
+	}
+	first := float64(-1)
+	for s := range seqs {
+		if first < 0 || s < first {
+			first = s
+		}
+	}
+	for _, room := range []string{"session:s-old", "robot:r-1"} {
+		c2 := dial(t, rp.system)
+		c2.send(map[string]any{"op": "subscribe", "room": room, "since_seq": first - 1})
+		sub := c2.waitFor(15*time.Second, "subscribed "+room, func(f map[string]any) bool { return f["type"] == "subscribed" })
+		if sub["recovered"] != true {
+			t.Fatalf("%s since %v: recovered %v, want true (served from the stream)", room, first-1, sub["recovered"])
+		}
+		got := map[float64]bool{}
+		var last float64
+		for _, e := range sub["snapshot"].([]any) {
+			seq := e.(map[string]any)["seq"].(float64)
+			if seq <= last && e.(map[string]any)["type"] != "robot.status" {
+				t.Fatalf("%s: resume out of order at seq %v", room, seq)
+			}
+			last = max(last, seq)
+			got[seq] = true
+		}
+		for s := range seqs {
+			if !got[s] {
+				t.Fatalf("%s: resume lacks seq %v (%d events)", room, s, len(got))
+			}
 		}
 	}
 }

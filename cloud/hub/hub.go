@@ -93,6 +93,9 @@ type Options struct {
 	// Shards is the number of fan-out goroutines (subscribers are spread
 	// over them). Default GOMAXPROCS.
 	Shards int
+	// History serves since_seq resumes older than a ring (the relay's
+	// JetStream history). Default none: such a resume says recovered false.
+	History History
 	// RelayStats fills system.status data.relay. Default: version only.
 	RelayStats func() protocol.RelayStats
 	// Stats receives the counters. Default: a private Stats.
@@ -254,6 +257,9 @@ func (h *Hub) Subscribe(s Subscriber, who Authorizer, room string, sinceSeq int6
 	if err != nil {
 		return err
 	}
+	// A resume the ring no longer covers is read from the history first,
+	// outside the lock; the ring then adds what came after it.
+	_, older := h.older(kind, id, sinceSeq, who)
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()
@@ -275,7 +281,12 @@ func (h *Hub) Subscribe(s Subscriber, who Authorizer, room string, sinceSeq int6
 		h.next++
 		h.subs[s] = m
 	}
-	snap := h.st.snapshot(kind, id, sinceSeq, who)
+	var snap Snapshot
+	if older != nil {
+		snap = h.st.withOlder(kind, id, sinceSeq, who, older)
+	} else {
+		snap = h.st.snapshot(kind, id, sinceSeq, who)
+	}
 	snap.Room = room
 	if _, in := m.joined[room]; !in {
 		m.joined[room] = struct{}{}

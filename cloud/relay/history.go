@@ -74,6 +74,26 @@ func (r *Relay) runWithHistory(ctx context.Context, startIngest func()) {
 	st.Close()
 }
 
+// maxResumeEvents caps what one resume reads from the history; a client
+// further behind gets the snapshot (recovered: false).
+const maxResumeEvents = 10000
+
+// historySince serves the hub's resumes older than its rings from the
+// stream (hub.History).
+type historySince struct{ h *historyRun }
+
+func (s historySince) Since(ctx context.Context, robot, session string, since int64) ([][]byte, bool, error) {
+	st := s.h.store.Load()
+	if st == nil || !s.h.replayed.Load() {
+		return nil, false, nil
+	}
+	evs, complete, err := st.Since(ctx, robot, session, since, maxResumeEvents)
+	if len(evs) >= maxResumeEvents {
+		complete = false
+	}
+	return evs, complete, err
+}
+
 // afterReplay answers 503 while the JetStream history is still being
 // replayed: a client served then would get a partial snapshot, and the
 // replayed events as live ones, older than what it already had.

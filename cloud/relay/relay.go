@@ -88,13 +88,22 @@ func New(cfg config.Config, log *slog.Logger) (*Relay, error) {
 		log.Warn("auth is off: every client is admin for every robot", "listen", cfg.Listen)
 	}
 
+	if len(cfg.NATS.URLs) > 0 {
+		r.history = &historyRun{opts: history.Options{URLs: cfg.NATS.URLs, Username: cfg.NATS.Username,
+			Password: cfg.NATS.Password, Prefix: cfg.TopicPrefix, Stream: cfg.NATS.Stream, MaxAge: cfg.NATS.MaxAge,
+			MaxBytes: cfg.NATS.MaxBytes, Replicas: cfg.NATS.Replicas, Logger: log.With("component", "history")}}
+	}
+	var older hub.History
+	if r.history != nil {
+		older = historySince{r.history}
+	}
 	stats := &hub.Stats{}
 	var ready func() bool = func() bool { return r.ingest != nil && r.ingest.Ready() }
 	r.hub = hub.New(hub.Options{
 		RingEvents: cfg.Hub.RingEvents, RingBytes: cfg.Hub.RingBytes, DedupIDs: cfg.Hub.DedupIDs,
 		MaxRobots: cfg.Hub.MaxRobots, SessionsPerRobot: cfg.Hub.SessionsPerRobot, RobotTTL: cfg.Hub.RobotTTL,
 		RobotBytes: cfg.Hub.RobotBytes, TotalBytes: cfg.Hub.TotalBytes, MaxTextBytes: cfg.Hub.MaxTextBytes,
-		MaxRoomsPerClient: cfg.WS.MaxRooms, Stats: stats, Logger: log.With("component", "hub"),
+		MaxRoomsPerClient: cfg.WS.MaxRooms, Stats: stats, Logger: log.With("component", "hub"), History: older,
 	})
 	r.relayStats = func() protocol.RelayStats {
 		return protocol.RelayStats{Version: version.Version, Connections: int(stats.Connections.Load()), MQTTConnected: ready()}
@@ -135,11 +144,6 @@ func New(cfg config.Config, log *slog.Logger) (*Relay, error) {
 	if err != nil {
 		r.closeBroker()
 		return nil, fmt.Errorf("%w: mqtt: %w", ErrConfig, err)
-	}
-	if len(cfg.NATS.URLs) > 0 {
-		r.history = &historyRun{opts: history.Options{URLs: cfg.NATS.URLs, Username: cfg.NATS.Username,
-			Password: cfg.NATS.Password, Prefix: cfg.TopicPrefix, Stream: cfg.NATS.Stream, MaxAge: cfg.NATS.MaxAge,
-			MaxBytes: cfg.NATS.MaxBytes, Replicas: cfg.NATS.Replicas, Logger: log.With("component", "history")}}
 	}
 	r.commands = command.New(command.Options{Publisher: r.ingest, Topics: topics, RobotState: r.hub.RobotState,
 		Timeout: cfg.Commands.Timeout, MaxPending: cfg.Commands.MaxPending, MaxPendingPerOwner: cfg.Commands.MaxPendingPerPrincipal,
