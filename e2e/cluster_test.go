@@ -49,7 +49,7 @@ func (rp *replica) start(t *testing.T) {
 	waitReady(t, rp.system, 30*time.Second)
 }
 
-func waitReady(t *testing.T, s *system, d time.Duration) {
+func waitReady(t testing.TB, s *system, d time.Duration) {
 	t.Helper()
 	eventually(t, d, "relay /readyz 200 on "+s.httpAddr, func() bool {
 		resp, err := http.Get("http://" + s.httpAddr + "/readyz")

@@ -148,7 +148,7 @@ func (s *system) startAgent(t *testing.T, robot string) *proc {
 	}, "run")
 }
 
-func eventually(t *testing.T, d time.Duration, what string, f func() bool) {
+func eventually(t testing.TB, d time.Duration, what string, f func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for !f() {
