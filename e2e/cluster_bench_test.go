@@ -89,7 +89,7 @@ func runLoad(b *testing.B, name string, relays []string, broker string, creds bo
 	time.Sleep(2 * time.Second) // subscriptions settle
 	var pubs []mqtt.Client
 	for _, robot := range []string{"r-1", "r-2"} {
-		o := mqtt.NewClientOptions().AddBroker(broker).SetClientID("bench-"+robot).SetAutoReconnect(false)
+		o := mqtt.NewClientOptions().AddBroker(broker).SetClientID("bench-" + robot).SetAutoReconnect(false)
 		if creds {
 			o.SetUsername(robot).SetPassword(natstest.RobotPassword(robot))
 		}
