@@ -372,3 +372,28 @@ func TestCacheBudgets(t *testing.T) {
 	require.LessOrEqual(t, h.Stats().CachedBytes.Load(), int64(160<<10))
 	require.Less(t, h.Counts().RobotsKnown, 100)
 }
+
+// TestFleetSnapshotHasFiringAlerts: a fleet view opened after an alert
+// fired still counts it; resolved alerts and robots outside the grant are
+// not in it.
+func TestFleetSnapshotHasFiringAlerts(t *testing.T) {
+	h := hub.New(hub.Options{})
+	alert := func(robot, name, state string) {
+		ingest(t, h, robot, "", protocol.RobotAlert{Alert: name, Severity: "warning", State: state, Message: "m", Value: 1, Threshold: 1}, false)
+	}
+	alert("r-1", "cpu_hot", "firing")
+	alert("r-1", "disk_full", "firing")
+	alert("r-1", "disk_full", "resolved")
+	alert("r-2", "cpu_hot", "firing")
+	names := func(snap hub.Snapshot) []string {
+		var out []string
+		for _, ev := range events(snap) {
+			if ev.Type == protocol.TypeRobotAlert {
+				out = append(out, ev.Robot+"/"+ev.Data.(protocol.RobotAlert).Alert)
+			}
+		}
+		return out
+	}
+	require.ElementsMatch(t, []string{"r-1/cpu_hot", "r-2/cpu_hot"}, names(subscribe(t, h, &sub{f: &rawFormat{}}, all{}, "fleet", -1)))
+	require.Equal(t, []string{"r-1/cpu_hot"}, names(subscribe(t, h, &sub{f: &rawFormat{}}, only("r-1"), "fleet", -1)))
+}

@@ -408,6 +408,16 @@ func (st *state) build(kind, id string, since int64, who Authorizer) Snapshot {
 				out = append(out, s.state)
 			}
 		}
+		// Firing alerts too (an extension of spec §5): the room carries
+		// robot.alert live, and a fleet view opened later must count the
+		// alerts already firing, not only those that fire after it joined.
+		for rid, r := range st.robots {
+			if who.CanRobot(rid) {
+				for _, a := range r.alerts {
+					out = append(out, a)
+				}
+			}
+		}
 		return Snapshot{Events: out, fleet: n}
 	case "robot":
 		r := st.robots[id]

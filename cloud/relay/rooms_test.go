@@ -121,9 +121,9 @@ func TestSnapshots(t *testing.T) {
 			var f frame
 			require.Eventually(t, func() bool {
 				f = c.subscribe("fleet")
-				return len(f.Snapshot) == 3
+				return len(f.Snapshot) == 4
 			}, wait, 20*time.Millisecond)
-			require.Equal(t, ids(st1, st2, ss1), snapshotIDs(t, f), "fleet: every status, running sessions' state")
+			require.Equal(t, ids(st1, st2, al1, ss1), snapshotIDs(t, f), "fleet: every status, then running sessions' states and firing alerts by event id")
 			require.False(t, f.Recovered)
 
 			f = c.subscribe("robot:r-1")
