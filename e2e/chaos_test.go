@@ -381,23 +381,26 @@ type commander struct {
 	c      mqtt.Client
 	topics protocol.Topics
 	mu     sync.Mutex
-	tapped map[string]bool
+	tapped map[string]string // event id -> "robot seq type", for what went missing
 }
 
 func newCommander(t *testing.T, broker, user, pass string) *commander {
 	t.Helper()
-	cm := &commander{topics: protocol.MustTopics(""), tapped: map[string]bool{}}
+	cm := &commander{topics: protocol.MustTopics(""), tapped: map[string]string{}}
 	o := mqtt.NewClientOptions().AddBroker(broker).SetClientID("chaos-commander").SetUsername(user).SetPassword(pass).
 		SetCleanSession(false).SetAutoReconnect(true).SetMaxReconnectInterval(time.Second).SetConnectRetry(true).
 		SetConnectRetryInterval(200 * time.Millisecond)
 	o.SetOnConnectHandler(func(c mqtt.Client) {
 		c.Subscribe("fleet/v1/robots/+/sessions/+/events", 1, func(_ mqtt.Client, m mqtt.Message) {
 			var ev struct {
-				ID string `json:"id"`
+				ID    string `json:"id"`
+				Robot string `json:"robot"`
+				Seq   int64  `json:"seq"`
+				Type  string `json:"type"`
 			}
 			if json.Unmarshal(m.Payload(), &ev) == nil {
 				cm.mu.Lock()
-				cm.tapped[ev.ID] = true
+				cm.tapped[ev.ID] = fmt.Sprintf("%s seq %d %s", ev.Robot, ev.Seq, ev.Type)
 				cm.mu.Unlock()
 			}
 		})
@@ -567,6 +570,20 @@ func (sc *scenario) finish(fault string, faultEnd time.Time, robot string, produ
 	sc.rec.mu.Unlock()
 	if disorder > 0 {
 		res.Note = strings.TrimSpace(res.Note + fmt.Sprintf(" %d events out of order", disorder))
+	}
+	if res.Lost > 0 {
+		var missing []string
+		sc.cmd.mu.Lock()
+		sc.rec.mu.Lock()
+		for id, what := range sc.cmd.tapped {
+			if sc.rec.seen[id] == 0 && len(missing) < 10 {
+				missing = append(missing, what)
+			}
+		}
+		sc.rec.mu.Unlock()
+		sc.cmd.mu.Unlock()
+		sort.Strings(missing)
+		sc.t.Logf("%s: not delivered (as the broker saw them): %s", fault, strings.Join(missing, "; "))
 	}
 	recordChaos(sc.t, res)
 	if len(wrong) > 0 {
