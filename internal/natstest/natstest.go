@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/robotfleet/fleetlink/internal/brokertest"
 )
 
 // Passwords of the users in configs/nats-cluster/accounts.conf.
@@ -173,7 +175,7 @@ include ./accounts.conf
 		}
 	})
 	for _, node := range c.Nodes {
-		waitPort(t, fmt.Sprintf("127.0.0.1:%d", node.MQTTPort), 20*time.Second)
+		brokertest.WaitPort(t, fmt.Sprintf("127.0.0.1:%d", node.MQTTPort), 20*time.Second)
 	}
 	c.WaitJetStream(t, 30*time.Second)
 	return c
@@ -214,7 +216,7 @@ func (n *Node) Kill() {
 func (n *Node) Restart(t testing.TB) {
 	t.Helper()
 	n.start(t, Binary(t))
-	waitPort(t, fmt.Sprintf("127.0.0.1:%d", n.MQTTPort), 20*time.Second)
+	brokertest.WaitPort(t, fmt.Sprintf("127.0.0.1:%d", n.MQTTPort), 20*time.Second)
 }
 
 // Running reports whether the node's process is up.
@@ -338,22 +340,6 @@ func ioReadFull(c net.Conn, b []byte) (int, error) {
 		}
 	}
 	return n, nil
-}
-
-func waitPort(t testing.TB, addr string, timeout time.Duration) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
-		if err == nil {
-			c.Close()
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("natstest: nothing listens on %s after %s: %v", addr, timeout, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 func tail(s string, n int) string {
