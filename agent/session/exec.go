@@ -204,29 +204,7 @@ func (execRunner) Run(ctx context.Context, job *Job, report func(Update)) (Outco
 		_, _ = io.Copy(io.MultiWriter(job.Log, tail), errR)
 	}()
 
-	waitDone := make(chan error, 1)
-	go func() { waitDone <- cmd.Wait() }()
-	var waitErr error
-	stopped := false
-	select {
-	case waitErr = <-waitDone:
-	case <-ctx.Done():
-		stopped = true
-		waitErr = stopGroup(pgid, job.CancelGrace, waitDone)
-	}
-	// Whatever the child left behind in its group goes with it.
-	_ = syscall.Kill(-pgid, syscall.SIGKILL)
-	// Readers end at EOF once every holder of the pipes is gone; do not
-	// wait forever for a process outside our group that inherited them.
-	done := make(chan struct{})
-	go func() { readers.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(readerLinger):
-		outR.Close()
-		errR.Close()
-		<-done
-	}
+	stopped, waitErr := awaitGroup(ctx, cmd, pgid, job.CancelGrace, &readers, outR, errR)
 	outR.Close()
 	errR.Close()
 
@@ -242,6 +220,36 @@ func (execRunner) Run(ctx context.Context, job *Job, report func(Update)) (Outco
 		return out, &RunError{Code: protocol.FailRunnerError, Message: msg, Detail: tail.String(), ExitCode: code}
 	}
 	return out, nil
+}
+
+// awaitGroup waits for cmd, the leader of process group pgid, to exit, or
+// when ctx ends stops the group (stopGroup). Whatever the child left behind
+// in its group goes with it. Then it waits for the pipe readers: they end
+// at EOF once every holder of the pipes is gone, but a process outside the
+// group that inherited them must not hold the session forever, so past
+// readerLinger the pipes are closed. It reports whether it stopped the
+// group, and the leader's Wait error.
+func awaitGroup(ctx context.Context, cmd *exec.Cmd, pgid int, grace time.Duration, readers *sync.WaitGroup, pipes ...io.Closer) (stopped bool, waitErr error) {
+	waitDone := make(chan error, 1)
+	go func() { waitDone <- cmd.Wait() }()
+	select {
+	case waitErr = <-waitDone:
+	case <-ctx.Done():
+		stopped = true
+		waitErr = stopGroup(pgid, grace, waitDone)
+	}
+	_ = syscall.Kill(-pgid, syscall.SIGKILL)
+	done := make(chan struct{})
+	go func() { readers.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(readerLinger):
+		for _, p := range pipes {
+			p.Close()
+		}
+		<-done
+	}
+	return stopped, waitErr
 }
 
 // stopGroup sends SIGTERM to the group, waits up to grace for the leader

@@ -11,7 +11,6 @@ import (
 	"strings"
 	"sync"
 	"syscall"
-	"time"
 
 	"github.com/robotfleet/fleetlink/agent/onnxq"
 	"github.com/robotfleet/fleetlink/protocol"
@@ -229,26 +228,7 @@ func runQuantizeChild(ctx context.Context, job *Job, req childRequest, report fu
 		_, _ = io.Copy(io.MultiWriter(job.Log, head, tail), errR)
 	}()
 
-	waitDone := make(chan error, 1)
-	go func() { waitDone <- cmd.Wait() }()
-	var waitErr error
-	stopped := false
-	select {
-	case waitErr = <-waitDone:
-	case <-ctx.Done():
-		stopped = true
-		waitErr = stopGroup(pgid, job.CancelGrace, waitDone)
-	}
-	_ = syscall.Kill(-pgid, syscall.SIGKILL)
-	done := make(chan struct{})
-	go func() { readers.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(readerLinger):
-		outR.Close()
-		errR.Close()
-		<-done
-	}
+	stopped, waitErr := awaitGroup(ctx, cmd, pgid, job.CancelGrace, &readers, outR, errR)
 
 	mu.Lock()
 	defer mu.Unlock()
