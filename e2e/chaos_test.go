@@ -832,13 +832,10 @@ func TestChaos(t *testing.T) {
 		n1.Restart(t)
 	})
 
-	// Open (issue 11, docs/RELIABILITY.md): in some runs a relay restarted
-	// on NATS misses one event that the broker took, and its client is not
-	// told. Until that is found this scenario runs in `make chaos` only, so
-	// `make test` stays a gate for everything else.
-	if !sz.Long {
-		return
-	}
+	// A relay restarted on NATS once missed, now and then, one event that
+	// the broker took, its client not told: its live path was MQTT, and
+	// NATS's MQTT gateway now and then skipped a QoS 1 delivery. With
+	// history on, events now come live from the JetStream stream.
 	t.Run("relay kill -9 and restart, NATS with JetStream history", func(t *testing.T) {
 		sz := natsSize
 		c := natstest.StartCluster(t, 3)

@@ -23,6 +23,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/robotfleet/fleetlink/protocol"
 )
 
 // Options configure the history store. Zero values take the defaults noted.
@@ -145,6 +147,17 @@ func Subjects(prefix string) []string {
 		base + "sessions.*.events", base + "sessions.*.state"}
 }
 
+// Kept reports whether the stream keeps events of this topic kind (the
+// kinds of Subjects).
+func Kept(k protocol.Kind) bool {
+	switch k {
+	case protocol.KindStatus, protocol.KindAlerts, protocol.KindNotifications,
+		protocol.KindSessionEvents, protocol.KindSessionState:
+		return true
+	}
+	return false
+}
+
 // TopicToSubject maps an MQTT topic (without wildcards) to the NATS subject
 // NATS's MQTT gateway publishes it on: "." becomes "//", "/" becomes ".".
 func TopicToSubject(topic string) string {
@@ -183,6 +196,62 @@ func (s *Store) Replay(ctx context.Context, after uint64, fn func(topic string, 
 		return true
 	})
 	return last, n, err
+}
+
+// LastSeq is the stream sequence of the newest stored event (0: none).
+func (s *Store) LastSeq(ctx context.Context) (uint64, error) {
+	info, err := s.stream.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("history: info: %w", err)
+	}
+	return info.State.LastSeq, nil
+}
+
+// Follow delivers every event stored after stream sequence after, in
+// stream order and as it is stored, to fn until ctx ends: the relay's live
+// path when history is on. The stream holds what the broker took from the
+// robots whether or not this relay was connected, and an ordered consumer
+// resumes after a NATS reconnect from the last sequence it delivered, so
+// nothing is skipped. gap is told when the stream no longer held the next
+// event (aged out or discarded before it was read): from..to were missed.
+// fn also gets the event's stream sequence.
+func (s *Store) Follow(ctx context.Context, after uint64, fn func(topic string, payload []byte, seq uint64), gap func(from, to uint64)) error {
+	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: after + 1}
+	cons, err := s.stream.OrderedConsumer(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("history: follow: %w", err)
+	}
+	it, err := cons.Messages()
+	if err != nil {
+		return fmt.Errorf("history: follow: %w", err)
+	}
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
+	next := after + 1
+	for {
+		m, err := it.Next()
+		if errors.Is(err, jetstream.ErrMsgIteratorClosed) || ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			s.o.Logger.Warn("history: follow", "err", err)
+			continue
+		}
+		md, err := m.Metadata()
+		if err != nil {
+			s.o.Logger.Warn("history: follow: no metadata", "err", err)
+			continue
+		}
+		seq := md.Sequence.Stream
+		if seq < next {
+			continue // redelivered after a consumer reset
+		}
+		if seq > next {
+			gap(next, seq-1)
+		}
+		next = seq + 1
+		fn(SubjectToTopic(m.Subject()), m.Data(), seq)
+	}
 }
 
 // scan reads the stream (only filter's subjects when filter is not empty)

@@ -149,3 +149,65 @@ func TestReplayAndSince(t *testing.T) {
 		t.Fatal("r-2's stream starts at seq 5: a resume from 1 is not complete")
 	}
 }
+
+// Follow is the relay's live path: every event stored after the given
+// stream sequence, in order, including those stored after it started; when
+// the stream has already dropped the next one (its size limit here), the
+// hole is reported, never skipped in silence.
+func TestFollow(t *testing.T) {
+	c := natstest.StartCluster(t, 1)
+	s := open(t, c, Options{Stream: "FOLLOW_TEST", MaxBytes: 4 << 10})
+	r1 := robotClient(t, c.Nodes[0].MQTTURL(), "r-1")
+	ev := func(i int) string { return fmt.Sprintf(`{"seq":%d,"pad":"%0200d"}`, i, 0) }
+	for i := 1; i <= 40; i++ { // ~10 kB: the oldest leave the 4 KiB stream
+		publish(t, r1, "fleet/v1/robots/r-1/sessions/s-1/events", false, ev(i))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	type got struct {
+		payload string
+		seq     uint64
+	}
+	evs := make(chan got, 100)
+	gaps := make(chan [2]uint64, 10)
+	done := make(chan error, 1)
+	go func() {
+		done <- s.Follow(ctx, 0, func(topic string, p []byte, seq uint64) {
+			if topic != "fleet/v1/robots/r-1/sessions/s-1/events" {
+				t.Errorf("topic %q", topic)
+			}
+			evs <- got{string(p), seq}
+		}, func(from, to uint64) { gaps <- [2]uint64{from, to} })
+	}()
+	var gap [2]uint64
+	select {
+	case gap = <-gaps:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no gap reported for the events the stream dropped")
+	}
+	if gap[0] != 1 || gap[1] < 1 || gap[1] >= 40 {
+		t.Fatalf("gap %v, want 1..k (k < 40)", gap)
+	}
+	next := gap[1] + 1
+	for i := 41; i <= 45; i++ { // stored after Follow started
+		publish(t, r1, "fleet/v1/robots/r-1/sessions/s-1/events", false, ev(i))
+	}
+	for ; next <= 45; next++ {
+		select {
+		case g := <-evs:
+			if g.seq != next || g.payload != ev(int(next)) {
+				t.Fatalf("event seq %d %.12s…, want stream seq %d", g.seq, g.payload, next)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("stream seq %d not delivered", next)
+		}
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Follow did not return when its context ended")
+	}
+}

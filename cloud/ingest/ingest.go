@@ -87,6 +87,11 @@ type Options struct {
 	// robot; reason is one of the Gap* constants. It is called from the
 	// decoding goroutine, before the next message is handled. Default none.
 	OnGap func(robot, reason string)
+	// Elsewhere names the kinds whose live messages come from another
+	// source (the JetStream history, through Inject): their MQTT copies are
+	// dropped on arrival, and neither their drops nor a lost MQTT session
+	// is a gap. Default nil: everything comes from MQTT.
+	Elsewhere func(protocol.Kind) bool
 	// Logger. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -233,6 +238,11 @@ func (c *Client) mc() mqtt.Client { return c.clients[c.cur.Load()] }
 // onMessage is paho's callback: it must not block.
 func (c *Client) onMessage(_ mqtt.Client, m mqtt.Message) {
 	c.stats.MessagesIn.Add(1)
+	if c.o.Elsewhere != nil {
+		if tp, err := c.o.Topics.Parse(m.Topic()); err == nil && c.o.Elsewhere(tp.Kind) {
+			return
+		}
+	}
 	p := m.Payload()
 	if c.queuedBytes.Add(int64(len(p))) > c.o.QueueBytes {
 		c.queuedBytes.Add(-int64(len(p)))
@@ -386,7 +396,11 @@ func (c *Client) Run(ctx context.Context) error {
 				present = ct.SessionPresent()
 			}
 			c.log.Info("mqtt connected", "broker", c.Broker(), "client_id", c.o.ClientID, "session_present", present)
-			if everConnected && !present {
+			switch {
+			case everConnected && !present && c.o.Elsewhere != nil:
+				c.log.Info("mqtt broker has no session for the relay; events come from the history stream, so none are lost",
+					"broker", c.Broker(), "client_id", c.o.ClientID)
+			case everConnected && !present:
 				// Whatever was published while we were away was not kept
 				// for us: every room may have a hole.
 				c.log.Warn("mqtt broker has no session for the relay: events published while it was away are lost",

@@ -14,17 +14,23 @@ import (
 type historyRun struct {
 	opts     history.Options
 	store    atomic.Pointer[history.Store]
-	replayed atomic.Bool // the first replay and its catch-up are done
-	events   atomic.Int64
-	took     atomic.Int64 // nanoseconds from Run to replayed
+	replayed atomic.Bool   // replayed, and followed up to where the stream stood at SUBACK
+	events   atomic.Int64  // replayed at start
+	live     atomic.Int64  // delivered live from the stream
+	followed atomic.Uint64 // stream sequence of the last event ingested
+	took     atomic.Int64  // nanoseconds from Run to replayed
 }
 
 // runWithHistory opens the stream (retrying while NATS is unreachable),
-// replays it into the ingest path, then starts MQTT ingest (startIngest) and,
-// once subscribed, replays what reached the stream meanwhile: the broker
-// hands a new subscriber only retained messages, so without the catch-up a
-// new replica would miss what was published between the replay and its
-// SUBACK. Duplicates are dropped by event id in the hub.
+// replays it into the ingest path, then follows it: with history on, the
+// stream is the live path for every event it keeps (status, alerts,
+// notifications, session events and state), and MQTT brings only metrics
+// and command replies (ingest.Options.Elsewhere). The stream holds what the
+// broker took from the robots whether or not this relay was subscribed,
+// in the order it took it, so a restarted or new replica misses nothing
+// and no MQTT redelivery can reorder or drop an event. The relay reports
+// ready once MQTT is subscribed and the stream is followed up to where it
+// stood then.
 func (r *Relay) runWithHistory(ctx context.Context, startIngest func()) {
 	h := r.history
 	began := time.Now()
@@ -47,6 +53,7 @@ func (r *Relay) runWithHistory(ctx context.Context, startIngest func()) {
 		}
 		backoff = min(2*backoff, 5*time.Second)
 	}
+	defer st.Close()
 	h.store.Store(st)
 	feed := func(topic string, payload []byte) { r.ingest.Inject(topic, payload) }
 	last, n, err := st.Replay(ctx, 0, feed)
@@ -54,7 +61,30 @@ func (r *Relay) runWithHistory(ctx context.Context, startIngest func()) {
 		r.log.Warn("history: replay stopped early", "err", err, "events", n)
 	}
 	h.events.Add(int64(n))
+	h.followed.Store(last)
 	startIngest()
+	followed := make(chan struct{})
+	go func() {
+		defer close(followed)
+		for ctx.Err() == nil {
+			err := st.Follow(ctx, h.followed.Load(), func(topic string, payload []byte, seq uint64) {
+				r.ingest.Inject(topic, payload)
+				h.live.Add(1)
+				h.followed.Store(seq)
+			}, func(from, to uint64) {
+				r.log.Warn("history: events left the stream before the relay read them; every room is told", "from", from, "to", to)
+				r.hub.MarkGap("", "history_gap")
+			})
+			if err != nil {
+				r.log.Warn("history: following the stream", "err", err)
+				select {
+				case <-ctx.Done():
+				case <-time.After(time.Second):
+				}
+			}
+		}
+	}()
+	defer func() { <-followed }()
 	for !r.ingest.Ready() {
 		select {
 		case <-ctx.Done():
@@ -62,16 +92,21 @@ func (r *Relay) runWithHistory(ctx context.Context, startIngest func()) {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
-	_, m, err := st.Replay(ctx, last, feed)
-	if err != nil {
-		r.log.Warn("history: catch-up replay stopped early", "err", err, "events", m)
+	// Ready once the live path has caught up with the stream as it stood
+	// when MQTT was subscribed (bounded: a busy stream never "catches up").
+	lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	target, err := st.LastSeq(lctx)
+	for err == nil && h.followed.Load() < target && lctx.Err() == nil {
+		select {
+		case <-lctx.Done():
+		case <-time.After(10 * time.Millisecond):
+		}
 	}
-	h.events.Add(int64(m))
+	cancel()
 	h.took.Store(int64(time.Since(began)))
 	h.replayed.Store(true)
-	r.log.Info("history replayed", "events", n+m, "took", time.Since(began).Round(time.Millisecond))
+	r.log.Info("history replayed; following the stream", "events", n, "stream_seq", h.followed.Load(), "took", time.Since(began).Round(time.Millisecond))
 	<-ctx.Done()
-	st.Close()
 }
 
 // maxResumeEvents caps what one resume reads from the history; a client

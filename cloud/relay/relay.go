@@ -115,6 +115,9 @@ func New(cfg config.Config, log *slog.Logger) (*Relay, error) {
 		ReconnectMin: cfg.MQTT.ReconnectMin, ReconnectMax: cfg.MQTT.ReconnectMax, ConnectTimeout: cfg.MQTT.ConnectTimeout,
 		Hub: r.hub, OnGap: r.hub.MarkGap, Logger: log.With("component", "ingest"),
 	}
+	if r.history != nil {
+		mqttOpts.Elsewhere = history.Kept // their live path is the stream (runWithHistory)
+	}
 	if mqttOpts.TLS, err = clientTLS(cfg.MQTT); err != nil {
 		return nil, err
 	}
@@ -154,6 +157,17 @@ func New(cfg config.Config, log *slog.Logger) (*Relay, error) {
 	r.reg, lat = newMetrics(r.hub, ready)
 	if r.broker != nil {
 		r.reg.MustRegister(r.broker.Collectors()...)
+	}
+	if h := r.history; h != nil {
+		r.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "fleet_relay", Subsystem: "history",
+			Name: "replayed_events_total", Help: "Events replayed from the JetStream history at start."},
+			func() float64 { return float64(h.events.Load()) }))
+		r.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "fleet_relay", Subsystem: "history",
+			Name: "live_events_total", Help: "Events ingested live from the JetStream history stream."},
+			func() float64 { return float64(h.live.Load()) }))
+		r.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "fleet_relay", Subsystem: "history",
+			Name: "stream_sequence", Help: "Stream sequence of the last history event ingested."},
+			func() float64 { return float64(h.followed.Load()) }))
 	}
 	r.mhist = metricshistory.New(metricshistory.Options{Window: cfg.History.Window, Step: cfg.History.Step,
 		RobotBytes: cfg.History.RobotBytes, TotalBytes: cfg.History.TotalBytes, MaxRobots: cfg.Hub.MaxRobots})
