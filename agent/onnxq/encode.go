@@ -40,18 +40,22 @@ const nameChars = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ012345678
 
 func (nm *namer) name() string {
 	for {
-		// Bijective base 62 (a, b, ..., 9, aa, ab, ...), letter first.
-		var b []byte
-		for n := nm.next; ; n = n/len(nameChars) - 1 {
-			b = append([]byte{nameChars[n%len(nameChars)]}, b...)
-			if n < len(nameChars) {
-				break
-			}
-		}
+		s := shortName(nm.next)
 		nm.next++
-		if s := string(b); !nm.values[s] {
+		if !nm.values[s] {
 			nm.values[s] = true
 			return s
+		}
+	}
+}
+
+// shortName is the n-th name in bijective base 62: a, b, ..., 9, aa, ab, ...
+func shortName(n int) string {
+	var b []byte
+	for ; ; n = n/len(nameChars) - 1 {
+		b = append([]byte{nameChars[n%len(nameChars)]}, b...)
+		if n < len(nameChars) {
+			return string(b)
 		}
 	}
 }

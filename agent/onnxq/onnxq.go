@@ -103,7 +103,12 @@ type Options struct {
 	// Symmetric turns the automatic zero points off: by default (neither
 	// flag) a weight gets zero points when they raise its reconstruction
 	// SNR by at least 1 dB (asymMinGainDB), where the opset allows them.
-	Symmetric   bool  `json:"symmetric"`
+	Symmetric bool `json:"symmetric"`
+	// KeepNames keeps the model's value names. By default every value but
+	// the model's inputs and outputs gets a short name (names.go): long
+	// exporter names are stored twice per value and can be a fifth of an
+	// int8 model. Node names are kept either way.
+	KeepNames   bool  `json:"keep_names"`
 	MinElements int   `json:"min_elements"` // weights with fewer elements are left as float; zero means 1024
 	MaxBytes    int64 `json:"max_bytes"`    // models above this size are refused; zero means 2 GiB
 }
@@ -161,6 +166,7 @@ type Result struct {
 	MaxAbsError           float64
 	MeanSNRdB             float64 // mean over quantized tensors; capped at MaxSNRdB each
 	Layers                []Layer // every tensor considered, in graph order
+	ValuesRenamed         int     // values given short names (Options.KeepNames off)
 }
 
 // MaxSNRdB caps the SNR of a tensor reproduced exactly.

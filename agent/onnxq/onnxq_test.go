@@ -19,6 +19,9 @@ import (
 
 var perChannel = Options{Mode: ModeInt8, PerChannel: true}
 
+// perChannelNamed keeps value names, for tests that find values by name.
+var perChannelNamed = Options{Mode: ModeInt8, PerChannel: true, KeepNames: true}
+
 func mustQuantize(t *testing.T, data []byte, opts Options) ([]byte, *Result) {
 	t.Helper()
 	out, res, err := Quantize(context.Background(), data, opts, nil)
@@ -401,7 +404,8 @@ func TestAsymmetric(t *testing.T) {
 
 func TestFP16(t *testing.T) {
 	data := testmodels.MLP(17, 1, true, false)
-	out, res := mustQuantize(t, data, Options{Mode: ModeFP16})
+	// KeepNames: the values are matched with the original's by name.
+	out, res := mustQuantize(t, data, Options{Mode: ModeFP16, KeepNames: true})
 	m := mustParse(t, out)
 	// Three weights and the two biases of at least 16 elements.
 	if res.TensorsQuantized != 3 || res.TensorsHalf != 2 || opCount(m)["Cast"] != 5 {
@@ -528,7 +532,7 @@ func TestGraphInputInitializerSkipped(t *testing.T) {
 		b.Input(v, 64, 64) // overridable at run time
 		return b.Op("MatMul", []string{h, v})
 	})
-	out, res := mustQuantize(t, data, perChannel)
+	out, res := mustQuantize(t, data, perChannelNamed)
 	if res.TensorsQuantized != 1 || res.TensorsSkipped != 1 {
 		t.Fatalf("quantized %d skipped %d, want 1/1", res.TensorsQuantized, res.TensorsSkipped)
 	}
@@ -615,7 +619,7 @@ func TestExternalDataRefused(t *testing.T) {
 		b.AddInitializer(externalTensor("EV", 64, 64))
 		return b.Op("MatMul", []string{h, "EV"})
 	})
-	out, res := mustQuantize(t, data, perChannel)
+	out, res := mustQuantize(t, data, perChannelNamed)
 	if res.TensorsQuantized != 1 || res.TensorsSkipped != 1 {
 		t.Fatalf("quantized %d skipped %d", res.TensorsQuantized, res.TensorsSkipped)
 	}
@@ -909,7 +913,7 @@ func TestSubgraphCaptureSkipped(t *testing.T) {
 		b.Output("Z", 64, 64)
 		return h
 	})
-	out, res := mustQuantize(t, data, perChannel)
+	out, res := mustQuantize(t, data, perChannelNamed)
 	if res.TensorsQuantized != 1 || res.TensorsSkipped != 1 {
 		t.Fatalf("quantized %d skipped %d, want 1/1", res.TensorsQuantized, res.TensorsSkipped)
 	}

@@ -257,6 +257,17 @@ func run(ctx context.Context, data []byte, opts Options, progress func(Progress)
 		return nil, nil, err
 	}
 	out := layout(m, edits(cands, repl))
+	if !opts.KeepNames {
+		var buf bytes.Buffer
+		buf.Grow(int(out.size))
+		_, _ = out.WriteTo(&buf)
+		b, n, err := compactNames(buf.Bytes())
+		if err != nil {
+			return nil, nil, fmt.Errorf("onnxq: names: %w", invalidf("%v", err))
+		}
+		out, res.ValuesRenamed = &output{}, n
+		out.add(b)
+	}
 	out.total = total
 	res.SizeAfter = out.size
 	if out.size > 0 {

@@ -75,6 +75,7 @@ func (r *Result) Metrics() map[string]float64 {
 		"tensors_quantized": float64(r.TensorsQuantized),
 		"tensors_skipped":   float64(r.TensorsSkipped),
 		"tensors_fp16":      float64(r.TensorsHalf),
+		"values_renamed":    float64(r.ValuesRenamed),
 		"max_abs_error":     r.MaxAbsError,
 		"mean_snr_db":       r.MeanSNRdB,
 	}
@@ -100,6 +101,7 @@ type report struct {
 	TensorsQuantized int                 `json:"tensors_quantized"`
 	TensorsSkipped   int                 `json:"tensors_skipped"`
 	TensorsFP16      int                 `json:"tensors_fp16"`
+	ValuesRenamed    int                 `json:"values_renamed"` // layers are named as in the input model
 	MeanSNRdB        float64             `json:"mean_snr_db"`
 	Worst            []Layer             `json:"worst"`
 	Kept             []Layer             `json:"kept"`
@@ -111,7 +113,7 @@ type report struct {
 func (r *Result) WriteReportFile(path string) error {
 	rep := report{
 		SizeBefore: r.SizeBefore, SizeAfter: r.SizeAfter, CompressionRatio: r.CompressionRatio,
-		TensorsQuantized: r.TensorsQuantized, TensorsSkipped: r.TensorsSkipped, TensorsFP16: r.TensorsHalf, MeanSNRdB: r.MeanSNRdB,
+		TensorsQuantized: r.TensorsQuantized, TensorsSkipped: r.TensorsSkipped, TensorsFP16: r.TensorsHalf, ValuesRenamed: r.ValuesRenamed, MeanSNRdB: r.MeanSNRdB,
 		Worst: r.Worst(worstLayers), Kept: []Layer{}, BytesPerOp: r.OpBytes(), Layers: r.Layers,
 	}
 	for _, l := range r.Layers {

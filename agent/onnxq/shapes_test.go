@@ -97,7 +97,7 @@ func TestGraphShapes(t *testing.T) {
 			t.Fatalf("no expectations for %s", s.Name)
 		}
 		t.Run(s.Name, func(t *testing.T) {
-			out, res := mustQuantize(t, s.Build(s.Opset, 1), perChannel)
+			out, res := mustQuantize(t, s.Build(s.Opset, 1), perChannelNamed)
 			if res.TensorsQuantized != c.quantized || res.TensorsSkipped != 0 {
 				t.Errorf("quantized %d skipped %d, want %d/0", res.TensorsQuantized, res.TensorsSkipped, c.quantized)
 			}

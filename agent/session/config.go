@@ -114,6 +114,8 @@ func DefaultPipelines() []Pipeline {
 					Description: "int8: a zero point on every weight (opset >= 13 per channel); by default one is kept only where it raises the weight's SNR by >= 1 dB"},
 				{Name: "symmetric", Type: ParamBool, Default: false,
 					Description: "int8: no zero points at all (plain symmetric int8, a little smaller)"},
+				{Name: "keep_names", Type: ParamBool, Default: false,
+					Description: "keep the model's value names (by default all but its inputs and outputs get short ones: smaller file)"},
 			},
 		}
 	}

@@ -23,7 +23,8 @@ import (
 // which names the layers result.metrics only numbers, in the session
 // directory next to session.log. Params: mode (int8|fp16), per_channel,
 // min_elements, rounding (sum|nearest), asymmetric and symmetric (zero
-// points on every weight, or on none; by default where they help).
+// points on every weight, or on none; by default where they help),
+// keep_names (value names as they were; by default short ones).
 type onnxRunner struct{}
 
 // quantizeReport is the quality report's file name in the session directory.
@@ -67,6 +68,9 @@ func quantizeOptions(params map[string]any) onnxq.Options {
 	if v, ok := params["symmetric"].(bool); ok {
 		opts.Symmetric = v
 	}
+	if v, ok := params["keep_names"].(bool); ok {
+		opts.KeepNames = v
+	}
 	return opts
 }
 
@@ -82,8 +86,8 @@ func (onnxRunner) Run(ctx context.Context, job *Job, report func(Update)) (Outco
 		In: job.ModelPath, Out: out, Opts: opts, MaxMemory: quantizeMaxMemory(job.Pipeline),
 		Report: filepath.Join(job.Dir, quantizeReport),
 	}
-	fmt.Fprintf(job.Log, "onnx-quantize: %s -> %s mode=%s per_channel=%t min_elements=%d rounding=%s asymmetric=%t symmetric=%t max_memory=%d\n",
-		job.ModelPath, out, opts.Mode, opts.PerChannel, opts.MinElements, opts.Rounding, opts.Asymmetric, opts.Symmetric, req.MaxMemory)
+	fmt.Fprintf(job.Log, "onnx-quantize: %s -> %s mode=%s per_channel=%t min_elements=%d rounding=%s asymmetric=%t symmetric=%t keep_names=%t max_memory=%d\n",
+		job.ModelPath, out, opts.Mode, opts.PerChannel, opts.MinElements, opts.Rounding, opts.Asymmetric, opts.Symmetric, opts.KeepNames, req.MaxMemory)
 	// The quantizer holds the whole file in memory: a model larger than
 	// the cap cannot fit, so say so without starting the child.
 	if st, err := os.Stat(job.ModelPath); err == nil && st.Size() > req.MaxMemory {

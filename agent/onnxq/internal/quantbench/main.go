@@ -146,6 +146,7 @@ func accuracy(ortDir, dir string, models []model) error {
 			{"sum, symmetric", onnxq.Options{PerChannel: true, Symmetric: true}},
 			{"nearest", onnxq.Options{PerChannel: true, Rounding: onnxq.RoundNearest}},
 			{"sum, zero points everywhere", onnxq.Options{PerChannel: true, Asymmetric: true}},
+			{"default, value names kept", onnxq.Options{PerChannel: true, KeepNames: true}},
 		} {
 			out := filepath.Join(dir, "acc.onnx")
 			res, err := onnxq.QuantizeFile(context.Background(), m.path, out, v.opts, nil)
