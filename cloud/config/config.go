@@ -13,6 +13,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -217,6 +218,11 @@ type WS struct {
 	ReadLimit int64 `yaml:"read_limit"`
 	// MaxRooms per client. Default 128.
 	MaxRooms int `yaml:"max_rooms"`
+	// SnapshotRatePerCore paces the snapshot parts of every client
+	// together, in bytes per second per core of the relay (GOMAXPROCS), so
+	// a reconnect storm cannot take the CPU from live frames. 0: no
+	// pacing. Default 16777216 (16 MiB/s per core).
+	SnapshotRatePerCore int64 `yaml:"snapshot_rate_per_core"`
 	// OpsPerSecond per client, and the burst. Defaults 20 and 40.
 	OpsPerSecond float64 `yaml:"ops_per_second"`
 	OpsBurst     float64 `yaml:"ops_burst"`
@@ -287,6 +293,10 @@ type Prometheus struct {
 	// no longer on the main one. Default empty: /metrics on the main
 	// listener, needing an admin token for every robot when auth is on.
 	Listen string `yaml:"listen"`
+	// Pprof also serves Go's profiles (/debug/pprof/) on Listen, for
+	// finding where the relay's CPU and memory go. Default false; needs
+	// Listen (never on the main listener).
+	Pprof bool `yaml:"pprof"`
 }
 
 // HTTP bounds the HTTP server's connections (not upgraded WebSockets and
@@ -326,7 +336,7 @@ func Default() Config {
 			InsecureAnonymous: []string{}, Limits: broker.DefaultLimits()},
 		NATS: NATS{URLs: []string{}, Stream: "FLEET_HISTORY", MaxAge: 24 * time.Hour, MaxBytes: 1 << 30, Replicas: 1},
 		Auth: Auth{StaticTokens: []auth.StaticToken{}},
-		WS: WS{Heartbeat: 25 * time.Second, ClientGrace: 20 * time.Second, WriteTimeout: 10 * time.Second,
+		WS: WS{SnapshotRatePerCore: 16 << 20, Heartbeat: 25 * time.Second, ClientGrace: 20 * time.Second, WriteTimeout: 10 * time.Second,
 			QueueBytes: 1 << 20, ReadLimit: 64 << 10, MaxRooms: 128, OpsPerSecond: 20, OpsBurst: 40,
 			SocketIOMaxSessions: 100000, SocketIOMaxPending: 1000, SocketIOMaxPendingPerAddr: 16, SocketIOConnectTimeout: 10 * time.Second},
 		Hub: Hub{RingEvents: 300, RingBytes: 1 << 20, DedupIDs: 65536, MaxRobots: 10000, SessionsPerRobot: 32,
@@ -380,6 +390,9 @@ const (
 	EnvTopicPrefix    = "FLEET_RELAY_TOPIC_PREFIX"
 	EnvNATSURL        = "FLEET_RELAY_NATS_URL"     // comma-separated
 	EnvRobotGauges    = "FLEET_RELAY_ROBOT_GAUGES" // prometheus.robot_gauges: true or false
+	EnvPromListen     = "FLEET_RELAY_PROMETHEUS_LISTEN"
+	EnvPprof          = "FLEET_RELAY_PPROF"                     // prometheus.pprof: true or false
+	EnvSnapshotRate   = "FLEET_RELAY_WS_SNAPSHOT_RATE_PER_CORE" // bytes per second per core
 )
 
 // ApplyEnv applies the FLEET_RELAY_* overrides that are set and not empty.
@@ -407,6 +420,19 @@ func (c *Config) ApplyEnv(getenv func(string) (string, bool)) {
 	}
 	if v, ok := getenv(EnvRobotGauges); ok && v != "" {
 		c.Prometheus.RobotGauges = v == "true" || v == "1"
+	}
+	if v, ok := getenv(EnvPromListen); ok && v != "" {
+		c.Prometheus.Listen = v
+	}
+	if v, ok := getenv(EnvPprof); ok && v != "" {
+		c.Prometheus.Pprof = v == "true" || v == "1"
+	}
+	if v, ok := getenv(EnvSnapshotRate); ok && v != "" {
+		n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		if err != nil {
+			n = -1 // Validate names the field
+		}
+		c.WS.SnapshotRatePerCore = n
 	}
 }
 
@@ -530,12 +556,18 @@ func (c *Config) Validate() error {
 			"listen on 127.0.0.1, or pass --insecure-no-auth", c.Listen)
 	}
 	checkAddr("prometheus.listen", c.Prometheus.Listen, false)
+	if c.Prometheus.Pprof && c.Prometheus.Listen == "" {
+		bad("prometheus.pprof", "needs prometheus.listen: profiles are served only on that listener, never on the main one")
+	}
 	positive("http.idle_timeout", float64(c.HTTP.IdleTimeout))
 	positive("http.body_timeout", float64(c.HTTP.BodyTimeout))
 	positive("http.max_conns_per_addr", float64(c.HTTP.MaxConnsPerAddr))
 	positive("ws.heartbeat", float64(c.WS.Heartbeat))
 	positive("ws.client_grace", float64(c.WS.ClientGrace))
 	positive("ws.write_timeout", float64(c.WS.WriteTimeout))
+	if c.WS.SnapshotRatePerCore < 0 {
+		bad("ws.snapshot_rate_per_core", "must be a number of bytes per second >= 0 (0: no pacing), also in %s", EnvSnapshotRate)
+	}
 	if c.WS.QueueBytes < 4096 {
 		bad("ws.queue_bytes", "must be >= 4096, got %d", c.WS.QueueBytes)
 	}

@@ -93,6 +93,12 @@ type Options struct {
 	// Shards is the number of fan-out goroutines (subscribers are spread
 	// over them). Default GOMAXPROCS.
 	Shards int
+	// SnapshotSlots bounds the clients encoding and writing snapshot parts
+	// at once (SnapshotGate). Default GOMAXPROCS.
+	SnapshotSlots int
+	// SnapshotRate paces snapshot parts, relay-wide, in bytes per second.
+	// Default 0: no pacing.
+	SnapshotRate int64
 	// History serves since_seq resumes older than a ring (the relay's
 	// JetStream history). Default none: such a resume says recovered false.
 	History History
@@ -140,6 +146,9 @@ func (o *Options) setDefaults() {
 	if o.Shards <= 0 {
 		o.Shards = runtime.GOMAXPROCS(0)
 	}
+	if o.SnapshotSlots <= 0 {
+		o.SnapshotSlots = runtime.GOMAXPROCS(0)
+	}
 	if o.RelayStats == nil {
 		o.RelayStats = func() protocol.RelayStats { return protocol.RelayStats{Version: "dev"} }
 	}
@@ -160,6 +169,7 @@ type Hub struct {
 	log     *slog.Logger
 	started time.Time
 	shards  []*shard
+	gate    *SnapshotGate
 
 	// mu guards the fields below and the state, and orders every
 	// operation: what it hands to a shard, the shard does in that order.
@@ -174,7 +184,8 @@ type Hub struct {
 // New returns a Hub and starts its fan-out shards; Close stops them.
 func New(o Options) *Hub {
 	o.setDefaults()
-	h := &Hub{o: o, log: o.Logger, started: o.Now(), subs: map[Subscriber]*member{}, interest: map[string][]int{}}
+	h := &Hub{o: o, log: o.Logger, started: o.Now(), subs: map[Subscriber]*member{}, interest: map[string][]int{},
+		gate: NewSnapshotGate(o.SnapshotSlots, o.SnapshotRate)}
 	h.st = newState(&h.o, h.log)
 	for i := range o.Shards {
 		h.shards = append(h.shards, newShard(h, i))
@@ -202,6 +213,10 @@ func (h *Hub) Close() {
 
 // Stats returns the counters.
 func (h *Hub) Stats() *Stats { return h.o.Stats }
+
+// SnapshotGate is the gate every client's writer passes to encode and
+// write a snapshot part.
+func (h *Hub) SnapshotGate() *SnapshotGate { return h.gate }
 
 // Ingest routes one decoded, validated event (raw is its JSON envelope) to
 // its rooms and caches. retained marks a message the broker delivered from

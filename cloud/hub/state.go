@@ -21,6 +21,7 @@ type state struct {
 	log *slog.Logger
 
 	robots   map[string]*robotState
+	byRobot  []*robotState // robots sorted by id, nil when robots changed: fleet snapshots come out ordered
 	sessions map[sessKey]*sessionState
 	byID     map[string][]string // session id → robots that have it, for session:<id> rooms
 	seen     *dedup.Ring
@@ -273,7 +274,21 @@ func (st *state) robot(id string) *robotState {
 	}
 	r := &robotState{id: id, alerts: map[string]*Entry{}, ring: newRing(st.o.RingEvents, st.o.RingBytes)}
 	st.robots[id] = r
+	st.byRobot = nil
 	return r
+}
+
+// sorted returns the robots in id order, sorting them again only after a
+// robot came or went (rare), not for every fleet snapshot.
+func (st *state) sorted() []*robotState {
+	if st.byRobot == nil && len(st.robots) > 0 {
+		st.byRobot = make([]*robotState, 0, len(st.robots))
+		for _, r := range st.robots {
+			st.byRobot = append(st.byRobot, r)
+		}
+		slices.SortFunc(st.byRobot, func(a, b *robotState) int { return strings.Compare(a.id, b.id) })
+	}
+	return st.byRobot
 }
 
 // session returns the robot's session id, creating it.
@@ -320,6 +335,7 @@ func (st *state) evictRobot(r *robotState) {
 	}
 	st.charge(r, -r.bytes)
 	delete(st.robots, r.id)
+	st.byRobot = nil
 	st.o.Stats.Evicted.Add(1)
 	st.log.Info("robot evicted from caches", "robot", r.id, "last_seen", r.lastSeen.UTC().Format(time.RFC3339))
 }
@@ -397,8 +413,8 @@ func (st *state) build(kind, id string, since int64, who Authorizer) Snapshot {
 	var out []*Entry
 	switch kind {
 	case "fleet":
-		for rid, r := range st.robots {
-			if r.status != nil && who.CanRobot(rid) {
+		for _, r := range st.sorted() {
+			if r.status != nil && who.CanRobot(r.id) {
 				out = append(out, r.status)
 			}
 		}
@@ -493,7 +509,7 @@ func (s *Snapshot) Order() {
 	if s.fleet < 0 {
 		return
 	}
-	slices.SortFunc(s.Events[:s.fleet], func(a, b *Entry) int { return strings.Compare(a.Ev.Robot, b.Ev.Robot) })
+	// The statuses, Events[:fleet], come from build in robot order already.
 	slices.SortFunc(s.Events[s.fleet:], func(a, b *Entry) int { return strings.Compare(a.Ev.ID, b.Ev.ID) })
 	s.fleet = -1
 }

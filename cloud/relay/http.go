@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/url"
 	"strings"
 	"time"
@@ -56,6 +57,12 @@ func (e *httpEdge) listen(metrics http.Handler) (net.Listener, error) {
 		}
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", metrics)
+		if e.cfg.Prometheus.Pprof {
+			mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+			mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+			mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+			e.log.Info("serving Go profiles", "url", "http://"+e.metricLn.Addr().String()+"/debug/pprof/")
+		}
 		e.metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: e.cfg.HTTP.IdleTimeout,
 			ReadTimeout: e.cfg.HTTP.BodyTimeout, ErrorLog: slog.NewLogLogger(e.log.Handler(), slog.LevelWarn)}
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/stretchr/testify/require"
 
+	"github.com/robotfleet/fleetlink/cloud/relay"
 	"github.com/robotfleet/fleetlink/internal/brokertest"
 	"github.com/robotfleet/fleetlink/protocol"
 )
@@ -184,4 +185,29 @@ func TestExternalBrokerOverWebSocket(t *testing.T) {
 	ev := newRobot(t, m.URL(), "r-1").send("", notification("over ws"))
 	fs := c.until(func(f frame) bool { return f.Type == "event" })
 	require.Equal(t, ev.ID, fs[len(fs)-1].envelope(t).ID)
+}
+
+// Go's profiles are served only when asked for, and only on the separate
+// metrics listener: never on the main one, which faces the dashboards.
+func TestPprofOnlyOnTheMetricsListener(t *testing.T) {
+	get := func(url string) int {
+		resp, err := http.Get(url)
+		require.NoError(t, err)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	cfg := testConfig()
+	cfg.Prometheus.Listen = "127.0.0.1:0"
+	r := startRelay(t, cfg)
+	require.Equal(t, http.StatusNotFound, get("http://"+r.MetricsAddr()+"/debug/pprof/"), "pprof off by default")
+
+	cfg.Prometheus.Pprof = true
+	r = startRelay(t, cfg)
+	require.Equal(t, http.StatusOK, get("http://"+r.MetricsAddr()+"/debug/pprof/"))
+	require.Equal(t, http.StatusOK, get("http://"+r.MetricsAddr()+"/debug/pprof/profile?seconds=1"))
+	require.NotEqual(t, http.StatusOK, get("http://"+r.Addr()+"/debug/pprof/"), "pprof on the main listener")
+
+	cfg.Prometheus.Listen = ""
+	_, err := relay.New(cfg, testLogger(t))
+	require.ErrorContains(t, err, "prometheus.pprof: needs prometheus.listen")
 }

@@ -128,6 +128,8 @@ func TestLargeFleetSnapshot(t *testing.T) {
 	// Reading 4 MiB under -race on a loaded machine takes longer than the
 	// short test heartbeat; this test is about the snapshot, not liveness.
 	cfg.WS.Heartbeat, cfg.WS.ClientGrace = time.Minute, time.Minute
+	// Paced (ws.snapshot_rate_per_core), so the parts wait for the gate.
+	cfg.WS.SnapshotRatePerCore = 4 << 20
 	r := startRelay(t, cfg)
 	const n = 10000
 	for i := range n {
@@ -167,6 +169,7 @@ func TestLargeFleetSnapshot(t *testing.T) {
 	require.Len(t, robots, n)
 	require.Greater(t, bytes, 2*cfg.WS.QueueBytes, "the snapshot is larger than the queue")
 	require.Greater(t, parts, 1)
+	require.Positive(t, r.Hub().SnapshotGate().Waits(), "4 MiB of parts went through the gate without being paced")
 	// Still connected and live.
 	c.send(map[string]any{"op": "ping", "ref": 1})
 	require.Equal(t, "pong", c.next().Type)

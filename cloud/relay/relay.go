@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime"
 	"sync"
 	"time"
 
@@ -103,7 +104,7 @@ func New(cfg config.Config, log *slog.Logger) (*Relay, error) {
 		RingEvents: cfg.Hub.RingEvents, RingBytes: cfg.Hub.RingBytes, DedupIDs: cfg.Hub.DedupIDs,
 		MaxRobots: cfg.Hub.MaxRobots, SessionsPerRobot: cfg.Hub.SessionsPerRobot, RobotTTL: cfg.Hub.RobotTTL,
 		RobotBytes: cfg.Hub.RobotBytes, TotalBytes: cfg.Hub.TotalBytes, MaxTextBytes: cfg.Hub.MaxTextBytes,
-		MaxRoomsPerClient: cfg.WS.MaxRooms, Stats: stats, Logger: log.With("component", "hub"), History: older,
+		MaxRoomsPerClient: cfg.WS.MaxRooms, SnapshotRate: cfg.WS.SnapshotRatePerCore * int64(runtime.GOMAXPROCS(0)), Stats: stats, Logger: log.With("component", "hub"), History: older,
 	})
 	r.relayStats = func() protocol.RelayStats {
 		return protocol.RelayStats{Version: version.Version, Connections: int(stats.Connections.Load()), MQTTConnected: ready()}
@@ -158,6 +159,10 @@ func New(cfg config.Config, log *slog.Logger) (*Relay, error) {
 	if r.broker != nil {
 		r.reg.MustRegister(r.broker.Collectors()...)
 	}
+	gate := r.hub.SnapshotGate()
+	r.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "fleet_relay", Name: "snapshot_waits_total",
+		Help: "Snapshot parts that waited for a writer slot or for ws.snapshot_rate_per_core."},
+		func() float64 { return float64(gate.Waits()) }))
 	if h := r.history; h != nil {
 		r.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "fleet_relay", Subsystem: "history",
 			Name: "replayed_events_total", Help: "Events replayed from the JetStream history at start."},

@@ -139,14 +139,24 @@ func (s *session) writer(conn *websocket.Conn) {
 		for i := range batch {
 			m := &batch[i]
 			if m.Stream != nil {
+				gate := s.srv.hub.SnapshotGate()
+				if !gate.Enter(s.done) {
+					return
+				}
 				var more bool
 				parts, more = m.Stream.Next(parts[:0])
+				if !gate.Pace(hub.PartsBytes(parts), s.done) {
+					gate.Leave()
+					return
+				}
 				for j := range parts {
 					if !s.write(conn, parts[j]) {
+						gate.Leave()
 						return
 					}
 					parts[j] = nil
 				}
+				gate.Leave()
 				if !more {
 					s.q.Done(m.Stream)
 				}

@@ -45,6 +45,10 @@ func main() {
 	stormRate := flag.Float64("storm-rate", 3000, "storm: the fanout publish rate (events/s), half of the measured fanout maximum")
 	dashboards := flag.Int("dashboards", 1000, "storm: reconnecting dashboards")
 	known := flag.Int("known", 2000, "storm: robots the relay knows")
+	url := flag.String("url", "", "dashboards: the relay's /ws URL (the storm's child process)")
+	flag.Int64Var(&stormRateLimit, "snapshot-rate", -1, "storm: the relay's ws.snapshot_rate_per_core, bytes/s (-1: its default, 0: no pacing)")
+	flag.BoolVar(&stormNice, "storm-nice", false, "storm: run the reconnecting dashboards at nice 19, so their own CPU does not starve the measured clients")
+	flag.StringVar(&profileOut, "profile", "", "storm, cores: write the relay's CPU profile of the measured step(s) to this file prefix")
 	flag.Float64Var(&p99Limit, "p99-limit", 50, "fanout, cores: the p99 (ms) a rate step may reach and still count as held")
 	flag.Parse()
 	raiseNoFile()
@@ -58,6 +62,8 @@ func main() {
 		err = idle(*relayBin, *conns)
 	case "storm":
 		err = storm(*relayBin, *robots, *subs, *stormRate, *step, *dashboards, *known)
+	case "dashboards":
+		dashboardsMain(*url, *dashboards, *known)
 	case "cores":
 		err = cores(*relayBin, *robots, *subs, *startRate, *step)
 	default:
@@ -66,6 +72,43 @@ func main() {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "relaybench:", err)
 		os.Exit(1)
+	}
+}
+
+// profileOut is the -profile file prefix ("" = no profiles).
+var profileOut string
+
+// profiled returns the env that makes a relay serve Go's profiles on a
+// port of its own, and a function that fetches a CPU profile of d from it
+// into profileOut+suffix (in the background; wait for the returned channel).
+func profiled() (env []string, capture func(d time.Duration, suffix string) <-chan struct{}) {
+	if profileOut == "" {
+		done := make(chan struct{})
+		close(done)
+		return nil, func(time.Duration, string) <-chan struct{} { return done }
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(freePort())
+	env = []string{"FLEET_RELAY_PROMETHEUS_LISTEN=" + addr, "FLEET_RELAY_PPROF=true"}
+	return env, func(d time.Duration, suffix string) <-chan struct{} {
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, max(1, int(d.Seconds()))))
+			if err != nil {
+				logf("profile: %v", err)
+				return
+			}
+			defer resp.Body.Close()
+			f, err := os.Create(profileOut + suffix)
+			if err != nil {
+				logf("profile: %v", err)
+				return
+			}
+			defer f.Close()
+			_, _ = io.Copy(f, resp.Body)
+			logf("profile: wrote %s", f.Name())
+		}()
+		return done
 	}
 }
 
