@@ -65,8 +65,11 @@ type Tracker struct {
 	closed  bool
 }
 
-// New returns a Tracker.
-func New(o Options) *Tracker {
+// New returns a Tracker, or an ErrConfig error naming a missing option.
+func New(o Options) (*Tracker, error) {
+	if o.Publisher == nil {
+		return nil, fmt.Errorf("%w: Publisher is required", ErrConfig)
+	}
 	if o.Timeout <= 0 {
 		o.Timeout = 10 * time.Second
 	}
@@ -82,7 +85,7 @@ func New(o Options) *Tracker {
 	if o.SessionRobots == nil {
 		o.SessionRobots = func(string) []string { return nil }
 	}
-	return &Tracker{o: o, pending: map[string]*pending{}, owners: map[string]int{}}
+	return &Tracker{o: o, pending: map[string]*pending{}, owners: map[string]int{}}, nil
 }
 
 // Send publishes command name with args to robot for no particular owner;

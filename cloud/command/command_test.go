@@ -41,7 +41,7 @@ func reply(robot, id string) *protocol.Event {
 
 func TestTracker(t *testing.T) {
 	p := &pub{}
-	tr := command.New(command.Options{Publisher: p, Timeout: 200 * time.Millisecond, MaxPending: 2,
+	tr := mustNew(t, command.Options{Publisher: p, Timeout: 200 * time.Millisecond, MaxPending: 2,
 		RobotState: func(r string) (string, bool) { return map[string]string{"off": "offline"}[r], r == "off" }})
 	results := make(chan command.Result, 10)
 	done := func(r command.Result) { results <- r }
@@ -81,7 +81,7 @@ func TestTracker(t *testing.T) {
 	require.ErrorIs(t, (<-results).Err, command.ErrClosed)
 
 	p2 := &pub{err: errors.New("down")}
-	tr2 := command.New(command.Options{Publisher: p2})
+	tr2 := mustNew(t, command.Options{Publisher: p2})
 	_, err = tr2.Send("r-1", "ping", nil, nil, done)
 	require.ErrorIs(t, err, command.ErrPublish)
 	require.Zero(t, tr2.Pending())
@@ -105,7 +105,7 @@ func (principal) CanRobot(string) bool { return true }
 // TestOneAnswerPerCommand: with commands.timeout shorter than the publish
 // timeout, the command gets robot_timeout and nothing more (issue 9 item 12).
 func TestOneAnswerPerCommand(t *testing.T) {
-	tr := command.New(command.Options{Publisher: slowPub{delay: 300 * time.Millisecond}, Timeout: 50 * time.Millisecond})
+	tr := mustNew(t, command.Options{Publisher: slowPub{delay: 300 * time.Millisecond}, Timeout: 50 * time.Millisecond})
 	answers := make(chan string, 4)
 	tr.Submit(principal{}, "op", "r-1", "ping", nil, func(command.Result) { answers <- "reply" },
 		func(code, _ string, _ error) { answers <- code })
@@ -117,7 +117,7 @@ func TestOneAnswerPerCommand(t *testing.T) {
 
 // TestPendingPerOwner: one owner cannot take the whole pending pool.
 func TestPendingPerOwner(t *testing.T) {
-	tr := command.New(command.Options{Publisher: &pub{}, Timeout: time.Minute, MaxPendingPerOwner: 2})
+	tr := mustNew(t, command.Options{Publisher: &pub{}, Timeout: time.Minute, MaxPendingPerOwner: 2})
 	t.Cleanup(tr.Close)
 	codes := make(chan string, 10)
 	fail := func(code, _ string, _ error) { codes <- code }
@@ -134,7 +134,7 @@ func TestPendingPerOwner(t *testing.T) {
 // the relay knows for another robot is refused with bad_request.
 func TestStartSessionWithAnotherRobotsID(t *testing.T) {
 	p := &pub{}
-	tr := command.New(command.Options{Publisher: p, Timeout: time.Minute,
+	tr := mustNew(t, command.Options{Publisher: p, Timeout: time.Minute,
 		SessionRobots: func(id string) []string { return map[string][]string{"s-2": {"r-2"}, "s-1": {"r-1"}}[id] }})
 	t.Cleanup(tr.Close)
 	codes := make(chan string, 10)
@@ -145,4 +145,18 @@ func TestStartSessionWithAnotherRobotsID(t *testing.T) {
 	tr.Submit(principal{}, "op", "r-1", "start_session", map[string]any{"pipeline": "p"}, func(command.Result) {}, fail)
 	require.Empty(t, codes)
 	require.Len(t, p.sent, 2)
+}
+
+func mustNew(t *testing.T, o command.Options) *command.Tracker {
+	t.Helper()
+	tr, err := command.New(o)
+	require.NoError(t, err)
+	return tr
+}
+
+// A missing required option is an error naming it, not a panic later.
+func TestNewNamesTheMissingOption(t *testing.T) {
+	_, err := command.New(command.Options{})
+	require.ErrorIs(t, err, command.ErrConfig)
+	require.ErrorContains(t, err, "Publisher is required")
 }

@@ -16,4 +16,6 @@ var (
 	ErrPublish = errors.New("publish command")
 	// ErrClosed: the tracker was closed before the reply came.
 	ErrClosed = errors.New("closed")
+	// ErrConfig: New was given options it cannot work with.
+	ErrConfig = errors.New("command: invalid options")
 )

@@ -149,9 +149,13 @@ func New(cfg config.Config, log *slog.Logger) (*Relay, error) {
 		r.closeBroker()
 		return nil, fmt.Errorf("%w: mqtt: %w", ErrConfig, err)
 	}
-	r.commands = command.New(command.Options{Publisher: r.ingest, Topics: topics, RobotState: r.hub.RobotState,
+	r.commands, err = command.New(command.Options{Publisher: r.ingest, Topics: topics, RobotState: r.hub.RobotState,
 		Timeout: cfg.Commands.Timeout, MaxPending: cfg.Commands.MaxPending, MaxPendingPerOwner: cfg.Commands.MaxPendingPerPrincipal,
 		SessionRobots: r.hub.SessionRobots})
+	if err != nil {
+		r.closeBroker()
+		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
+	}
 	r.ingest.SetOnReply(func(ev *protocol.Event, raw []byte) { r.commands.Reply(ev, raw) })
 
 	var lat prometheus.Histogram

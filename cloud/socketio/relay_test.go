@@ -78,7 +78,8 @@ func TestThroughBroker(t *testing.T) {
 			OnReply: func(ev *protocol.Event, raw []byte) { tracker.Reply(ev, raw) }})
 		require.NoError(t, err)
 		// The tracker publishes through the ingest client, as in the relay.
-		tracker = command.New(command.Options{Publisher: in, RobotState: o.Hub.RobotState, Timeout: 5 * time.Second})
+		tracker, err = command.New(command.Options{Publisher: in, RobotState: o.Hub.RobotState, Timeout: 5 * time.Second})
+		require.NoError(t, err)
 		t.Cleanup(tracker.Close)
 		o.Commands = tracker
 	})
