@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -45,8 +46,20 @@ type Options struct {
 // Layer makes the Clients of one wire format.
 type Layer struct {
 	o     Options
-	stats *hub.Stats
+	stats Stats
 }
+
+// Stats are one wire format's connection counters. All fields are atomic.
+type Stats struct {
+	Connections atomic.Int64 // open connections
+	MessagesOut atomic.Int64 // event frames written to clients
+	SlowCloses  atomic.Int64 // clients closed as slow consumers (4008)
+	Queues      hub.QueueStats
+}
+
+// Stats returns the layer's counters; the wire format counts its
+// connections and writes in them.
+func (l *Layer) Stats() *Stats { return &l.stats }
 
 // New returns a Layer, or ErrOption naming a missing required option.
 func New(o Options) (*Layer, error) {
@@ -65,7 +78,7 @@ func New(o Options) (*Layer, error) {
 	if o.OpsBurst <= 0 {
 		o.OpsBurst = 2 * o.OpsPerSecond
 	}
-	return &Layer{o: o, stats: o.Hub.Stats()}, nil
+	return &Layer{o: o}, nil
 }
 
 // ErrOption: a required option is missing.
@@ -163,7 +176,7 @@ type Client struct {
 
 // NewClient returns a Client of wire w; Authenticate gives it a principal.
 func (l *Layer) NewClient(w Wire) *Client {
-	return &Client{ID: "c-" + protocol.NewID(), Q: hub.NewQueue(l.o.QueueBytes, l.stats), l: l, w: w,
+	return &Client{ID: "c-" + protocol.NewID(), Q: hub.NewQueue(l.o.QueueBytes, &l.stats.Queues), l: l, w: w,
 		ops: rate.NewLimiter(rate.Limit(l.o.OpsPerSecond), int(l.o.OpsBurst)), done: make(chan struct{})}
 }
 

@@ -94,7 +94,7 @@ func TestOpsAndResults(t *testing.T) {
 // TestSlowConsumerAndExpiry: past the queue's cap and at the token's
 // expiry the layer asks the wire to end the connection.
 func TestSlowConsumerAndExpiry(t *testing.T) {
-	l, h := newLayer(t, 4<<10)
+	l, _ := newLayer(t, 4<<10)
 	w := &recWire{}
 	c := l.NewClient(w)
 	c.Authenticate(&auth.Principal{Subject: "a", Role: auth.RoleAdmin, Robots: []string{"*"}, ExpiresAt: time.Now().Add(200 * time.Millisecond)})
@@ -105,5 +105,5 @@ func TestSlowConsumerAndExpiry(t *testing.T) {
 	require.Eventually(t, func() bool { _, ends, _ := w.state(); return len(ends) >= 2 }, 5*time.Second, 10*time.Millisecond)
 	_, ends, _ := w.state()
 	require.Equal(t, []conn.Reason{conn.ReasonSlowConsumer, conn.ReasonTokenExpired}, ends[:2])
-	require.Equal(t, int64(1), h.Stats().SlowCloses.Load())
+	require.Equal(t, int64(1), l.Stats().SlowCloses.Load())
 }

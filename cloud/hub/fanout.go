@@ -196,7 +196,7 @@ func (h *Hub) deliver(s Subscriber, d Delivery) {
 	if !perRoom(f) {
 		frame, err := d.Frame(f, "")
 		if err != nil {
-			h.o.Stats.EncodeErrors.Add(1)
+			h.stats.EncodeErrors.Add(1)
 			return
 		}
 		s.Send(d.Message(d.FirstRoom(), frame))
@@ -205,7 +205,7 @@ func (h *Hub) deliver(s Subscriber, d Delivery) {
 	for room := range d.Rooms() {
 		frame, err := d.Frame(f, room)
 		if err != nil {
-			h.o.Stats.EncodeErrors.Add(1)
+			h.stats.EncodeErrors.Add(1)
 			continue
 		}
 		s.Send(d.Message(room, frame))

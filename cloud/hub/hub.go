@@ -104,8 +104,6 @@ type Options struct {
 	History History
 	// RelayStats fills system.status data.relay. Default: version only.
 	RelayStats func() protocol.RelayStats
-	// Stats receives the counters. Default: a private Stats.
-	Stats *Stats
 	// Logger. Default slog.Default().
 	Logger *slog.Logger
 	// Now is the clock. Default time.Now.
@@ -152,9 +150,6 @@ func (o *Options) setDefaults() {
 	if o.RelayStats == nil {
 		o.RelayStats = func() protocol.RelayStats { return protocol.RelayStats{Version: "dev"} }
 	}
-	if o.Stats == nil {
-		o.Stats = &Stats{}
-	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
@@ -170,6 +165,7 @@ type Hub struct {
 	started time.Time
 	shards  []*shard
 	gate    *SnapshotGate
+	stats   Stats
 
 	// mu guards the fields below and the state, and orders every
 	// operation: what it hands to a shard, the shard does in that order.
@@ -186,7 +182,7 @@ func New(o Options) *Hub {
 	o.setDefaults()
 	h := &Hub{o: o, log: o.Logger, started: o.Now(), subs: map[Subscriber]*member{}, interest: map[string][]int{},
 		gate: NewSnapshotGate(o.SnapshotSlots, o.SnapshotRate)}
-	h.st = newState(&h.o, h.log)
+	h.st = newState(&h.o, &h.stats, h.log)
 	for i := range o.Shards {
 		h.shards = append(h.shards, newShard(h, i))
 	}
@@ -211,8 +207,8 @@ func (h *Hub) Close() {
 	}
 }
 
-// Stats returns the counters.
-func (h *Hub) Stats() *Stats { return h.o.Stats }
+// Stats returns the hub's counters.
+func (h *Hub) Stats() *Stats { return &h.stats }
 
 // SnapshotGate is the gate every client's writer passes to encode and
 // write a snapshot part.
@@ -390,7 +386,7 @@ func (h *Hub) Leave(s Subscriber) {
 func (h *Hub) MarkGap(robot, reason string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.o.Stats.Gaps.Add(1)
+	h.stats.Gaps.Add(1)
 	h.st.markGap(robot)
 	if h.closed {
 		return
@@ -499,7 +495,7 @@ func (h *Hub) SystemStatus(relay protocol.RelayStats) {
 		ev.Seq = h.st.sysSeq
 		raw, err := json.Marshal(ev)
 		if err != nil {
-			h.o.Stats.EncodeErrors.Add(1)
+			h.stats.EncodeErrors.Add(1)
 			return
 		}
 		rt := &Routed{Ev: ev, Raw: raw, TS: ev.TS.Time}

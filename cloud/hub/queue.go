@@ -60,7 +60,7 @@ const (
 type Queue struct {
 	max   int
 	high  int
-	stats *Stats
+	stats *QueueStats
 	wake  chan struct{}
 
 	mu      sync.Mutex // guards the fields below
@@ -72,10 +72,11 @@ type Queue struct {
 	closed  bool
 }
 
-// NewQueue returns a queue capped at maxBytes. stats may be nil.
-func NewQueue(maxBytes int, stats *Stats) *Queue {
+// NewQueue returns a queue capped at maxBytes, counted in stats (nil: a
+// private set).
+func NewQueue(maxBytes int, stats *QueueStats) *Queue {
 	if stats == nil {
-		stats = &Stats{}
+		stats = &QueueStats{}
 	}
 	return &Queue{max: maxBytes, high: maxBytes / 2, stats: stats, wake: make(chan struct{}, 1)}
 }
@@ -108,7 +109,7 @@ func (q *Queue) Push(m Message) PushResult {
 				delta := len(m.Frame) - len(it.Frame)
 				*it = m
 				q.bytes += delta
-				q.stats.QueueBytes.Add(int64(delta))
+				q.stats.Bytes.Add(int64(delta))
 				q.stats.Replaced.Add(1)
 				return Replaced
 			}
@@ -122,11 +123,11 @@ func (q *Queue) Push(m Message) PushResult {
 			q.dropped = map[string]int{}
 		}
 		q.dropped[m.Room]++
-		q.stats.ClientDropped.Add(1)
+		q.stats.Dropped.Add(1)
 		return Dropped
 	case q.bytes+n > q.max && (m.Type != "" || q.bytes+n > 2*q.max):
 		q.over = true
-		q.stats.ClientDropped.Add(1)
+		q.stats.Dropped.Add(1)
 		q.signal()
 		return Overflow
 	}
@@ -135,7 +136,7 @@ func (q *Queue) Push(m Message) PushResult {
 	}
 	q.items = append(q.items, m)
 	q.bytes += n
-	q.stats.QueueBytes.Add(int64(n))
+	q.stats.Bytes.Add(int64(n))
 	q.signal()
 	return Queued
 }
@@ -172,7 +173,7 @@ func (q *Queue) Pop(buf []Message, maxBytes int) []Message {
 		q.signal()
 	}
 	q.bytes -= taken
-	q.stats.QueueBytes.Add(-int64(taken))
+	q.stats.Bytes.Add(-int64(taken))
 	return buf
 }
 
@@ -185,7 +186,7 @@ func (q *Queue) Done(st Stream) {
 		q.items[q.head] = Message{}
 		q.head++
 		q.bytes -= n
-		q.stats.QueueBytes.Add(-int64(n))
+		q.stats.Bytes.Add(-int64(n))
 		if q.head < len(q.items) {
 			q.signal()
 		}
@@ -227,7 +228,7 @@ func (q *Queue) Close() {
 		return
 	}
 	q.closed = true
-	q.stats.QueueBytes.Add(-int64(q.bytes))
+	q.stats.Bytes.Add(-int64(q.bytes))
 	q.items, q.head, q.bytes = nil, 0, 0
 	q.signal()
 }

@@ -17,8 +17,9 @@ import (
 // state and ring; the recent event ids. Every method is called with the
 // hub's lock held.
 type state struct {
-	o   *Options
-	log *slog.Logger
+	o     *Options
+	stats *Stats
+	log   *slog.Logger
 
 	robots   map[string]*robotState
 	byRobot  []*robotState // robots sorted by id, nil when robots changed: fleet snapshots come out ordered
@@ -59,8 +60,8 @@ func size(e *Entry) int {
 	return len(e.Raw)
 }
 
-func newState(o *Options, log *slog.Logger) *state {
-	return &state{o: o, log: log, robots: map[string]*robotState{}, sessions: map[sessKey]*sessionState{},
+func newState(o *Options, stats *Stats, log *slog.Logger) *state {
+	return &state{o: o, stats: stats, log: log, robots: map[string]*robotState{}, sessions: map[sessKey]*sessionState{},
 		byID: map[string][]string{}, seen: dedup.New(o.DedupIDs)}
 }
 
@@ -68,12 +69,12 @@ func newState(o *Options, log *slog.Logger) *state {
 // is a duplicate or a stale status.
 func (st *state) ingest(ev *protocol.Event, raw []byte, retained bool) (*Entry, bool) {
 	if !st.seen.Add(ev.ID) {
-		st.o.Stats.Duplicates.Add(1)
+		st.stats.Duplicates.Add(1)
 		return nil, false
 	}
 	if len(raw) > st.o.MaxTextBytes {
 		if cev, craw, ok := clipText(raw, st.o.MaxTextBytes); ok {
-			st.o.Stats.TextClipped.Add(1)
+			st.stats.TextClipped.Add(1)
 			ev, raw = cev, craw
 		}
 	}
@@ -99,7 +100,7 @@ func (st *state) ingest(ev *protocol.Event, raw []byte, retained bool) (*Entry, 
 		if r.status != nil {
 			if old, ok := statusEpoch(r.status.Raw); ok {
 				if cur, ok := statusEpoch(raw); ok && cur < old {
-					st.o.Stats.StaleStatus.Add(1)
+					st.stats.StaleStatus.Add(1)
 					return nil, false
 				}
 			}
@@ -150,7 +151,7 @@ func (st *state) ingest(ev *protocol.Event, raw []byte, retained bool) (*Entry, 
 func (st *state) charge(r *robotState, delta int) {
 	r.bytes += delta
 	st.bytes += delta
-	st.o.Stats.CachedBytes.Add(int64(delta))
+	st.stats.CachedBytes.Add(int64(delta))
 }
 
 // enforce keeps r within RobotBytes (its oldest other sessions go first,
@@ -177,7 +178,7 @@ func (st *state) enforce(r *robotState, keep string) {
 		} else {
 			break // what is left is the latest status, metrics and session state
 		}
-		st.o.Stats.BudgetEvictions.Add(1)
+		st.stats.BudgetEvictions.Add(1)
 	}
 	for st.bytes > st.o.TotalBytes && len(st.robots) > 1 {
 		var oldest *robotState
@@ -187,7 +188,7 @@ func (st *state) enforce(r *robotState, keep string) {
 			}
 		}
 		st.evictRobot(oldest)
-		st.o.Stats.BudgetEvictions.Add(1)
+		st.stats.BudgetEvictions.Add(1)
 	}
 }
 
@@ -336,7 +337,7 @@ func (st *state) evictRobot(r *robotState) {
 	st.charge(r, -r.bytes)
 	delete(st.robots, r.id)
 	st.byRobot = nil
-	st.o.Stats.Evicted.Add(1)
+	st.stats.Evicted.Add(1)
 	st.log.Info("robot evicted from caches", "robot", r.id, "last_seen", r.lastSeen.UTC().Format(time.RFC3339))
 }
 

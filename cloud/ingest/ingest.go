@@ -148,11 +148,22 @@ type message struct {
 	retained bool
 }
 
+// Stats are the MQTT ingest's counters. All fields are atomic.
+type Stats struct {
+	MessagesIn atomic.Int64 // MQTT messages handed to the relay
+	Invalid    atomic.Int64 // messages that failed to decode or validate
+	Dropped    atomic.Int64 // messages dropped because the ingest queue was full
+	Reconnects atomic.Int64 // connections lost (each followed by reconnection attempts)
+}
+
+// Stats returns the ingest's counters.
+func (c *Client) Stats() *Stats { return &c.stats }
+
 // Client is the relay's MQTT connection.
 type Client struct {
 	o       Options
 	log     *slog.Logger
-	stats   *hub.Stats
+	stats   Stats
 	brokers []string
 	clients []mqtt.Client // one paho client per broker, same client id
 	cur     atomic.Int32  // index of the broker in use (or last tried)
@@ -188,7 +199,7 @@ func New(o Options) (*Client, error) {
 	if err := mqttkit.ValidateBrokers(brokers); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
-	c := &Client{o: o, log: o.Logger, stats: o.Hub.Stats(), brokers: brokers, queue: make(chan message, o.QueueMessages),
+	c := &Client{o: o, log: o.Logger, brokers: brokers, queue: make(chan message, o.QueueMessages),
 		lost: make(chan struct{}, 1), lastLogged: map[string]time.Time{}, gapRobots: map[string]struct{}{},
 		gapWake: make(chan struct{}, 1)}
 	for _, b := range brokers {
@@ -260,7 +271,7 @@ func (c *Client) onMessage(_ mqtt.Client, m mqtt.Message) {
 // drop counts a message the queue could not take and remembers its robot
 // for a gap report.
 func (c *Client) drop(topic string) {
-	if n := c.stats.IngestDropped.Add(1); n == 1 || n%1000 == 0 {
+	if n := c.stats.Dropped.Add(1); n == 1 || n%1000 == 0 {
 		c.log.Warn("ingest queue full, dropping MQTT messages", "topic", topic, "dropped_total", n)
 	}
 	robot := ""

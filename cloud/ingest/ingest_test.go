@@ -72,10 +72,10 @@ func TestBoundedQueue(t *testing.T) {
 		tok := pub.Publish(topic, 1, false, b)
 		require.True(t, tok.WaitTimeout(5*time.Second))
 	}
-	require.Eventually(t, func() bool { return h.Stats().IngestDropped.Load() > 0 }, 5*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return c.Stats().Dropped.Load() > 0 }, 5*time.Second, 10*time.Millisecond)
 
 	require.True(t, c.Connected(), "the connection survives a stalled consumer")
-	require.Eventually(t, func() bool { return h.Stats().MessagesIn.Load() == 50 }, 5*time.Second, 10*time.Millisecond,
+	require.Eventually(t, func() bool { return c.Stats().MessagesIn.Load() == 50 }, 5*time.Second, 10*time.Millisecond,
 		"every message reached the callback")
 	close(s.release)
 	// Once the decoder runs again it reports the dropped messages as a gap

@@ -37,7 +37,7 @@ func TestLossyBehindClient(t *testing.T) {
 	require.Eventually(t, func() bool { return r.Hub().Counts().Subscriptions == 2 }, wait, 10*time.Millisecond)
 
 	rb := newRobot(t, r.BrokerURL(), "r-1")
-	stats := r.Hub().Stats()
+	stats := r.WSStats()
 	// Stop reading; fill the socket and then the queue past half its cap
 	// with notifications (never dropped).
 	// One message at a time, each seen by a fast probe client in the same
@@ -47,7 +47,7 @@ func TestLossyBehindClient(t *testing.T) {
 	probe := connect(t, r, "")
 	probe.subscribe("robot:r-1")
 	big := strings.Repeat("n", 8000)
-	for i := 0; stats.QueueBytes.Load() <= int64(cfg.WS.QueueBytes/2); i++ {
+	for i := 0; stats.Queues.Bytes.Load() <= int64(cfg.WS.QueueBytes/2); i++ {
 		require.Less(t, i, 5000, "queue never filled")
 		id := rb.send("", notification(big)).ID
 		probe.until(func(f frame) bool { return f.Type == "event" && f.envelope(t).ID == id })
@@ -55,9 +55,9 @@ func TestLossyBehindClient(t *testing.T) {
 	// Wait until the writer is stuck (the queue stops shrinking), so that what
 	// follows stays queued rather than trickling out through the socket.
 	stuck := 0
-	for last := stats.QueueBytes.Load(); stuck < 3; {
+	for last := stats.Queues.Bytes.Load(); stuck < 3; {
 		time.Sleep(100 * time.Millisecond)
-		if now := stats.QueueBytes.Load(); now == last {
+		if now := stats.Queues.Bytes.Load(); now == last {
 			stuck++
 		} else {
 			stuck, last = 0, now
@@ -68,12 +68,12 @@ func TestLossyBehindClient(t *testing.T) {
 	for i := 0; i < 20; i++ {
 		lastMetrics = rb.send("", metrics())
 	}
-	require.Eventually(t, func() bool { return stats.Replaced.Load() >= 18 }, wait, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return stats.Queues.Replaced.Load() >= 18 }, wait, 10*time.Millisecond)
 	// Progress: dropped, counted per room.
 	for i := 0; i < 5; i++ {
 		rb.send("s-1", progress(float64(i)))
 	}
-	require.Eventually(t, func() bool { return stats.ClientDropped.Load() >= 10 }, wait, 10*time.Millisecond,
+	require.Eventually(t, func() bool { return stats.Queues.Dropped.Load() >= 10 }, wait, 10*time.Millisecond,
 		"5 progress frames in each of robot:r-1 and session:s-1")
 	require.Zero(t, stats.SlowCloses.Load())
 

@@ -1,20 +1,26 @@
 package relay
 
 import (
+	"sync/atomic"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
-	"github.com/robotfleet/fleetlink/cloud/hub"
+	"github.com/robotfleet/fleetlink/cloud/conn"
 	"github.com/robotfleet/fleetlink/cloud/socketio"
 )
 
 // newMetrics registers the relay's metrics on a private registry. Counters
-// and gauges read the shared hub.Stats at scrape time; the fan-out latency
-// histogram is observed by the WebSocket writers.
-func newMetrics(h *hub.Hub, ready func() bool) (*prometheus.Registry, prometheus.Histogram) {
+// and gauges read, at scrape time, the counters each component owns: the
+// ingest's, the hub's, and the connection layers' of both wire formats
+// (summed); the fan-out latency histogram is observed by the writers.
+func newMetrics(r *Relay, ready func() bool) (*prometheus.Registry, prometheus.Histogram) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	s := h.Stats()
+	h, s, in := r.hub, r.hub.Stats(), r.ingest.Stats()
+	wires := func(f func(*conn.Stats) *atomic.Int64) func() int64 {
+		return func() int64 { return r.connSum(func(s *conn.Stats) int64 { return f(s).Load() }) }
+	}
 	counter := func(name, help string, f func() int64) {
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "fleet_relay", Name: name, Help: help},
 			func() float64 { return float64(f()) }))
@@ -22,15 +28,15 @@ func newMetrics(h *hub.Hub, ready func() bool) (*prometheus.Registry, prometheus
 	gauge := func(name, help string, f func() float64) {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "fleet_relay", Name: name, Help: help}, f))
 	}
-	counter("messages_in_total", "MQTT messages received.", s.MessagesIn.Load)
-	counter("messages_invalid_total", "MQTT messages that failed to decode or validate (not forwarded).", s.Invalid.Load)
+	counter("messages_in_total", "MQTT messages received.", in.MessagesIn.Load)
+	counter("messages_invalid_total", "MQTT messages that failed to decode or validate (not forwarded).", in.Invalid.Load)
 	counter("messages_duplicate_total", "Events dropped by de-duplication on event id.", s.Duplicates.Load)
-	counter("ingest_dropped_total", "MQTT messages dropped because the ingest queue was full.", s.IngestDropped.Load)
-	counter("messages_out_total", "Event frames written to clients.", s.MessagesOut.Load)
-	counter("messages_dropped_total", "Event frames dropped for clients that read too slowly.", s.ClientDropped.Load)
-	counter("metrics_replaced_total", "Queued robot.metrics frames replaced by newer ones (latest-only).", s.Replaced.Load)
-	counter("slow_consumer_closes_total", "Clients closed with 4008 slow consumer.", s.SlowCloses.Load)
-	counter("mqtt_reconnects_total", "MQTT connections lost (each followed by reconnection attempts).", s.Reconnects.Load)
+	counter("ingest_dropped_total", "MQTT messages dropped because the ingest queue was full.", in.Dropped.Load)
+	counter("messages_out_total", "Event frames written to clients.", wires(func(s *conn.Stats) *atomic.Int64 { return &s.MessagesOut }))
+	counter("messages_dropped_total", "Event frames dropped for clients that read too slowly.", wires(func(s *conn.Stats) *atomic.Int64 { return &s.Queues.Dropped }))
+	counter("metrics_replaced_total", "Queued robot.metrics frames replaced by newer ones (latest-only).", wires(func(s *conn.Stats) *atomic.Int64 { return &s.Queues.Replaced }))
+	counter("slow_consumer_closes_total", "Clients closed with 4008 slow consumer.", wires(func(s *conn.Stats) *atomic.Int64 { return &s.SlowCloses }))
+	counter("mqtt_reconnects_total", "MQTT connections lost (each followed by reconnection attempts).", in.Reconnects.Load)
 	counter("robots_evicted_total", "Robots evicted from the caches.", s.Evicted.Load)
 	counter("encode_errors_total", "Frames a wire format failed to encode.", s.EncodeErrors.Load)
 	counter("cache_evictions_total", "Cache entries evicted to keep a robot within hub.robot_bytes or the caches within hub.total_bytes.", s.BudgetEvictions.Load)
@@ -38,8 +44,8 @@ func newMetrics(h *hub.Hub, ready func() bool) (*prometheus.Registry, prometheus
 	counter("gaps_total", "Times the relay may have missed events (MQTT session not resumed, a queue overflowed): gap notices sent.", s.Gaps.Load)
 	counter("stale_status_total", "robot.status events dropped for an older connection epoch than the cached one.", s.StaleStatus.Load)
 	gauge("cache_bytes", "Envelope bytes in the hub's caches.", func() float64 { return float64(s.CachedBytes.Load()) })
-	gauge("connections", "Open WebSocket connections.", func() float64 { return float64(s.Connections.Load()) })
-	gauge("queue_bytes", "Bytes waiting in client queues.", func() float64 { return float64(s.QueueBytes.Load()) })
+	gauge("connections", "Open WebSocket connections.", func() float64 { return float64(wires(func(s *conn.Stats) *atomic.Int64 { return &s.Connections })()) })
+	gauge("queue_bytes", "Bytes waiting in client queues.", func() float64 { return float64(wires(func(s *conn.Stats) *atomic.Int64 { return &s.Queues.Bytes })()) })
 	gauge("rooms", "Rooms with at least one subscriber.", func() float64 { return float64(h.Counts().Rooms) })
 	gauge("subscriptions", "Client subscriptions to rooms.", func() float64 { return float64(h.Counts().Subscriptions) })
 	gauge("robots_known", "Robots in the caches.", func() float64 { return float64(h.Counts().RobotsKnown) })

@@ -25,6 +25,7 @@ import (
 	"github.com/robotfleet/fleetlink/cloud/broker"
 	"github.com/robotfleet/fleetlink/cloud/command"
 	"github.com/robotfleet/fleetlink/cloud/config"
+	"github.com/robotfleet/fleetlink/cloud/conn"
 	"github.com/robotfleet/fleetlink/cloud/dashboard"
 	"github.com/robotfleet/fleetlink/cloud/history"
 	"github.com/robotfleet/fleetlink/cloud/hub"
@@ -98,16 +99,15 @@ func New(cfg config.Config, log *slog.Logger) (*Relay, error) {
 	if r.history != nil {
 		older = historySince{r.history}
 	}
-	stats := &hub.Stats{}
 	var ready func() bool = func() bool { return r.ingest != nil && r.ingest.Ready() }
 	r.hub = hub.New(hub.Options{
 		RingEvents: cfg.Hub.RingEvents, RingBytes: cfg.Hub.RingBytes, DedupIDs: cfg.Hub.DedupIDs,
 		MaxRobots: cfg.Hub.MaxRobots, SessionsPerRobot: cfg.Hub.SessionsPerRobot, RobotTTL: cfg.Hub.RobotTTL,
 		RobotBytes: cfg.Hub.RobotBytes, TotalBytes: cfg.Hub.TotalBytes, MaxTextBytes: cfg.Hub.MaxTextBytes,
-		MaxRoomsPerClient: cfg.WS.MaxRooms, SnapshotRate: cfg.WS.SnapshotRatePerCore * int64(runtime.GOMAXPROCS(0)), Stats: stats, Logger: log.With("component", "hub"), History: older,
+		MaxRoomsPerClient: cfg.WS.MaxRooms, SnapshotRate: cfg.WS.SnapshotRatePerCore * int64(runtime.GOMAXPROCS(0)), Logger: log.With("component", "hub"), History: older,
 	})
 	r.relayStats = func() protocol.RelayStats {
-		return protocol.RelayStats{Version: version.Version, Connections: int(stats.Connections.Load()), MQTTConnected: ready()}
+		return protocol.RelayStats{Version: version.Version, Connections: int(r.connSum(func(s *conn.Stats) int64 { return s.Connections.Load() })), MQTTConnected: ready()}
 	}
 
 	mqttOpts := ingest.Options{
@@ -159,7 +159,7 @@ func New(cfg config.Config, log *slog.Logger) (*Relay, error) {
 	r.ingest.SetOnReply(func(ev *protocol.Event, raw []byte) { r.commands.Reply(ev, raw) })
 
 	var lat prometheus.Histogram
-	r.reg, lat = newMetrics(r.hub, ready)
+	r.reg, lat = newMetrics(r, ready)
 	if r.broker != nil {
 		r.reg.MustRegister(r.broker.Collectors()...)
 	}
@@ -270,6 +270,12 @@ func (r *Relay) BrokerURL() string {
 	}
 	return r.broker.URL()
 }
+
+// WSStats returns the /ws connection layer's counters (for tests).
+func (r *Relay) WSStats() *conn.Stats { return r.ws.ConnStats() }
+
+// IngestStats returns the MQTT ingest's counters (for tests).
+func (r *Relay) IngestStats() *ingest.Stats { return r.ingest.Stats() }
 
 // Hub returns the hub (for tests and adapters).
 func (r *Relay) Hub() *hub.Hub { return r.hub }
@@ -383,17 +389,32 @@ func (r *Relay) routes() http.Handler {
 	return mux
 }
 
+// connSum adds a counter up over both wire formats' connection layers.
+func (r *Relay) connSum(f func(*conn.Stats) int64) int64 {
+	var n int64
+	if r.ws != nil {
+		n += f(r.ws.ConnStats())
+	}
+	if r.sio != nil {
+		n += f(r.sio.ConnStats())
+	}
+	return n
+}
+
 func (r *Relay) handleStats(w http.ResponseWriter, req *http.Request) {
 	if !principal(req).AllRobots() {
 		http.Error(w, "forbidden: fleet-wide stats need a token for every robot", http.StatusForbidden)
 		return
 	}
-	s := r.hub.Stats()
+	s, in := r.hub.Stats(), r.ingest.Stats()
+	sum := r.connSum
+	out := sum(func(s *conn.Stats) int64 { return s.MessagesOut.Load() })
+	clientDropped := sum(func(s *conn.Stats) int64 { return s.Queues.Dropped.Load() })
 	c := r.hub.Counts()
 	writeJSON(w, map[string]any{
 		"version":          version.Version,
 		"uptime_s":         time.Since(r.started).Seconds(),
-		"connections":      s.Connections.Load(),
+		"connections":      sum(func(s *conn.Stats) int64 { return s.Connections.Load() }),
 		"rooms":            c.Rooms,
 		"subscriptions":    c.Subscriptions,
 		"robots_known":     c.RobotsKnown,
@@ -402,12 +423,12 @@ func (r *Relay) handleStats(w http.ResponseWriter, req *http.Request) {
 		"mqtt_connected":   r.ingest.Connected(),
 		"mqtt_ready":       r.ingest.Ready(),
 		"messages": map[string]int64{
-			"in": s.MessagesIn.Load(), "out": s.MessagesOut.Load(), "dropped": s.ClientDropped.Load() + s.IngestDropped.Load(),
-			"invalid": s.Invalid.Load(), "duplicate": s.Duplicates.Load(), "ingest_dropped": s.IngestDropped.Load(),
-			"client_dropped": s.ClientDropped.Load(),
+			"in": in.MessagesIn.Load(), "out": out, "dropped": clientDropped + in.Dropped.Load(),
+			"invalid": in.Invalid.Load(), "duplicate": s.Duplicates.Load(), "ingest_dropped": in.Dropped.Load(),
+			"client_dropped": clientDropped,
 		},
-		"slow_consumer_closes": s.SlowCloses.Load(),
-		"queue_bytes":          s.QueueBytes.Load(),
+		"slow_consumer_closes": sum(func(s *conn.Stats) int64 { return s.SlowCloses.Load() }),
+		"queue_bytes":          sum(func(s *conn.Stats) int64 { return s.Queues.Bytes.Load() }),
 		"commands_pending":     r.commands.Pending(),
 		"socketio": map[string]int64{
 			"sessions": r.sio.Stats().Sessions.Load(), "websockets": r.sio.Stats().WebSockets.Load(),

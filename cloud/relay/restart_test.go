@@ -46,7 +46,7 @@ func TestMosquittoRestart(t *testing.T) {
 		}
 	})
 	require.Eventually(t, func() bool { return readyz() == http.StatusOK }, wait, 20*time.Millisecond)
-	require.GreaterOrEqual(t, r.Hub().Stats().Reconnects.Load(), int64(1))
+	require.GreaterOrEqual(t, r.IngestStats().Reconnects.Load(), int64(1))
 
 	// Retained status and state came again on re-subscribe: de-duplicated.
 	require.Eventually(t, func() bool { return r.Hub().Stats().Duplicates.Load() >= 2 }, wait, 20*time.Millisecond)

@@ -122,8 +122,8 @@ func TestInvalidMQTTPayloads(t *testing.T) {
 				return n == 2
 			})
 			require.Equal(t, ids(end, end), eventIDs(t, fs), "only the valid alert, in fleet and robot:r-1")
-			require.Eventually(t, func() bool { return r.Hub().Stats().Invalid.Load() == int64(len(bad)) }, wait, 10*time.Millisecond,
-				"invalid=%d", r.Hub().Stats().Invalid.Load())
+			require.Eventually(t, func() bool { return r.IngestStats().Invalid.Load() == int64(len(bad)) }, wait, 10*time.Millisecond,
+				"invalid=%d", r.IngestStats().Invalid.Load())
 			_, body := httpGet(t, "http://"+r.Addr()+"/metrics")
 			require.Contains(t, body, "fleet_relay_messages_invalid_total 8")
 		})
@@ -140,5 +140,5 @@ func TestClearedSessionState(t *testing.T) {
 	require.Eventually(t, func() bool { return r.Hub().Counts().Sessions == 1 }, wait, 10*time.Millisecond)
 	rb.raw(protocol.MustTopics("").SessionState("r-1", "s-1"), 1, true, nil)
 	require.Eventually(t, func() bool { return r.Hub().Counts().Sessions == 0 }, wait, 10*time.Millisecond)
-	require.Zero(t, r.Hub().Stats().Invalid.Load())
+	require.Zero(t, r.IngestStats().Invalid.Load())
 }

@@ -44,7 +44,7 @@ func TestSlowConsumer(t *testing.T) {
 	// The fast client reads each event before the next is sent, so only
 	// the slow client falls behind.
 	var got []frame
-	for i := 0; r.Hub().Stats().SlowCloses.Load() == 0 || i < 20; i++ {
+	for i := 0; r.WSStats().SlowCloses.Load() == 0 || i < 20; i++ {
 		require.Less(t, i, 20000, "the slow client was never closed")
 		id := rb.send("", notification(msg)).ID
 		fs := fast.until(func(f frame) bool { return f.Type == "event" && f.envelope(t).ID == id })
@@ -66,8 +66,8 @@ func TestSlowConsumer(t *testing.T) {
 	if code := closeCode(err); code != -1 && code != websocket.CloseAbnormalClosure {
 		require.Equal(t, 4008, code, "close: %v", err)
 	}
-	require.Equal(t, int64(1), r.Hub().Stats().SlowCloses.Load())
-	require.Eventually(t, func() bool { return r.Hub().Stats().Connections.Load() == 1 }, wait, 10*time.Millisecond)
+	require.Equal(t, int64(1), r.WSStats().SlowCloses.Load())
+	require.Eventually(t, func() bool { return r.WSStats().Connections.Load() == 1 }, wait, 10*time.Millisecond)
 }
 
 // TestHeartbeat: the server pings every heartbeat; a client that answers
@@ -81,13 +81,13 @@ func TestHeartbeat(t *testing.T) {
 	alive := connect(t, r, "") // its reader answers pings
 	require.Equal(t, 0.2, heartbeatOf(t, r))
 
-	require.Eventually(t, func() bool { return r.Hub().Stats().Connections.Load() == 1 }, wait, 5*time.Millisecond)
+	require.Eventually(t, func() bool { return r.WSStats().Connections.Load() == 1 }, wait, 5*time.Millisecond)
 	silent, _, err := dial(t, r, "", nil)
 	require.NoError(t, err)
 	defer silent.Close()
 	// Read nothing (so no pongs) until the server gives up.
-	require.Eventually(t, func() bool { return r.Hub().Stats().Connections.Load() == 2 }, wait, 5*time.Millisecond, "silent client registered")
-	require.Eventually(t, func() bool { return r.Hub().Stats().Connections.Load() == 1 }, wait, 20*time.Millisecond)
+	require.Eventually(t, func() bool { return r.WSStats().Connections.Load() == 2 }, wait, 5*time.Millisecond, "silent client registered")
+	require.Eventually(t, func() bool { return r.WSStats().Connections.Load() == 1 }, wait, 20*time.Millisecond)
 	s := startReading(t, silent)
 	err = s.closeErr()
 	if code := closeCode(err); code != -1 {

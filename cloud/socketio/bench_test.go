@@ -14,6 +14,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/robotfleet/fleetlink/cloud/auth"
+	"github.com/robotfleet/fleetlink/cloud/conn"
 	"github.com/robotfleet/fleetlink/cloud/hub"
 	"github.com/robotfleet/fleetlink/cloud/wsapi"
 	"github.com/robotfleet/fleetlink/protocol"
@@ -42,19 +43,20 @@ func benchFanout(b *testing.B, clients int, sio bool) {
 	}
 	var handler http.Handler
 	var path string
+	var stats *conn.Stats
 	if sio {
 		srv, err := New(Options{Hub: h, Auth: a, PingInterval: time.Hour, PingTimeout: time.Hour})
 		if err != nil {
 			b.Fatal(err)
 		}
 		defer srv.Close()
-		handler, path = srv, "/socket.io/?EIO=4&transport=websocket"
+		handler, path, stats = srv, "/socket.io/?EIO=4&transport=websocket", srv.ConnStats()
 	} else {
 		ws, err := wsapi.New(wsapi.Options{Hub: h, Auth: a})
 		if err != nil {
 			b.Fatal(err)
 		}
-		handler, path = ws, "/ws"
+		handler, path, stats = ws, "/ws", ws.ConnStats()
 	}
 	ts := httptest.NewServer(handler)
 	defer ts.Close()
@@ -111,13 +113,13 @@ func benchFanout(b *testing.B, clients int, sio bool) {
 	deadline := time.Now().Add(time.Minute)
 	for delivered.Load() < want {
 		if time.Now().After(deadline) {
-			b.Fatalf("delivered %d of %d (dropped %d)", delivered.Load(), want, h.Stats().ClientDropped.Load())
+			b.Fatalf("delivered %d of %d (dropped %d)", delivered.Load(), want, stats.Queues.Dropped.Load())
 		}
 		time.Sleep(50 * time.Microsecond)
 	}
 	b.StopTimer()
 	b.ReportMetric(float64(want)/time.Since(start).Seconds(), "deliveries/s")
-	b.ReportMetric(float64(h.Stats().ClientDropped.Load()), "dropped")
+	b.ReportMetric(float64(stats.Queues.Dropped.Load()), "dropped")
 }
 
 func mustWrite(b *testing.B, c *websocket.Conn, s string) {

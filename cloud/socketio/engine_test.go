@@ -341,7 +341,7 @@ func TestSlowConsumer(t *testing.T) {
 		pkt := p.until("dropped", func(s string) bool { return strings.HasPrefix(s, `42["dropped"`) })
 		assert.Contains(t, pkt, `"room":"session:s-slow"`)
 		assert.Equal(t, 1, e.srv.Sessions(), "lossy drops do not close")
-		assert.Positive(t, e.hub.Stats().ClientDropped.Load())
+		assert.Positive(t, e.srv.ConnStats().Queues.Dropped.Load())
 	})
 	t.Run("overflow closes", func(t *testing.T) {
 		e := start(t, func(o *Options) { o.QueueBytes = 8 << 10 })
@@ -353,7 +353,7 @@ func TestSlowConsumer(t *testing.T) {
 			ingest(t, e.hub, protocol.TypeSessionStarted, "r-1", "s-slow", seq, nil)
 		}
 		require.Eventually(t, func() bool { return e.srv.Sessions() == 0 }, 5*time.Second, 5*time.Millisecond)
-		assert.Equal(t, int64(1), e.hub.Stats().SlowCloses.Load())
+		assert.Equal(t, int64(1), e.srv.ConnStats().SlowCloses.Load())
 		assert.Zero(t, e.hub.Counts().Subscribers, "the session left the hub")
 	})
 }

@@ -194,7 +194,7 @@ type Server struct {
 	o        Options
 	log      *slog.Logger
 	hub      *hub.Hub
-	hstats   *hub.Stats
+	hstats   *conn.Stats // the layer's
 	format   Format
 	upgrader websocket.Upgrader
 	stats    Stats
@@ -220,7 +220,7 @@ func New(o Options) (*Server, error) {
 		return nil, fmt.Errorf("%w: Auth is required", ErrOption)
 	}
 	o.setDefaults()
-	s := &Server{o: o, log: o.Logger.With("component", "socketio"), hub: o.Hub, hstats: o.Hub.Stats(),
+	s := &Server{o: o, log: o.Logger.With("component", "socketio"), hub: o.Hub,
 		sessions: map[string]*session{}, pendingBy: map[string]int{}}
 	s.upgrader = websocket.Upgrader{
 		ReadBufferSize:  1024,
@@ -235,6 +235,7 @@ func New(o Options) (*Server, error) {
 		OpsPerSecond: o.OpsPerSecond, OpsBurst: o.OpsBurst, Warn: s.warn}); err != nil {
 		return nil, fmt.Errorf("socketio: %w", err)
 	}
+	s.hstats = s.layer.Stats()
 	return s, nil
 }
 
@@ -498,3 +499,6 @@ func readBody(r *http.Request, w http.ResponseWriter, limit int) ([]byte, error)
 	}
 	return b, nil
 }
+
+// ConnStats returns the Socket.IO connection layer's counters.
+func (s *Server) ConnStats() *conn.Stats { return s.hstats }

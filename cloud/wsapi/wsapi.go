@@ -100,7 +100,7 @@ type Handler struct {
 	o        Options
 	log      *slog.Logger
 	upgrader websocket.Upgrader
-	stats    *hub.Stats
+	stats    *conn.Stats // the layer's
 
 	mu       sync.Mutex // guards clients and shutdown
 	clients  map[*client]struct{}
@@ -120,7 +120,7 @@ func New(o Options) (*Handler, error) {
 		return nil, fmt.Errorf("%w: Auth is required", ErrOption)
 	}
 	o.setDefaults()
-	h := &Handler{o: o, log: o.Logger, stats: o.Hub.Stats(), clients: map[*client]struct{}{},
+	h := &Handler{o: o, log: o.Logger, clients: map[*client]struct{}{},
 		warn: ratelog.New(o.Logger, 10*time.Second)}
 	h.origin = conn.AllowOrigins(o.AllowedOrigins)
 	var err error
@@ -128,6 +128,7 @@ func New(o Options) (*Handler, error) {
 		OpsPerSecond: o.OpsPerSecond, OpsBurst: o.OpsBurst, Warn: h.warn}); err != nil {
 		return nil, fmt.Errorf("wsapi: %w", err)
 	}
+	h.stats = h.layer.Stats()
 	h.upgrader = websocket.Upgrader{
 		// Small read buffers and pooled write buffers keep idle
 		// connections cheap; frames larger than the buffers still work.
@@ -224,3 +225,6 @@ func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
 }
+
+// ConnStats returns the /ws connection layer's counters.
+func (h *Handler) ConnStats() *conn.Stats { return h.stats }
