@@ -138,6 +138,8 @@ type target struct {
 	mqttAddr string // where robots publish
 	relay    bool   // WebSocket JSON API (else MQTT over WebSocket)
 	wsURL    string
+	// profile, when set, captures a CPU profile of d (see profiled).
+	profile func(d time.Duration, suffix string) <-chan struct{}
 }
 
 func (t *target) stop() {

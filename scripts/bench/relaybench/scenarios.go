@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -158,6 +159,12 @@ func runFanout(t *target, robots, subs int, startRate float64, step time.Duratio
 	// buffers settle) before measuring at half load; the first half-load
 	// step only warms up again.
 	time.Sleep(5 * time.Second)
+	if t.profile != nil {
+		// A profile of the highest rate held, for what limits it.
+		prof := t.profile(step, "."+strings.NewReplacer(" ", "", "(", "-", ")", "").Replace(t.name)+".pprof")
+		rig.step(sum.max.rate, step)
+		<-prof
+	}
 	rig.step(sum.max.rate/2, step)
 	sum.half = rig.step(sum.max.rate/2, 2*step)
 	logf("%s: half load %.0f/s p50 %.1f ms p99 %.1f ms", t.name, sum.half.rate, sum.half.p50, sum.half.p99)

@@ -324,9 +324,13 @@ func cores(relayBin string, robots, subs int, startRate float64, step time.Durat
 		{fmt.Sprintf("%d cores", n), []string{fmt.Sprintf("GOMAXPROCS=%d", n)}, nil},
 	}
 	for _, c := range configs {
-		t, err := startRelayWith(relayBin, c.env, c.wrap)
+		penv, capture := profiled()
+		t, err := startRelayWith(relayBin, append(c.env, penv...), c.wrap)
 		if err != nil {
 			return err
+		}
+		if profileOut != "" {
+			t.profile = capture
 		}
 		t.name = "fleet-relay (" + c.label + ")"
 		s, err := runFanout(t, robots, subs, startRate, step)
