@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -347,31 +348,80 @@ func (c *Client) onLost(_ mqtt.Client, err error) {
 	}
 }
 
-// subscribe subscribes to the whole tree and marks the client ready once
-// the SUBACK grants it. It retries while connected. With a session the
-// broker kept, the subscription exists already and this only confirms it.
+// Filters returns the topic filters the relay subscribes to: the whole
+// tree, or with Elsewhere (the JetStream history carries the other kinds)
+// only the metrics and replies of every robot, so the broker does not
+// deliver, and keep for the relay's session, what the relay would drop.
+func (c *Client) Filters() []string {
+	if c.o.Elsewhere == nil {
+		return []string{c.o.Topics.AllRobots()}
+	}
+	base := c.o.Topics.Prefix() + "/v1/robots/+/"
+	return []string{base + string(protocol.KindMetrics), base + string(protocol.KindReplies)}
+}
+
+// staleFilters are the filters an earlier run may have left in the
+// relay's persistent session (history switched on or off since).
+func (c *Client) staleFilters() []string {
+	base := c.o.Topics.Prefix() + "/v1/robots/+/"
+	var out []string
+	for _, f := range []string{c.o.Topics.AllRobots(), base + string(protocol.KindMetrics), base + string(protocol.KindReplies)} {
+		if !slices.Contains(c.Filters(), f) {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// subscribe subscribes to Filters and marks the client ready once the
+// SUBACK grants them; it retries while connected. With a session the
+// broker kept, the subscriptions exist already and this only confirms
+// them; filters an earlier run left there are unsubscribed.
 func (c *Client) subscribe(mc mqtt.Client) {
-	filter := c.o.Topics.AllRobots()
+	filters := c.Filters()
+	want := map[string]byte{}
+	for _, f := range filters {
+		want[f] = 1
+	}
 	bo := c.backoff()
 	for mc.IsConnectionOpen() {
-		tok := mc.Subscribe(filter, 1, nil)
+		tok := mc.SubscribeMultiple(want, nil)
 		if !tok.WaitTimeout(c.o.ConnectTimeout) {
-			c.log.Warn("mqtt subscribe: no SUBACK in time", "filter", filter)
+			c.log.Warn("mqtt subscribe: no SUBACK in time", "filters", filters)
 		} else if err := tok.Error(); err != nil {
-			c.log.Warn("mqtt subscribe failed", "filter", filter, "err", err)
-		} else if st, ok := tok.(*mqtt.SubscribeToken); ok && st.Result()[filter] > 2 {
-			c.log.Warn("mqtt subscribe refused by the broker", "filter", filter, "code", st.Result()[filter])
+			c.log.Warn("mqtt subscribe failed", "filters", filters, "err", err)
+		} else if refused := c.refused(tok, filters); refused != "" {
+			c.log.Warn("mqtt subscribe refused by the broker", "filter", refused)
 		} else {
-			if st, ok := tok.(*mqtt.SubscribeToken); ok && st.Result()[filter] == 0 {
-				c.log.Warn("mqtt subscription granted at QoS 0 only: the broker will not queue events while the relay is away",
-					"filter", filter)
+			if stale := c.staleFilters(); len(stale) > 0 {
+				if ut := mc.Unsubscribe(stale...); !ut.WaitTimeout(c.o.ConnectTimeout) || ut.Error() != nil {
+					c.log.Warn("mqtt unsubscribe of an earlier run's filters failed", "filters", stale, "err", ut.Error())
+				}
 			}
 			c.ready.Store(true)
-			c.log.Info("mqtt subscribed", "broker", c.Broker(), "filter", filter)
+			c.log.Info("mqtt subscribed", "broker", c.Broker(), "filters", filters)
 			return
 		}
 		time.Sleep(bo.Next())
 	}
+}
+
+// refused returns a filter the SUBACK refused (code > 2), "" if none; a
+// grant at QoS 0 is warned about.
+func (c *Client) refused(tok mqtt.Token, filters []string) string {
+	st, ok := tok.(*mqtt.SubscribeToken)
+	if !ok {
+		return ""
+	}
+	for _, f := range filters {
+		switch code := st.Result()[f]; {
+		case code > 2:
+			return f
+		case code == 0:
+			c.log.Warn("mqtt subscription granted at QoS 0 only: the broker will not queue events while the relay is away", "filter", f)
+		}
+	}
+	return ""
 }
 
 // backoff is the retry schedule: jittered, doubling from ReconnectMin,
