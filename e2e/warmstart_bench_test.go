@@ -102,7 +102,7 @@ func BenchmarkWarmStart(b *testing.B) {
 		cold, coldRSS, _ := run(false)
 		warm, warmRSS, out := run(true)
 		replayed := 0
-		if m := regexp.MustCompile(`history replayed"? events=(\d+)`).FindStringSubmatch(out); m != nil {
+		if m := regexp.MustCompile(`history replayed[^"\n]*"? events=(\d+)`).FindStringSubmatch(out); m != nil {
 			replayed, _ = strconv.Atoi(m[1])
 		}
 		b.ReportMetric(warm.Seconds(), "s-to-ready")
