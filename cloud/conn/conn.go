@@ -294,3 +294,20 @@ func clip(s string) string {
 	}
 	return s
 }
+
+// Counts is a reading of Stats, to add up over wire formats.
+type Counts struct {
+	Connections, MessagesOut, SlowCloses, Dropped, Replaced, QueueBytes int64
+}
+
+// Counts reads the counters.
+func (s *Stats) Counts() Counts {
+	return Counts{Connections: s.Connections.Load(), MessagesOut: s.MessagesOut.Load(), SlowCloses: s.SlowCloses.Load(),
+		Dropped: s.Queues.Dropped.Load(), Replaced: s.Queues.Replaced.Load(), QueueBytes: s.Queues.Bytes.Load()}
+}
+
+// Add returns the sum of c and o.
+func (c Counts) Add(o Counts) Counts {
+	return Counts{c.Connections + o.Connections, c.MessagesOut + o.MessagesOut, c.SlowCloses + o.SlowCloses,
+		c.Dropped + o.Dropped, c.Replaced + o.Replaced, c.QueueBytes + o.QueueBytes}
+}

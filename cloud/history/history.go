@@ -23,8 +23,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/robotfleet/fleetlink/protocol"
 )
 
 // Options configure the history store. Zero values take the defaults noted.
@@ -145,17 +143,6 @@ func Subjects(prefix string) []string {
 	base := TopicToSubject(prefix) + ".v1.robots.*."
 	return []string{base + "status", base + "alerts", base + "notifications",
 		base + "sessions.*.events", base + "sessions.*.state"}
-}
-
-// Kept reports whether the stream keeps events of this topic kind (the
-// kinds of Subjects).
-func Kept(k protocol.Kind) bool {
-	switch k {
-	case protocol.KindStatus, protocol.KindAlerts, protocol.KindNotifications,
-		protocol.KindSessionEvents, protocol.KindSessionState:
-		return true
-	}
-	return false
 }
 
 // TopicToSubject maps an MQTT topic (without wildcards) to the NATS subject

@@ -126,18 +126,36 @@ func (g *SnapshotGate) Pace(n int, done <-chan struct{}) bool {
 	}
 }
 
-// PartsBytes is what Pace is told about parts.
-func PartsBytes(parts [][]byte) int {
-	n := 0
-	for _, p := range parts {
-		n += len(p)
-	}
-	return n
-}
-
 // Leave gives the slot back.
 func (g *SnapshotGate) Leave() {
 	if g != nil {
 		<-g.slots
 	}
+}
+
+// Part writes st's next part through the gate: it waits for a slot,
+// encodes the part (its frames appended to buf[:0]), waits for the pace,
+// hands each frame to write, and gives the slot back. more reports
+// whether parts follow; ok is false when done closed first or a write
+// failed.
+func (g *SnapshotGate) Part(st Stream, buf [][]byte, done <-chan struct{}, write func([]byte) bool) (out [][]byte, more, ok bool) {
+	if !g.Enter(done) {
+		return buf, false, false
+	}
+	defer g.Leave()
+	out, more = st.Next(buf[:0])
+	n := 0
+	for _, f := range out {
+		n += len(f)
+	}
+	if !g.Pace(n, done) {
+		return out, more, false
+	}
+	for i, f := range out {
+		if !write(f) {
+			return out, more, false
+		}
+		out[i] = nil
+	}
+	return out, more, true
 }

@@ -88,11 +88,10 @@ type Options struct {
 	// robot; reason is one of the Gap* constants. It is called from the
 	// decoding goroutine, before the next message is handled. Default none.
 	OnGap func(robot, reason string)
-	// Elsewhere names the kinds whose live messages come from another
-	// source (the JetStream history, through Inject): their MQTT copies are
-	// dropped on arrival, and neither their drops nor a lost MQTT session
-	// is a gap. Default nil: everything comes from MQTT.
-	Elsewhere func(protocol.Kind) bool
+	// MetricsAndRepliesOnly subscribes to every robot's metrics and replies
+	// only: the JetStream history brings the other kinds (through Inject),
+	// so a lost MQTT session is no gap. Default false: the whole tree.
+	MetricsAndRepliesOnly bool
 	// Logger. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -250,11 +249,6 @@ func (c *Client) mc() mqtt.Client { return c.clients[c.cur.Load()] }
 // onMessage is paho's callback: it must not block.
 func (c *Client) onMessage(_ mqtt.Client, m mqtt.Message) {
 	c.stats.MessagesIn.Add(1)
-	if c.o.Elsewhere != nil {
-		if tp, err := c.o.Topics.Parse(m.Topic()); err == nil && c.o.Elsewhere(tp.Kind) {
-			return
-		}
-	}
 	p := m.Payload()
 	if c.queuedBytes.Add(int64(len(p))) > c.o.QueueBytes {
 		c.queuedBytes.Add(-int64(len(p)))
@@ -349,11 +343,13 @@ func (c *Client) onLost(_ mqtt.Client, err error) {
 }
 
 // Filters returns the topic filters the relay subscribes to: the whole
-// tree, or with Elsewhere (the JetStream history carries the other kinds)
-// only the metrics and replies of every robot, so the broker does not
-// deliver, and keep for the relay's session, what the relay would drop.
+// tree, or with MetricsAndRepliesOnly (the JetStream history carries the
+// other kinds) only the metrics and replies of every robot, so the broker
+// neither delivers nor keeps for the relay's session what the stream
+// brings. (What an earlier run's session still holds arrives once and is
+// dropped by the hub's de-duplication by event id.)
 func (c *Client) Filters() []string {
-	if c.o.Elsewhere == nil {
+	if !c.o.MetricsAndRepliesOnly {
 		return []string{c.o.Topics.AllRobots()}
 	}
 	base := c.o.Topics.Prefix() + "/v1/robots/+/"
@@ -458,7 +454,7 @@ func (c *Client) Run(ctx context.Context) error {
 			}
 			c.log.Info("mqtt connected", "broker", c.Broker(), "client_id", c.o.ClientID, "session_present", present)
 			switch {
-			case everConnected && !present && c.o.Elsewhere != nil:
+			case everConnected && !present && c.o.MetricsAndRepliesOnly:
 				c.log.Info("mqtt broker has no session for the relay; events come from the history stream, so none are lost",
 					"broker", c.Broker(), "client_id", c.o.ClientID)
 			case everConnected && !present:

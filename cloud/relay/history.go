@@ -18,14 +18,13 @@ type historyRun struct {
 	events   atomic.Int64  // replayed at start
 	live     atomic.Int64  // delivered live from the stream
 	followed atomic.Uint64 // stream sequence of the last event ingested
-	took     atomic.Int64  // nanoseconds from Run to replayed
 }
 
 // runWithHistory opens the stream (retrying while NATS is unreachable),
 // replays it into the ingest path, then follows it: with history on, the
 // stream is the live path for every event it keeps (status, alerts,
 // notifications, session events and state), and MQTT brings only metrics
-// and command replies (ingest.Options.Elsewhere). The stream holds what the
+// and command replies (ingest.Options.MetricsAndRepliesOnly). The stream holds what the
 // broker took from the robots whether or not this relay was subscribed,
 // in the order it took it, so a restarted or new replica misses nothing
 // and no MQTT redelivery can reorder or drop an event. The relay reports
@@ -103,7 +102,6 @@ func (r *Relay) runWithHistory(ctx context.Context, startIngest func()) {
 		}
 	}
 	cancel()
-	h.took.Store(int64(time.Since(began)))
 	h.replayed.Store(true)
 	r.log.Info("history replayed; following the stream", "events", n, "stream_seq", h.followed.Load(), "took", time.Since(began).Round(time.Millisecond))
 	<-ctx.Done()

@@ -1,8 +1,6 @@
 package relay
 
 import (
-	"sync/atomic"
-
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
@@ -18,9 +16,7 @@ func newMetrics(r *Relay, ready func() bool) (*prometheus.Registry, prometheus.H
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	h, s, in := r.hub, r.hub.Stats(), r.ingest.Stats()
-	wires := func(f func(*conn.Stats) *atomic.Int64) func() int64 {
-		return func() int64 { return r.connSum(func(s *conn.Stats) int64 { return f(s).Load() }) }
-	}
+	wires := func(f func(conn.Counts) int64) func() int64 { return func() int64 { return f(r.conns()) } }
 	counter := func(name, help string, f func() int64) {
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "fleet_relay", Name: name, Help: help},
 			func() float64 { return float64(f()) }))
@@ -32,10 +28,10 @@ func newMetrics(r *Relay, ready func() bool) (*prometheus.Registry, prometheus.H
 	counter("messages_invalid_total", "MQTT messages that failed to decode or validate (not forwarded).", in.Invalid.Load)
 	counter("messages_duplicate_total", "Events dropped by de-duplication on event id.", s.Duplicates.Load)
 	counter("ingest_dropped_total", "MQTT messages dropped because the ingest queue was full.", in.Dropped.Load)
-	counter("messages_out_total", "Event frames written to clients.", wires(func(s *conn.Stats) *atomic.Int64 { return &s.MessagesOut }))
-	counter("messages_dropped_total", "Event frames dropped for clients that read too slowly.", wires(func(s *conn.Stats) *atomic.Int64 { return &s.Queues.Dropped }))
-	counter("metrics_replaced_total", "Queued robot.metrics frames replaced by newer ones (latest-only).", wires(func(s *conn.Stats) *atomic.Int64 { return &s.Queues.Replaced }))
-	counter("slow_consumer_closes_total", "Clients closed with 4008 slow consumer.", wires(func(s *conn.Stats) *atomic.Int64 { return &s.SlowCloses }))
+	counter("messages_out_total", "Event frames written to clients.", wires(func(c conn.Counts) int64 { return c.MessagesOut }))
+	counter("messages_dropped_total", "Event frames dropped for clients that read too slowly.", wires(func(c conn.Counts) int64 { return c.Dropped }))
+	counter("metrics_replaced_total", "Queued robot.metrics frames replaced by newer ones (latest-only).", wires(func(c conn.Counts) int64 { return c.Replaced }))
+	counter("slow_consumer_closes_total", "Clients closed with 4008 slow consumer.", wires(func(c conn.Counts) int64 { return c.SlowCloses }))
 	counter("mqtt_reconnects_total", "MQTT connections lost (each followed by reconnection attempts).", in.Reconnects.Load)
 	counter("robots_evicted_total", "Robots evicted from the caches.", s.Evicted.Load)
 	counter("encode_errors_total", "Frames a wire format failed to encode.", s.EncodeErrors.Load)
@@ -44,8 +40,8 @@ func newMetrics(r *Relay, ready func() bool) (*prometheus.Registry, prometheus.H
 	counter("gaps_total", "Times the relay may have missed events (MQTT session not resumed, a queue overflowed): gap notices sent.", s.Gaps.Load)
 	counter("stale_status_total", "robot.status events dropped for an older connection epoch than the cached one.", s.StaleStatus.Load)
 	gauge("cache_bytes", "Envelope bytes in the hub's caches.", func() float64 { return float64(s.CachedBytes.Load()) })
-	gauge("connections", "Open WebSocket connections.", func() float64 { return float64(wires(func(s *conn.Stats) *atomic.Int64 { return &s.Connections })()) })
-	gauge("queue_bytes", "Bytes waiting in client queues.", func() float64 { return float64(wires(func(s *conn.Stats) *atomic.Int64 { return &s.Queues.Bytes })()) })
+	gauge("connections", "Open WebSocket connections.", func() float64 { return float64(r.conns().Connections) })
+	gauge("queue_bytes", "Bytes waiting in client queues.", func() float64 { return float64(r.conns().QueueBytes) })
 	gauge("rooms", "Rooms with at least one subscriber.", func() float64 { return float64(h.Counts().Rooms) })
 	gauge("subscriptions", "Client subscriptions to rooms.", func() float64 { return float64(h.Counts().Subscriptions) })
 	gauge("robots_known", "Robots in the caches.", func() float64 { return float64(h.Counts().RobotsKnown) })

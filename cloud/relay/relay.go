@@ -107,7 +107,7 @@ func New(cfg config.Config, log *slog.Logger) (*Relay, error) {
 		MaxRoomsPerClient: cfg.WS.MaxRooms, SnapshotRate: cfg.WS.SnapshotRatePerCore * int64(runtime.GOMAXPROCS(0)), Logger: log.With("component", "hub"), History: older,
 	})
 	r.relayStats = func() protocol.RelayStats {
-		return protocol.RelayStats{Version: version.Version, Connections: int(r.connSum(func(s *conn.Stats) int64 { return s.Connections.Load() })), MQTTConnected: ready()}
+		return protocol.RelayStats{Version: version.Version, Connections: int(r.conns().Connections), MQTTConnected: ready()}
 	}
 
 	mqttOpts := ingest.Options{
@@ -117,7 +117,7 @@ func New(cfg config.Config, log *slog.Logger) (*Relay, error) {
 		Hub: r.hub, OnGap: r.hub.MarkGap, Logger: log.With("component", "ingest"),
 	}
 	if r.history != nil {
-		mqttOpts.Elsewhere = history.Kept // their live path is the stream (runWithHistory)
+		mqttOpts.MetricsAndRepliesOnly = true // the stream is the live path of the rest (runWithHistory)
 	}
 	if mqttOpts.TLS, err = clientTLS(cfg.MQTT); err != nil {
 		return nil, err
@@ -389,16 +389,16 @@ func (r *Relay) routes() http.Handler {
 	return mux
 }
 
-// connSum adds a counter up over both wire formats' connection layers.
-func (r *Relay) connSum(f func(*conn.Stats) int64) int64 {
-	var n int64
+// conns adds up the connection counters of both wire formats.
+func (r *Relay) conns() conn.Counts {
+	var c conn.Counts
 	if r.ws != nil {
-		n += f(r.ws.ConnStats())
+		c = c.Add(r.ws.ConnStats().Counts())
 	}
 	if r.sio != nil {
-		n += f(r.sio.ConnStats())
+		c = c.Add(r.sio.ConnStats().Counts())
 	}
-	return n
+	return c
 }
 
 func (r *Relay) handleStats(w http.ResponseWriter, req *http.Request) {
@@ -407,14 +407,12 @@ func (r *Relay) handleStats(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	s, in := r.hub.Stats(), r.ingest.Stats()
-	sum := r.connSum
-	out := sum(func(s *conn.Stats) int64 { return s.MessagesOut.Load() })
-	clientDropped := sum(func(s *conn.Stats) int64 { return s.Queues.Dropped.Load() })
+	cc := r.conns()
 	c := r.hub.Counts()
 	writeJSON(w, map[string]any{
 		"version":          version.Version,
 		"uptime_s":         time.Since(r.started).Seconds(),
-		"connections":      sum(func(s *conn.Stats) int64 { return s.Connections.Load() }),
+		"connections":      cc.Connections,
 		"rooms":            c.Rooms,
 		"subscriptions":    c.Subscriptions,
 		"robots_known":     c.RobotsKnown,
@@ -423,12 +421,12 @@ func (r *Relay) handleStats(w http.ResponseWriter, req *http.Request) {
 		"mqtt_connected":   r.ingest.Connected(),
 		"mqtt_ready":       r.ingest.Ready(),
 		"messages": map[string]int64{
-			"in": in.MessagesIn.Load(), "out": out, "dropped": clientDropped + in.Dropped.Load(),
+			"in": in.MessagesIn.Load(), "out": cc.MessagesOut, "dropped": cc.Dropped + in.Dropped.Load(),
 			"invalid": in.Invalid.Load(), "duplicate": s.Duplicates.Load(), "ingest_dropped": in.Dropped.Load(),
-			"client_dropped": clientDropped,
+			"client_dropped": cc.Dropped,
 		},
-		"slow_consumer_closes": sum(func(s *conn.Stats) int64 { return s.SlowCloses.Load() }),
-		"queue_bytes":          sum(func(s *conn.Stats) int64 { return s.Queues.Bytes.Load() }),
+		"slow_consumer_closes": cc.SlowCloses,
+		"queue_bytes":          cc.QueueBytes,
 		"commands_pending":     r.commands.Pending(),
 		"socketio": map[string]int64{
 			"sessions": r.sio.Stats().Sessions.Load(), "websockets": r.sio.Stats().WebSockets.Load(),

@@ -250,22 +250,16 @@ func (s *session) writePoll(w http.ResponseWriter, batch []hub.Message, drops []
 	for i := range batch {
 		m := &batch[i]
 		if m.Stream != nil {
-			// The part is written with the poll's answer, after the gate.
-			gate := s.srv.hub.SnapshotGate()
-			if !gate.Enter(s.done) {
-				return
-			}
-			parts, more := m.Stream.Next(nil)
-			paced := gate.Pace(hub.PartsBytes(parts), s.done)
-			gate.Leave()
-			if !paced {
-				return
-			}
-			for _, p := range parts {
+			// The part goes into the poll's answer, sent after the loop.
+			_, more, ok := s.srv.hub.SnapshotGate().Part(m.Stream, nil, s.done, func(p []byte) bool {
 				if buf.Len() > 0 {
 					buf.WriteByte(recordSep)
 				}
 				buf.Write(p)
+				return true
+			})
+			if !ok {
+				return
 			}
 			if !more {
 				s.q.Done(m.Stream)

@@ -139,24 +139,12 @@ func (s *session) writer(conn *websocket.Conn) {
 		for i := range batch {
 			m := &batch[i]
 			if m.Stream != nil {
-				gate := s.srv.hub.SnapshotGate()
-				if !gate.Enter(s.done) {
+				var more, ok bool
+				parts, more, ok = s.srv.hub.SnapshotGate().Part(m.Stream, parts, s.done,
+					func(f []byte) bool { return s.write(conn, f) })
+				if !ok {
 					return
 				}
-				var more bool
-				parts, more = m.Stream.Next(parts[:0])
-				if !gate.Pace(hub.PartsBytes(parts), s.done) {
-					gate.Leave()
-					return
-				}
-				for j := range parts {
-					if !s.write(conn, parts[j]) {
-						gate.Leave()
-						return
-					}
-					parts[j] = nil
-				}
-				gate.Leave()
 				if !more {
 					s.q.Done(m.Stream)
 				}

@@ -184,27 +184,12 @@ func (c *client) drain() {
 		}
 		for i := range batch {
 			if st := batch[i].Stream; st != nil {
-				gate := c.h.o.Hub.SnapshotGate()
-				if !gate.Enter(c.closing) {
+				var more, ok bool
+				parts, more, ok = c.h.o.Hub.SnapshotGate().Part(st, parts, c.closing, c.write)
+				if !ok {
 					c.writing.Store(false)
 					return
 				}
-				var more bool
-				parts, more = st.Next(parts[:0])
-				if !gate.Pace(hub.PartsBytes(parts), c.closing) {
-					gate.Leave()
-					c.writing.Store(false)
-					return
-				}
-				for j := range parts {
-					if !c.write(parts[j]) {
-						gate.Leave()
-						c.writing.Store(false)
-						return
-					}
-					parts[j] = nil
-				}
-				gate.Leave()
 				if !more {
 					c.q.Done(st)
 				}
