@@ -2,16 +2,19 @@ package relay_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
 
 	"github.com/robotfleet/fleetlink/cloud/relay"
 	"github.com/robotfleet/fleetlink/internal/brokertest"
 	"github.com/robotfleet/fleetlink/internal/natstest"
+	"github.com/robotfleet/fleetlink/internal/tcpproxy"
 	"github.com/robotfleet/fleetlink/protocol"
 )
 
@@ -96,4 +99,87 @@ func mustEncode(t *testing.T, ev *protocol.Event) []byte {
 	b, err := protocol.Encode(ev)
 	require.NoError(t, err)
 	return b
+}
+
+// historyRelay starts a relay on its embedded broker with the JetStream
+// history of natsURL, so every robot event it shows came through the
+// stream.
+func historyRelay(t *testing.T, natsURL string) *relay.Relay {
+	t.Helper()
+	cfg := testConfig()
+	cfg.NATS.URLs = []string{natsURL}
+	cfg.NATS.Username, cfg.NATS.Password = natstest.RelayUser, natstest.RelayPassword
+	return startRelay(t, cfg)
+}
+
+// A stolen robot credential cannot speak for another robot through the
+// stream: NATS refuses r-1 publishing on r-2's subjects (over MQTT and
+// over plain NATS), and an envelope r-1 publishes on its own topic in
+// r-2's name is stored by the stream but refused by the relay's ingest.
+func TestStolenRobotCannotSpeakForAnotherThroughTheStream(t *testing.T) {
+	c := natstest.StartCluster(t, 1)
+	r := historyRelay(t, c.NATSURLs())
+	admin := connect(t, r, "")
+	admin.subscribe("fleet")
+
+	r1 := newRobot(t, c.Nodes[0].MQTTURL(), "r-1", "r-1", natstest.RobotPassword("r-1"))
+	forged := protocol.NewEvent("r-2", status("online"))
+	forged.Seq = 99
+	b := mustEncode(t, forged)
+	// Over MQTT on r-2's topic: NATS drops it (and may close the client).
+	_ = r1.c.Publish(protocol.MustTopics("").Status("r-2"), 1, true, b).WaitTimeout(2 * time.Second)
+	// Over plain NATS with r-1's password.
+	nc, err := nats.Connect(c.NATSURLs(), nats.UserInfo("r-1", natstest.RobotPassword("r-1")))
+	require.NoError(t, err)
+	defer nc.Close()
+	require.NoError(t, nc.Publish("fleet.v1.robots.r-2.status", b))
+	_ = nc.Flush()
+	// On its own topic, in r-2's name.
+	r1 = newRobot(t, c.Nodes[0].MQTTURL(), "r-1", "r-1", natstest.RobotPassword("r-1"))
+	r1.raw(protocol.MustTopics("").Status("r-1"), 1, true, b)
+	marker := r1.send("", status("online"))
+
+	fs := admin.until(func(f frame) bool { return f.Type == "event" && f.envelope(t).ID == marker.ID })
+	require.Equal(t, map[string]int{"r-1": 1}, robotsOf(t, fs), "r-2's forged status reached the fleet room")
+	require.Eventually(t, func() bool { return r.IngestStats().Invalid.Load() >= 1 }, wait, 10*time.Millisecond,
+		"the envelope in r-2's name on r-1's topic was not refused")
+	_, known := r.Hub().RobotState("r-2")
+	require.False(t, known, "the relay knows a robot r-2 from r-1's forgery")
+}
+
+// The relay's connection to NATS is cut mid-stream for 3 s while a robot
+// keeps publishing: the stream keeps what the broker took, the relay's
+// consumer resumes where it was, and the dashboard gets every event once,
+// in order.
+func TestHistoryConnectionCutMidStream(t *testing.T) {
+	c := natstest.StartCluster(t, 1)
+	px, err := tcpproxy.New(fmt.Sprintf("127.0.0.1:%d", c.Nodes[0].ClientPort))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = px.Close() })
+	r := historyRelay(t, "nats://"+px.Addr())
+	ws := connect(t, r, "")
+	ws.subscribe("session:s-cut")
+
+	rb := newRobot(t, c.Nodes[0].MQTTURL(), "r-1", "r-1", natstest.RobotPassword("r-1"))
+	const n = 40
+	var want []string
+	for i := 0; i < n; i++ {
+		if i == n/2 {
+			px.Cut()
+		}
+		want = append(want, rb.send("s-cut", progress(float64(i))).ID)
+		if i >= n/2 && i < n/2+10 {
+			time.Sleep(300 * time.Millisecond) // 3 s of publishing into the cut
+		}
+	}
+	require.Positive(t, px.Stats().Dropped, "the relay's NATS connection was not cut")
+	px.Restore()
+	var got []string
+	ws.until(func(f frame) bool {
+		if f.Type == "event" {
+			got = append(got, f.envelope(t).ID)
+		}
+		return len(got) >= n
+	})
+	require.Equal(t, want, got, "every event once, in order, across the cut")
 }
