@@ -185,6 +185,10 @@ func (s *Store) Replay(ctx context.Context, after uint64, fn func(topic string, 
 	return last, n, err
 }
 
+// GapDropped is the gap reason when the stream dropped events (its
+// max_bytes or max_age) before the relay read them.
+const GapDropped = "history_dropped"
+
 // LastSeq is the stream sequence of the newest stored event (0: none).
 func (s *Store) LastSeq(ctx context.Context) (uint64, error) {
 	info, err := s.stream.Info(ctx)

@@ -24,8 +24,9 @@ type historyRun struct {
 // replays it into the ingest path, then follows it: with history on, the
 // stream is the live path for every event it keeps (status, alerts,
 // notifications, session events and state), and MQTT brings only metrics
-// and command replies (ingest.Options.MetricsAndRepliesOnly). The stream holds what the
-// broker took from the robots whether or not this relay was subscribed,
+// and command replies (ingest.Options.MetricsAndRepliesOnly). The stream
+// holds what the broker took from the robots whether or not this relay
+// was subscribed,
 // in the order it took it, so a restarted or new replica misses nothing
 // and no MQTT redelivery can reorder or drop an event. The relay reports
 // ready once MQTT is subscribed and the stream is followed up to where it
@@ -72,7 +73,7 @@ func (r *Relay) runWithHistory(ctx context.Context, startIngest func()) {
 				h.followed.Store(seq)
 			}, func(from, to uint64) {
 				r.log.Warn("history: events left the stream before the relay read them; every room is told", "from", from, "to", to)
-				r.hub.MarkGap("", "history_gap")
+				r.hub.MarkGap("", history.GapDropped)
 			})
 			if err != nil {
 				r.log.Warn("history: following the stream", "err", err)
