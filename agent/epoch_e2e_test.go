@@ -84,13 +84,19 @@ func TestBlackholeStaleWillsAreOlderEpochs(t *testing.T) {
 	}, 2*wait, 50*time.Millisecond, "a receiver ordering by epoch ends with the live online status")
 
 	var staleWills int
+	var seen []string // every status in arrival order, for a failure's message
+	for _, g := range w.events(t) {
+		st := g.ev.Data.(protocol.RobotStatus)
+		seen = append(seen, fmt.Sprintf("%s/%d", st.State, st.Epoch))
+	}
 	for _, g := range w.events(t) {
 		st := g.ev.Data.(protocol.RobotStatus)
 		if st.State != "offline" {
 			continue
 		}
 		require.Equal(t, "lost", st.Reason)
-		require.Less(t, st.Epoch, live, "a Will (epoch %d) never outranks the live connection (epoch %d)", st.Epoch, live)
+		require.Less(t, st.Epoch, live, "a Will (epoch %d) never outranks the live connection (epoch %d); statuses in arrival order: %v",
+			st.Epoch, live, seen)
 		if st.Epoch > e1 {
 			staleWills++ // an attempt held by the blackhole, completed after it
 		}
