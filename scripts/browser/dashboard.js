@@ -35,6 +35,9 @@ async function main() {
     // The charts: drawn from the history, then extended by live samples.
     await page.locator("#chart-cpu canvas").waitFor({ timeout: 20000 });
     out.charts = await page.locator(".charts canvas").count();
+    // A robot that has just come online has no history yet: the page asks
+    // again until it has.
+    await page.waitForFunction(() => /^history every \d+ s/.test(document.getElementById("charts-note").textContent), null, { timeout: 20000 }).catch(() => {});
     out.charts_note = await page.textContent("#charts-note");
     if (!/^history every \d+ s/.test(out.charts_note)) throw new Error(`the charts did not load the relay's history: ${out.charts_note}`);
     const points = await page.evaluate(() => window.fleetPerf().chartPoints);

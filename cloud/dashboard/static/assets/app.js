@@ -761,19 +761,29 @@ const palette = ["#3fa7ff", "#f6ad55", "#38c172", "#f56565", "#b794f4", "#4fd1c5
 // charts.hist: {t: [...], series: {name: [...]}} for the open robot.
 const charts = { robot: "", hist: null, plots: [], names: "", loading: 0 };
 
+// historyRetry is how soon a robot the relay has no history of yet (it
+// just came online) is asked again.
+const historyRetry = 2000;
+
 async function loadHistory(id) {
   charts.robot = id;
   charts.hist = { t: [], series: {} };
   destroyCharts();
   const my = ++charts.loading;
   setText($("charts-note"), "loading…");
-  let body = null;
+  fetchHistory(id, my);
+}
+
+async function fetchHistory(id, my) {
+  let body = null, none = false;
   try {
     const res = await fetch(`/api/v1/robots/${encodeURIComponent(id)}/metrics`, { headers: authHeaders(), cache: "no-store" });
     if (res.ok) body = await res.json();
-    else if (res.status !== 404) setText($("charts-note"), `history: HTTP ${res.status}`);
+    else if (res.status === 404) none = true;
+    else setText($("charts-note"), `history: HTTP ${res.status}`);
   } catch (e) { setText($("charts-note"), `history: ${e.message}`); }
   if (my !== charts.loading || charts.robot !== id) return;
+  if (none) setTimeout(() => { if (my === charts.loading && charts.robot === id) fetchHistory(id, my); }, historyRetry);
   if (body) {
     // Live points that arrived while loading are newer: keep them after the history.
     const live = charts.hist;
