@@ -569,13 +569,17 @@ type History struct {
 
 // History returns robot id's points from since (unix seconds, 0 = the whole
 // window) on, including the step being filled, or false when the store
-// knows no metrics of id.
+// knows nothing of id. A robot known by its status but without metrics yet
+// (it just came online) has an empty history, not none.
 func (s *Store) History(id string, since int64) (History, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	r := s.robots[id]
-	if r == nil || r.lastTS.IsZero() {
+	if r == nil {
 		return History{}, false
+	}
+	if r.lastTS.IsZero() {
+		return History{Robot: id, Step: s.o.Step, Window: s.o.Window, T: []int64{}}, true
 	}
 	h := History{Robot: id, Step: s.o.Step, Window: s.o.Window, Names: append([]string(nil), r.series...)}
 	pts := r.points

@@ -302,3 +302,16 @@ func BenchmarkMetrics(b *testing.B) {
 		_ = s.Metrics(fmt.Sprintf("r-%d", i%1000), raws[(i/1000)%len(raws)])
 	}
 }
+
+// A robot known by its status but without metrics yet (it just came
+// online) has an empty history, so a dashboard that opens it gets 200, not
+// 404; a robot the store does not know is still 404.
+func TestKnownRobotWithoutMetricsHasAnEmptyHistory(t *testing.T) {
+	s := metricshistory.New(metricshistory.Options{Step: 5 * time.Second})
+	require.NoError(t, s.Status("r-1", status(t, "r-1", "online", time.Now(), nil)))
+	h, found := s.History("r-1", 0)
+	require.True(t, found)
+	require.Empty(t, h.T)
+	_, found = s.History("r-9", 0)
+	require.False(t, found)
+}
