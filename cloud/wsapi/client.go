@@ -52,9 +52,11 @@ func newClient(h *Handler, ws *websocket.Conn, p *auth.Principal) *client {
 	c := &client{h: h, conn: ws, p: p,
 		done: make(chan struct{}), readerDone: make(chan struct{}), closing: make(chan struct{})}
 	c.cc = h.layer.NewClient(c)
-	c.cc.Authenticate(p)
 	c.id, c.q = c.cc.ID, c.cc.Q
 	c.startPinger()
+	// Last: a token about to expire ends the client at once, and shutdown
+	// needs the pinger and the queue.
+	c.cc.Authenticate(p)
 	return c
 }
 
