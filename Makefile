@@ -45,7 +45,7 @@ test-deps:
 
 # The race detector needs cgo.
 test: test-deps
-	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 15m ./...
+	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 10m ./...
 
 lint:
 	@bash scripts/lint.sh

@@ -28,6 +28,7 @@ import (
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 
+	"github.com/robotfleet/fleetlink/internal/mochiclose"
 	"github.com/robotfleet/fleetlink/protocol"
 )
 
@@ -341,7 +342,7 @@ func New(o Options) (*Broker, error) {
 	}
 	if o.TLSListen != "" {
 		if err := b.srv.AddListener(newTCPListener(ListenerTLS, o.TLSListen, o.TLS, wg)); err != nil {
-			b.srv.Close()
+			_ = mochiclose.Close(b.srv)
 			return nil, fmt.Errorf("%w: tls %s: %v", ErrListen, o.TLSListen, err)
 		}
 	}
@@ -349,12 +350,12 @@ func New(o Options) (*Broker, error) {
 		b.ws = newWSListener(ListenerWS, o.WSListen, nil, originCheck(o.WSAllowedOrigins, h.anonymous),
 			int64(2*lim.MaxPacketSize), &stats.OriginRefused, wg)
 		if err := b.srv.AddListener(b.ws); err != nil {
-			b.srv.Close()
+			_ = mochiclose.Close(b.srv)
 			return nil, fmt.Errorf("%w: ws %s: %v", ErrListen, o.WSListen, err)
 		}
 	}
 	if err := b.srv.Serve(); err != nil {
-		b.srv.Close()
+		_ = mochiclose.Close(b.srv)
 		return nil, fmt.Errorf("%w: %v", ErrListen, err)
 	}
 	b.wg.Add(1)
@@ -414,7 +415,7 @@ func (b *Broker) Stats() *Stats { return b.stats }
 func (b *Broker) Close() error {
 	b.once.Do(func() { close(b.stop) })
 	b.wg.Wait()
-	return b.srv.Close()
+	return mochiclose.Close(b.srv)
 }
 
 func randHex(n int) string {

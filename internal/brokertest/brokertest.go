@@ -21,6 +21,8 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/listeners"
+
+	"github.com/robotfleet/fleetlink/internal/mochiclose"
 )
 
 // FreePort returns a loopback TCP port that was free a moment ago.
@@ -75,7 +77,7 @@ func StartMochi(t testing.TB) *Mochi {
 	}
 	go func() { _ = srv.Serve() }()
 	WaitPort(t, addr, 5*time.Second)
-	t.Cleanup(func() { _ = srv.Close() })
+	t.Cleanup(func() { _ = mochiclose.Close(srv) })
 	return &Mochi{Server: srv, Addr: addr}
 }
 
