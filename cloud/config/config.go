@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"os"
 	"strconv"
@@ -223,6 +224,14 @@ type WS struct {
 	// a reconnect storm cannot take the CPU from live frames. 0: no
 	// pacing. Default 16777216 (16 MiB/s per core).
 	SnapshotRatePerCore int64 `yaml:"snapshot_rate_per_core"`
+	// AcceptRatePerCore paces new connections (/ws and Socket.IO sessions
+	// together), per second per core of the relay, after a burst of a
+	// quarter second's worth; the rest wait in line. 0: no pacing.
+	// Default 250.
+	AcceptRatePerCore float64 `yaml:"accept_rate_per_core"`
+	// AcceptWait is the longest a new connection waits in that line; past
+	// it the relay answers 503 with Retry-After. Default 10s.
+	AcceptWait time.Duration `yaml:"accept_wait"`
 	// OpsPerSecond per client, and the burst. Defaults 20 and 40.
 	OpsPerSecond float64 `yaml:"ops_per_second"`
 	OpsBurst     float64 `yaml:"ops_burst"`
@@ -336,7 +345,7 @@ func Default() Config {
 			InsecureAnonymous: []string{}, Limits: broker.DefaultLimits()},
 		NATS: NATS{URLs: []string{}, Stream: "FLEET_HISTORY", MaxAge: 24 * time.Hour, MaxBytes: 1 << 30, Replicas: 1},
 		Auth: Auth{StaticTokens: []auth.StaticToken{}},
-		WS: WS{SnapshotRatePerCore: 16 << 20, Heartbeat: 25 * time.Second, ClientGrace: 20 * time.Second, WriteTimeout: 10 * time.Second,
+		WS: WS{SnapshotRatePerCore: 16 << 20, AcceptRatePerCore: 250, AcceptWait: 10 * time.Second, Heartbeat: 25 * time.Second, ClientGrace: 20 * time.Second, WriteTimeout: 10 * time.Second,
 			QueueBytes: 1 << 20, ReadLimit: 64 << 10, MaxRooms: 128, OpsPerSecond: 20, OpsBurst: 40,
 			SocketIOMaxSessions: 100000, SocketIOMaxPending: 1000, SocketIOMaxPendingPerAddr: 16, SocketIOConnectTimeout: 10 * time.Second},
 		Hub: Hub{RingEvents: 300, RingBytes: 1 << 20, DedupIDs: 65536, MaxRobots: 10000, SessionsPerRobot: 32,
@@ -393,6 +402,7 @@ const (
 	EnvPromListen     = "FLEET_RELAY_PROMETHEUS_LISTEN"
 	EnvPprof          = "FLEET_RELAY_PPROF"                     // prometheus.pprof: true or false
 	EnvSnapshotRate   = "FLEET_RELAY_WS_SNAPSHOT_RATE_PER_CORE" // bytes per second per core
+	EnvAcceptRate     = "FLEET_RELAY_WS_ACCEPT_RATE_PER_CORE"   // new connections per second per core
 )
 
 // ApplyEnv applies the FLEET_RELAY_* overrides that are set and not empty.
@@ -433,6 +443,13 @@ func (c *Config) ApplyEnv(getenv func(string) (string, bool)) {
 			n = -1 // Validate names the field
 		}
 		c.WS.SnapshotRatePerCore = n
+	}
+	if v, ok := getenv(EnvAcceptRate); ok && v != "" {
+		n, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+		if err != nil {
+			n = -1 // Validate names the field
+		}
+		c.WS.AcceptRatePerCore = n
 	}
 }
 
@@ -568,6 +585,10 @@ func (c *Config) Validate() error {
 	if c.WS.SnapshotRatePerCore < 0 {
 		bad("ws.snapshot_rate_per_core", "must be a number of bytes per second >= 0 (0: no pacing), also in %s", EnvSnapshotRate)
 	}
+	if c.WS.AcceptRatePerCore < 0 || math.IsNaN(c.WS.AcceptRatePerCore) || math.IsInf(c.WS.AcceptRatePerCore, 0) {
+		bad("ws.accept_rate_per_core", "must be a number of connections per second >= 0 (0: no pacing), also in %s", EnvAcceptRate)
+	}
+	positive("ws.accept_wait", float64(c.WS.AcceptWait))
 	if c.WS.QueueBytes < 4096 {
 		bad("ws.queue_bytes", "must be >= 4096, got %d", c.WS.QueueBytes)
 	}

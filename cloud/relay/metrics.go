@@ -61,14 +61,7 @@ func newMetrics(r *Relay, ready func() bool) (*prometheus.Registry, prometheus.H
 // registerSocketIOMetrics exports the Socket.IO endpoint's own counters; its
 // deliveries are already in the hub's shared counters.
 func registerSocketIOMetrics(reg *prometheus.Registry, s *socketio.Stats) {
-	counter := func(name, help string, f func() int64) {
-		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "fleet_relay", Subsystem: "socketio", Name: name, Help: help},
-			func() float64 { return float64(f()) }))
-	}
-	gauge := func(name, help string, f func() int64) {
-		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "fleet_relay", Subsystem: "socketio", Name: name, Help: help},
-			func() float64 { return float64(f()) }))
-	}
+	counter, gauge := funcMetrics(reg, "socketio")
 	gauge("sessions", "Open Engine.IO sessions.", s.Sessions.Load)
 	gauge("websockets", "Engine.IO sessions on the WebSocket transport.", s.WebSockets.Load)
 	counter("handshakes_total", "Engine.IO sessions opened.", s.Handshakes.Load)
@@ -79,6 +72,28 @@ func registerSocketIOMetrics(reg *prometheus.Registry, s *socketio.Stats) {
 	counter("bad_packets_total", "Undecodable packets and refused events.", s.BadPackets.Load)
 	counter("refused_total", "HTTP requests refused (unknown sid, bad transport, origin, full).", s.Refused.Load)
 	counter("pending_refused_total", "Handshakes refused because too many sessions had not joined the namespace yet.", s.PendingRefused.Load)
+}
+
+// funcMetrics returns registrars of counters and gauges of one subsystem
+// that read an int64 at scrape time.
+func funcMetrics(reg *prometheus.Registry, subsystem string) (counter, gauge func(name, help string, f func() int64)) {
+	counter = func(name, help string, f func() int64) {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "fleet_relay", Subsystem: subsystem, Name: name, Help: help},
+			func() float64 { return float64(f()) }))
+	}
+	gauge = func(name, help string, f func() int64) {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "fleet_relay", Subsystem: subsystem, Name: name, Help: help},
+			func() float64 { return float64(f()) }))
+	}
+	return counter, gauge
+}
+
+// registerAdmissionMetrics exports what the pacing of new connections did.
+func registerAdmissionMetrics(reg *prometheus.Registry, s *conn.AdmissionStats) {
+	counter, _ := funcMetrics(reg, "admission")
+	counter("admitted_total", "New connections (/ws and Socket.IO sessions) let in.", s.Admitted.Load)
+	counter("delayed_total", "New connections held in line before they were let in (ws.accept_rate_per_core).", s.Delayed.Load)
+	counter("refused_total", "New connections answered 503: the line was longer than ws.accept_wait, or the client left while waiting.", s.Refused.Load)
 }
 
 // registerHTTPMetrics exports the per-address connection cap's counters.

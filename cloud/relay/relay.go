@@ -50,6 +50,7 @@ type Relay struct {
 	commands   *command.Tracker
 	ws         *wsapi.Handler
 	sio        *socketio.Server
+	admission  *conn.Admission // nil: new connections are not paced
 	mhist      *metricshistory.Store
 	mhistAPI   *metricshistory.API
 	reg        *prometheus.Registry
@@ -188,7 +189,11 @@ func New(cfg config.Config, log *slog.Logger) (*Relay, error) {
 			return nil, fmt.Errorf("watch room fleet for robot gauges: %w", err)
 		}
 	}
-	r.ws, err = wsapi.New(wsapi.Options{Hub: r.hub, Auth: authn, Commands: r.commands, AllowedOrigins: cfg.AllowedOrigins,
+	// One line for both wire formats: a storm is every dashboard, whatever
+	// it speaks.
+	r.admission = conn.NewAdmission(cfg.WS.AcceptRatePerCore*float64(runtime.GOMAXPROCS(0)), cfg.WS.AcceptWait)
+	registerAdmissionMetrics(r.reg, r.admission.Stats())
+	r.ws, err = wsapi.New(wsapi.Options{Hub: r.hub, Auth: authn, Commands: r.commands, AllowedOrigins: cfg.AllowedOrigins, Admission: r.admission,
 		Heartbeat: cfg.WS.Heartbeat, ClientGrace: cfg.WS.ClientGrace, WriteTimeout: cfg.WS.WriteTimeout,
 		QueueBytes: cfg.WS.QueueBytes, ReadLimit: cfg.WS.ReadLimit, OpsPerSecond: cfg.WS.OpsPerSecond, OpsBurst: cfg.WS.OpsBurst,
 		Observe: lat.Observe, Logger: log.With("component", "ws")})
@@ -197,7 +202,7 @@ func New(cfg config.Config, log *slog.Logger) (*Relay, error) {
 		return nil, err
 	}
 	// Socket.IO is a second wire format over the same hub, auth and limits.
-	r.sio, err = socketio.New(socketio.Options{Hub: r.hub, Auth: authn, Commands: r.commands,
+	r.sio, err = socketio.New(socketio.Options{Hub: r.hub, Auth: authn, Commands: r.commands, Admission: r.admission,
 		CheckOrigin: socketio.AllowOrigins(cfg.AllowedOrigins), PingInterval: cfg.WS.Heartbeat,
 		PingTimeout: cfg.WS.ClientGrace, WriteTimeout: cfg.WS.WriteTimeout, QueueBytes: cfg.WS.QueueBytes,
 		MaxPayload: int(cfg.WS.ReadLimit), OpsPerSecond: cfg.WS.OpsPerSecond, OpsBurst: cfg.WS.OpsBurst,

@@ -15,6 +15,9 @@ import (
 func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request, sid string) {
 	var sess *session
 	if sid == "" {
+		if !s.o.Admission.Wait(w, r) {
+			return
+		}
 		sess = s.open(r)
 		if sess == nil {
 			s.stats.Refused.Add(1)

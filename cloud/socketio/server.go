@@ -53,6 +53,10 @@ type Options struct {
 	Auth Authenticator
 	// Commands carries `command` events; nil answers them with code internal.
 	Commands *command.Tracker
+	// Admission paces new Engine.IO sessions (handshakes and direct
+	// WebSocket connections; upgrades and polls of a session are not new).
+	// Nil: no pacing.
+	Admission *conn.Admission
 	// CheckOrigin accepts or refuses a browser's Origin. Default: requests
 	// without an Origin header, and origins whose host is the request's Host.
 	CheckOrigin func(r *http.Request) bool
@@ -401,6 +405,9 @@ func (s *Server) openPacket(sid string, upgrades []string) []byte {
 }
 
 func (s *Server) handshake(w http.ResponseWriter, r *http.Request) {
+	if !s.o.Admission.Wait(w, r) {
+		return
+	}
 	sess := s.open(r)
 	if sess == nil {
 		s.stats.Refused.Add(1)

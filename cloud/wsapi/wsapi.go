@@ -43,6 +43,9 @@ type Options struct {
 	// Origin header (non-browsers) are always allowed. Default: only the
 	// relay's own host.
 	AllowedOrigins []string
+	// Admission paces new connections, after their token and Origin are
+	// checked (a flood of bad tokens takes no one's place). Nil: no pacing.
+	Admission *conn.Admission
 	// Heartbeat is the server ping period, sent to clients as heartbeat_s.
 	// Default 25s.
 	Heartbeat time.Duration
@@ -159,6 +162,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.mu.Unlock()
 	if down {
 		http.Error(w, "shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	if !h.o.Admission.Wait(w, r) {
 		return
 	}
 	conn, err := h.upgrader.Upgrade(batchingWriter{w}, r, nil)

@@ -42,12 +42,20 @@ func main() {
 	startRate := flag.Float64("start-rate", 50, "fanout: first publish rate, events/s over all robots")
 	duration := flag.Duration("duration", 60*time.Second, "fleet: run time")
 	conns := flag.Int("conns", 20000, "idle: connections")
-	stormRate := flag.Float64("storm-rate", 3000, "storm: the fanout publish rate (events/s), half of the measured fanout maximum")
+	stormRate := flag.Float64("storm-rate", 0, "storm: the fanout publish rate (events/s); 0: half of this relay's fanout maximum, measured first in the same run")
+	flag.IntVar(&stormRepeat, "storm-repeat", 3, "storm: calm/storm pairs to measure")
 	dashboards := flag.Int("dashboards", 1000, "storm: reconnecting dashboards")
 	known := flag.Int("known", 2000, "storm: robots the relay knows")
 	url := flag.String("url", "", "dashboards: the relay's /ws URL (the storm's child process)")
 	flag.Int64Var(&stormRateLimit, "snapshot-rate", -1, "storm: the relay's ws.snapshot_rate_per_core, bytes/s (-1: its default, 0: no pacing)")
 	flag.BoolVar(&stormNice, "storm-nice", false, "storm: run the reconnecting dashboards at nice 19, so their own CPU does not starve the measured clients")
+	flag.Func("relay-env", "KEY=VALUE for the relay process only (repeatable; e.g. GOGC=200)", func(v string) error {
+		if !strings.Contains(v, "=") {
+			return fmt.Errorf("want KEY=VALUE, got %q", v)
+		}
+		relayEnv = append(relayEnv, v)
+		return nil
+	})
 	flag.StringVar(&profileOut, "profile", "", "storm, cores: write the relay's CPU profile of the measured step(s) to this file prefix")
 	flag.Float64Var(&p99Limit, "p99-limit", 50, "fanout, cores: the p99 (ms) a rate step may reach and still count as held")
 	flag.Parse()
@@ -74,6 +82,9 @@ func main() {
 		os.Exit(1)
 	}
 }
+
+// relayEnv is the -relay-env environment, set on every relay started.
+var relayEnv []string
 
 // profileOut is the -profile file prefix ("" = no profiles).
 var profileOut string
@@ -167,7 +178,7 @@ func startRelayWith(bin string, env, wrap []string) (*target, error) {
 	if len(wrap) > 0 {
 		cmd = exec.Command(wrap[0], append(wrap[1:], bin)...)
 	}
-	cmd.Env = append(append(os.Environ(), env...),
+	cmd.Env = append(append(append(os.Environ(), relayEnv...), env...),
 		"FLEET_RELAY_LISTEN=127.0.0.1:"+strconv.Itoa(hp),
 		"FLEET_RELAY_MQTT_BROKER=",
 		"FLEET_RELAY_EMBEDDED_MQTT_LISTEN=127.0.0.1:"+strconv.Itoa(mp),
