@@ -48,7 +48,7 @@ func main() {
 	known := flag.Int("known", 2000, "storm: robots the relay knows")
 	url := flag.String("url", "", "dashboards: the relay's /ws URL (the storm's child process)")
 	flag.Int64Var(&stormRateLimit, "snapshot-rate", -1, "storm: the relay's ws.snapshot_rate_per_core, bytes/s (-1: its default, 0: no pacing)")
-	flag.BoolVar(&stormNice, "storm-nice", false, "storm: run the reconnecting dashboards at nice 19, so their own CPU does not starve the measured clients")
+	flag.BoolVar(&stormNice, "storm-nice", true, "storm: run the reconnecting dashboards at nice 19: they stand in for browsers on other machines, and their own CPU would otherwise starve the relay and the measured clients on this one (-storm-nice=false to see it)")
 	flag.Func("relay-env", "KEY=VALUE for the relay process only (repeatable; e.g. GOGC=200)", func(v string) error {
 		if !strings.Contains(v, "=") {
 			return fmt.Errorf("want KEY=VALUE, got %q", v)

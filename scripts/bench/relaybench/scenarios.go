@@ -86,6 +86,9 @@ func (rig *fanoutRig) close() {
 	}
 }
 
+// publishTick is how often each simulated robot publishes what is due.
+const publishTick = 5 * time.Millisecond
+
 // step publishes at rate events/s (over all robots) for d, then drains.
 func (rig *fanoutRig) step(rate float64, d time.Duration) stepResult {
 	rig.rec.reset()
@@ -100,7 +103,12 @@ func (rig *fanoutRig) step(rate float64, d time.Duration) stepResult {
 			defer wg.Done()
 			robot, session := fmt.Sprintf("r-bench-%d", r), fmt.Sprintf("s-bench-%d", r)
 			topic := "fleet/v1/robots/" + robot + "/sessions/" + session + "/events"
-			tick := time.NewTicker(5 * time.Millisecond)
+			// Robots are independent: stagger their ticks across the tick
+			// period instead of publishing all at the same instant (which
+			// made every tick one burst of robots × subs deliveries, the
+			// p50 the position in that burst).
+			time.Sleep(time.Duration(r) * publishTick / time.Duration(len(rig.pubs)))
+			tick := time.NewTicker(publishTick)
 			defer tick.Stop()
 			sent := 0
 			for now := range tick.C {
@@ -191,7 +199,7 @@ func fanout(relayBin string, robots, subs int, startRate float64, step time.Dura
 		"Peer: Mosquitto's websockets listener, the same subscribers as MQTT-over-WebSocket clients (paho) on `fleet/v1/robots/{r}/sessions/{s}/#`. "+
 		"The relay runs on its embedded broker.\n\n", robots, subs, robots*subs, step, p99Limit)
 	fmt.Printf("| figure | target | fleet-relay | mosquitto ws | ratio |\n|---|---|---|---|---|\n")
-	fmt.Printf("| max deliveries/s held | ≥ 2× mosquitto | %.0f | %.0f | %.2f× |\n", relay.max.deliveries, mosq.max.deliveries, relay.max.deliveries/mosq.max.deliveries)
+	fmt.Printf("| max deliveries/s held | ≥ 3× mosquitto | %.0f | %.0f | %.2f× |\n", relay.max.deliveries, mosq.max.deliveries, relay.max.deliveries/mosq.max.deliveries)
 	fmt.Printf("| p50 at half load (ms) | — | %.2f | %.2f | |\n", relay.half.p50, mosq.half.p50)
 	fmt.Printf("| p99 at half load (ms) | ≤ 20 | %.2f | %.2f | |\n", relay.half.p99, mosq.half.p99)
 	fmt.Printf("| system CPU at max (cores) | — | %.2f | %.2f | |\n", relay.max.sutCPU, mosq.max.sutCPU)

@@ -107,9 +107,9 @@ func storm(relayBin string, robots, subs int, rate float64, step time.Duration, 
 	}
 	fmt.Printf("## storm\n\n`fanout` (%d robots × %d clients) %s, measured for %s without and then with a storm, %d times: "+
 		"%d dashboards that were connected drop and reconnect at once, each re-subscribing to `fleet` (%d robots known, a snapshot of about %d KiB in parts) "+
-		"and to 5 robot rooms. The dashboards run in a child process (as a thousand browsers would, their garbage and goroutines "+
-		"do not stall the measuring clients); the relay paces snapshot parts at %s and admits new connections at %s.\n\n",
-		robots, subs, load, step, len(rounds), dashboards, known, rounds[0].st.snapBytes/1024, paceText(), acceptText())
+		"and to 5 robot rooms. The dashboards run in a child process%s (they stand in for a thousand browsers on other machines: "+
+		"their garbage, goroutines and CPU would otherwise stall the relay and the measuring clients on this one); the relay paces snapshot parts at %s and admits new connections at %s.\n\n",
+		robots, subs, load, step, len(rounds), dashboards, known, rounds[0].st.snapBytes/1024, niceText(), paceText(), acceptText())
 	fmt.Printf("| round | fanout p99 without storm (ms) | with storm (ms) | ratio (target ≤ 2×) | p50 without / with (ms) | lost | dashboards with their whole fleet snapshot | storm done in | relay CPU without / with (cores) |\n|---|---|---|---|---|---|---|---|---|\n")
 	ratios := make([]float64, 0, len(rounds))
 	for i, r := range rounds {
@@ -128,8 +128,8 @@ func storm(relayBin string, robots, subs int, rate float64, step time.Duration, 
 	if stormRateLimit >= 0 {
 		extra += fmt.Sprintf(" -snapshot-rate %d", stormRateLimit)
 	}
-	if stormNice {
-		extra += " -storm-nice"
+	if !stormNice {
+		extra += " -storm-nice=false"
 	}
 	for _, e := range relayEnv {
 		extra += " -relay-env " + e
@@ -137,6 +137,14 @@ func storm(relayBin string, robots, subs int, rate float64, step time.Duration, 
 	fmt.Printf("Command: `go run ./scripts/bench/relaybench -scenario storm -robots %d -subs %d -step %s -dashboards %d -known %d -storm-repeat %d%s`\n",
 		robots, subs, step, dashboards, known, len(rounds), extra)
 	return nil
+}
+
+// niceText says at which priority the dashboards ran.
+func niceText() string {
+	if stormNice {
+		return " at nice 19"
+	}
+	return " at normal priority"
 }
 
 // acceptText says how the relay admitted new connections in this run.
@@ -170,7 +178,7 @@ func paceText() string {
 var stormRateLimit int64 = -1
 
 // stormNice runs the storm's dashboards at the lowest CPU priority (-storm-nice).
-var stormNice bool
+var stormNice = true
 
 // dashboardsProcess runs connectDashboards in a child relaybench
 // (-scenario dashboards) and returns what it measured; the child closes
