@@ -405,7 +405,7 @@ func cores(relayBin string, robots, subs int, startRate float64, step time.Durat
 		runs = append(runs, run{c.label, s})
 	}
 	one, all := runs[0].sum, runs[1].sum
-	fmt.Printf("## cores\n\n`fanout` (%d robots × %d clients, ×1.5 every %s, held while p99 ≤ %.0f ms and nothing is lost) with the relay limited to one core (GOMAXPROCS=1, `taskset -c 0`) "+
+	fmt.Printf("## cores\n\n`fanout` (%d robots × %d clients, ×1.5 every %s and refined to within ×1.1, held while p99 ≤ %.0f ms and nothing is lost) with the relay limited to one core (GOMAXPROCS=1, `taskset -c 0`) "+
 		"and with all %d cores (the load generator shares the machine in both runs).\n\n", robots, subs, step, p99Limit, n)
 	fmt.Printf("| figure | target | 1 core | %d cores | ratio |\n|---|---|---|---|---|\n", n)
 	fmt.Printf("| max deliveries/s held | ≥ 1.7× | %.0f | %.0f | %.2f× |\n", one.max.deliveries, all.max.deliveries, all.max.deliveries/one.max.deliveries)
