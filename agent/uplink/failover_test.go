@@ -37,7 +37,10 @@ func startOpts(t *testing.T, o uplink.Options) *harness {
 		var n atomic.Int64
 		o.NextEpoch = func() int64 { return n.Add(1) }
 	}
-	o.ConnectTimeout, o.KeepAlive, o.Logger = 2*time.Second, 2*time.Second, slog.New(slog.DiscardHandler)
+	if o.ConnectTimeout == 0 {
+		o.ConnectTimeout = 2 * time.Second
+	}
+	o.KeepAlive, o.Logger = 2*time.Second, slog.New(slog.DiscardHandler)
 	o.BackoffMin, o.BackoffFastMax = 50*time.Millisecond, 200*time.Millisecond
 	up, err := uplink.New(o, out)
 	require.NoError(t, err)

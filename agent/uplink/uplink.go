@@ -313,6 +313,11 @@ func (u *Uplink) connect(ctx context.Context, broker string) (mqtt.Client, int64
 		SetWriteTimeout(u.opts.ConnectTimeout).
 		SetAutoReconnect(false).
 		SetConnectRetry(false).
+		// 3.1.1 only: left at 0, paho retries a failed handshake as MQTT
+		// 3.1 on a second TCP connection with the same Will, so one epoch
+		// could be two connections, and the abandoned one's Will, late
+		// out of a network hole, would carry the live connection's epoch.
+		SetProtocolVersion(4).
 		SetOrderMatters(true).
 		SetBinaryWill(u.opts.StatusTopic, u.opts.Will(epoch), 1, true).
 		SetConnectionLostHandler(func(_ mqtt.Client, err error) {

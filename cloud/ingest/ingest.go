@@ -211,6 +211,7 @@ func New(o Options) (*Client, error) {
 			SetCleanSession(false).  // the broker queues what we miss while away
 			SetAutoReconnect(false). // Run reconnects, with jitter and failover
 			SetConnectRetry(false).
+			SetProtocolVersion(4). // no silent 3.1 retry on a second connection with our session's id
 			SetKeepAlive(o.KeepAlive).
 			SetConnectTimeout(o.ConnectTimeout).
 			SetWriteTimeout(o.PublishTimeout).

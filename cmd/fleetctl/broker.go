@@ -390,6 +390,7 @@ func (c *mqttConfig) connect(ctx context.Context, role string, reconnect bool, o
 		SetUsername(c.Username).
 		SetPassword(c.Password).
 		SetCleanSession(true).
+		SetProtocolVersion(4). // no silent 3.1 retry on a second connection
 		SetConnectTimeout(c.ConnectTimeout).
 		SetKeepAlive(c.KeepAlive).
 		SetAutoReconnect(false). // reconnectLoop, with the shared backoff
@@ -399,9 +400,17 @@ func (c *mqttConfig) connect(ctx context.Context, role string, reconnect bool, o
 	if c.tls != nil {
 		opts.SetTLSConfig(c.tls)
 	}
-	if onConnect != nil {
-		opts.SetOnConnectHandler(onConnect)
-	}
+	// paho runs OnConnect and the Connected notification on goroutines of
+	// their own, in either order: note the broker here too, so what
+	// onConnect reports names it (the attempt's broker was noted before).
+	opts.SetOnConnectHandler(func(cl mqtt.Client) {
+		c.mu.Lock()
+		c.current = c.trying
+		c.mu.Unlock()
+		if onConnect != nil {
+			onConnect(cl)
+		}
+	})
 	rctx, stop := context.WithCancel(ctx)
 	client := &stoppingClient{stop: stop}
 	opts.SetConnectionLostHandler(func(cl mqtt.Client, err error) {
