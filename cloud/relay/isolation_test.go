@@ -1,6 +1,7 @@
 package relay_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"testing"
@@ -186,7 +187,13 @@ func TestMarkGap(t *testing.T) {
 	rb.send("s-1", queued())
 	last := rb.send("s-1", progress(10))
 	c := connect(t, r, "")
-	require.Eventually(t, func() bool { return c.subscribe("session:s-1", last.Seq-1).Recovered }, wait, 20*time.Millisecond)
+	// The relay must hold the last event before the gap (a resume from
+	// just before it returns it): one that arrived after would start the
+	// new stretch and make the later resumes recovered.
+	require.Eventually(t, func() bool {
+		f := c.subscribe("session:s-1", last.Seq-1)
+		return f.Recovered && bytes.Contains(f.raw, []byte(last.ID))
+	}, wait, 20*time.Millisecond)
 	c.subscribe("robot:r-1", last.Seq)
 	c.subscribe("fleet")
 	other := connect(t, r, "")
