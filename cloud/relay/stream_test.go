@@ -2,6 +2,7 @@ package relay_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -182,4 +183,62 @@ func TestHistoryConnectionCutMidStream(t *testing.T) {
 		return len(got) >= n
 	})
 	require.Equal(t, want, got, "every event once, in order, across the cut")
+}
+
+// The relay's NATS connection is cut while a robot publishes more than the
+// stream keeps (nats.max_bytes), so events leave the stream before the relay
+// reads them: every room is told (gap, reason history_dropped) and a resume
+// from before the hole answers recovered: false, never a silent hole. After
+// it, what the stream still held arrives in order.
+func TestHistoryDroppedTellsTheRooms(t *testing.T) {
+	c := natstest.StartCluster(t, 1)
+	px, err := tcpproxy.New(fmt.Sprintf("127.0.0.1:%d", c.Nodes[0].ClientPort))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = px.Close() })
+	cfg := testConfig()
+	cfg.NATS.URLs = []string{"nats://" + px.Addr()}
+	cfg.NATS.Username, cfg.NATS.Password = natstest.RelayUser, natstest.RelayPassword
+	cfg.NATS.MaxBytes = 16 << 10
+	r := startRelay(t, cfg)
+	ws := connect(t, r, "")
+	ws.subscribe("session:s-drop")
+
+	rb := newRobot(t, c.Nodes[0].MQTTURL(), "r-1", "r-1", natstest.RobotPassword("r-1"))
+	pad := fmt.Sprintf("%0500d", 0)
+	ev := func(i int) protocol.SessionProgress {
+		p := progress(float64(i))
+		p.Message = pad
+		return p
+	}
+	before := rb.send("s-drop", ev(0))
+	ws.until(func(f frame) bool { return f.Type == "event" && f.envelope(t).ID == before.ID })
+
+	px.Cut()
+	var sent []string
+	for i := 1; i <= 80; i++ { // ~60 kB into a 16 KiB stream: the oldest unread leave it
+		sent = append(sent, rb.send("s-drop", ev(i)).ID)
+	}
+	require.Positive(t, px.Stats().Dropped, "the relay's NATS connection was not cut")
+	px.Restore()
+
+	var gap struct{ Room, Reason string }
+	var after []string
+	ws.until(func(f frame) bool {
+		switch f.Type {
+		case "gap":
+			require.NoError(t, json.Unmarshal(f.raw, &gap))
+		case "event":
+			require.NotEmpty(t, gap.Reason, "an event after the cut arrived before the gap notice: %s", f.raw)
+			after = append(after, f.envelope(t).ID)
+		}
+		return len(after) > 0 && after[len(after)-1] == sent[len(sent)-1]
+	})
+	require.Equal(t, "session:s-drop", gap.Room)
+	require.Equal(t, "history_dropped", gap.Reason)
+	require.Less(t, len(after), len(sent), "nothing left the stream: the test did not overflow it")
+	require.Equal(t, sent[len(sent)-len(after):], after, "what the stream kept arrives once, in order")
+
+	late := connect(t, r, "")
+	f := late.subscribe("session:s-drop", before.Seq)
+	require.False(t, f.Recovered, "a resume across the dropped events said recovered: %s", f.raw)
 }
