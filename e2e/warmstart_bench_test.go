@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
+	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/robotfleet/fleetlink/cloud/history"
 	"github.com/robotfleet/fleetlink/internal/natstest"
@@ -39,11 +39,24 @@ func BenchmarkWarmStart(b *testing.B) {
 		b.Fatal(err)
 	}
 	st.Close()
-	nc, err := nats.Connect(node.NATSURL(), nats.UserInfo("r-1", natstest.RobotPassword("r-1")))
-	if err != nil {
-		b.Fatal(err)
+	// Robot accounts are MQTT only (configs/nats-cluster), so r-1 publishes
+	// as a robot does: QoS 1 over the MQTT gateway.
+	o := mqtt.NewClientOptions().AddBroker(node.MQTTURL()).SetClientID("r-1").SetProtocolVersion(4).
+		SetUsername("r-1").SetPassword(natstest.RobotPassword("r-1")).SetAutoReconnect(false)
+	rc := mqtt.NewClient(o)
+	if tok := rc.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		b.Fatalf("robot r-1 on the MQTT gateway: %v", tok.Error())
 	}
-	defer nc.Close()
+	defer rc.Disconnect(250)
+	var pending []mqtt.Token
+	settle := func() {
+		for _, tok := range pending {
+			if !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
+				b.Fatalf("publish: %v", tok.Error())
+			}
+		}
+		pending = pending[:0]
+	}
 	var payloadBytes int
 	for i := 0; i < events; i++ {
 		sid := fmt.Sprintf("s-%d", i/100)
@@ -56,15 +69,12 @@ func BenchmarkWarmStart(b *testing.B) {
 			b.Fatal(err)
 		}
 		payloadBytes += len(p)
-		if err := nc.Publish(history.TopicToSubject("fleet/v1/robots/r-1/sessions/"+sid+"/events"), p); err != nil {
-			b.Fatal(err)
-		}
-		if i%5000 == 4999 {
-			_ = nc.Flush()
-			time.Sleep(20 * time.Millisecond) // let JetStream keep up: core publishes are not flow-controlled
+		pending = append(pending, rc.Publish("fleet/v1/robots/r-1/sessions/"+sid+"/events", 1, false, p))
+		if len(pending) == 1000 {
+			settle()
 		}
 	}
-	_ = nc.Flush()
+	settle()
 	conf := filepath.Join(b.TempDir(), "relay.yaml")
 	_ = os.WriteFile(conf, []byte(fmt.Sprintf("mqtt:\n  username: %s\n  password: %s\n  client_id: warm\nnats:\n  username: %s\n  password: %s\n",
 		natstest.RelayUser, natstest.RelayPassword, natstest.RelayUser, natstest.RelayPassword)), 0o600)

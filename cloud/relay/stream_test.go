@@ -114,8 +114,8 @@ func historyRelay(t *testing.T, natsURL string) *relay.Relay {
 }
 
 // A stolen robot credential cannot speak for another robot through the
-// stream: NATS refuses r-1 publishing on r-2's subjects (over MQTT and
-// over plain NATS), and an envelope r-1 publishes on its own topic in
+// stream: NATS refuses r-1 publishing on r-2's subjects over MQTT and
+// refuses r-1 over plain NATS altogether, and an envelope r-1 publishes on its own topic in
 // r-2's name is stored by the stream but refused by the relay's ingest.
 func TestStolenRobotCannotSpeakForAnotherThroughTheStream(t *testing.T) {
 	c := natstest.StartCluster(t, 1)
@@ -129,12 +129,17 @@ func TestStolenRobotCannotSpeakForAnotherThroughTheStream(t *testing.T) {
 	b := mustEncode(t, forged)
 	// Over MQTT on r-2's topic: NATS drops it (and may close the client).
 	_ = r1.c.Publish(protocol.MustTopics("").Status("r-2"), 1, true, b).WaitTimeout(2 * time.Second)
-	// Over plain NATS with r-1's password.
-	nc, err := nats.Connect(c.NATSURLs(), nats.UserInfo("r-1", natstest.RobotPassword("r-1")))
-	require.NoError(t, err)
-	defer nc.Close()
-	require.NoError(t, nc.Publish("fleet.v1.robots.r-2.status", b))
-	_ = nc.Flush()
+	// Over plain NATS with r-1's password: robot accounts are MQTT only
+	// (allowed_connection_types), so it cannot reach the gateway's own
+	// $MQTT subjects (sessions, retained messages) or the stream's API.
+	nc, err := nats.Connect(c.NATSURLs(), nats.UserInfo("r-1", natstest.RobotPassword("r-1")), nats.MaxReconnects(0))
+	if err == nil {
+		defer nc.Close()
+		_ = nc.Publish("fleet.v1.robots.r-2.status", b)
+		_ = nc.Publish("$MQTT.rmsgs", b)
+		_ = nc.Flush()
+	}
+	require.Error(t, err, "a robot account connected over plain NATS")
 	// On its own topic, in r-2's name.
 	r1 = newRobot(t, c.Nodes[0].MQTTURL(), "r-1", "r-1", natstest.RobotPassword("r-1"))
 	r1.raw(protocol.MustTopics("").Status("r-1"), 1, true, b)
