@@ -69,7 +69,7 @@ func BenchmarkWarmStart(b *testing.B) {
 			b.Fatal(err)
 		}
 		payloadBytes += len(p)
-		pending = append(pending, rc.Publish("fleet/v1/robots/r-1/sessions/"+sid+"/events", 1, false, p))
+		pending = append(pending, rc.Publish(protocol.MustTopics("").SessionEvents("r-1", sid), 1, false, p))
 		if len(pending) == 1000 {
 			settle()
 		}
